@@ -1,0 +1,132 @@
+"""The one error tree of dbsage. Each error carries a user-facing message, a hint and an exit code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class DbsageError(Exception):
+    """Base of every error dbsage reports to a user."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None, **data: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.data = data
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description of the error."""
+        out: dict[str, Any] = {"error": type(self).__name__, "message": self.message}
+        if self.hint:
+            out["hint"] = self.hint
+        out.update({k: v for k, v in self.data.items() if v is not None})
+        return out
+
+
+class ConfigError(DbsageError):
+    """Bad flags, environment or settings."""
+
+    exit_code = 2
+
+
+class ConnectionFailedError(DbsageError):
+    """The database could not be reached after the retries."""
+
+    exit_code = 2
+
+
+class PoolerError(ConfigError):
+    """The target is a transaction pooler, which breaks session advisory locks."""
+
+
+class MigrationFileError(DbsageError):
+    """The migration file cannot be used: missing, empty, not UTF-8, syntax error, psql meta-command."""
+
+    exit_code = 2
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str,
+        line: int | None = None,
+        column: int | None = None,
+        source_line: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint, path=path, line=line, column=column)
+        self.path = path
+        self.line = line
+        self.column = column
+        self.source_line = source_line
+
+    def location(self) -> str:
+        """`file:line:col` (as much of it as is known)."""
+        loc = self.path
+        if self.line is not None:
+            loc += f":{self.line}"
+            if self.column is not None:
+                loc += f":{self.column}"
+        return loc
+
+
+class TransactionShapeError(MigrationFileError):
+    """COMMIT/ROLLBACK in the middle, or transactional mixed with non-transactional statements."""
+
+
+class LockBusyError(DbsageError):
+    """Another session holds the migration advisory lock."""
+
+    exit_code = 3
+
+
+class AlreadyAppliedError(DbsageError):
+    """The migration's version is already recorded as applied."""
+
+    exit_code = 4
+
+
+class DriftError(DbsageError):
+    """An applied migration's file changed since it was applied."""
+
+    exit_code = 5
+
+
+class SnapshotError(DbsageError):
+    """pg_dump failed or is missing."""
+
+
+@dataclass
+class StatementFailure:
+    """What PostgreSQL said about the statement that failed."""
+
+    line: int
+    sqlstate: str | None
+    message: str
+    detail: str | None = None
+    hint: str | None = None
+    statement: str = ""
+    index: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class MigrationFailedError(DbsageError):
+    """A statement failed; the transaction was rolled back."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, failure: StatementFailure, path: str,
+                 hint: str | None = None, rolled_back: bool = True) -> None:
+        super().__init__(message, hint=hint or failure.hint, path=path, line=failure.line,
+                         sqlstate=failure.sqlstate, detail=failure.detail,
+                         rolled_back=rolled_back)
+        self.failure = failure
+        self.path = path
+        self.rolled_back = rolled_back
+
+
+class LockTimeoutExhaustedError(MigrationFailedError):
+    """lock_timeout kept firing: every retry was rolled back."""
