@@ -57,7 +57,8 @@ class MigrationFileError(DbsageError):
         source_line: str | None = None,
         hint: str | None = None,
     ) -> None:
-        super().__init__(message, hint=hint, path=path, line=line, column=column)
+        super().__init__(message, hint=hint, path=path, line=line, column=column,
+                         source_line=source_line)
         self.path = path
         self.line = line
         self.column = column

@@ -1,0 +1,36 @@
+"""The result of one task run, as the renderers and --json see it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class RunReport:
+    """Everything a run did: statements, files, warnings, and the error if it failed."""
+
+    task: str
+    status: str = "pending"  # "applied", "failed", "refused"
+    mode: str = "interactive"
+    ts: str | None = None
+    path: str | None = None
+    version: str | None = None
+    name: str | None = None
+    target: str | None = None  # always redacted
+    server_version: str | None = None
+    statements: list[dict[str, Any]] = field(default_factory=list)
+    records_affected: int = 0
+    execution_time: float = 0.0  # seconds, whole run
+    apply_time: float = 0.0  # seconds inside the migration transaction(s)
+    attempts: int = 0
+    files: dict[str, str] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    error: dict[str, Any] | None = None
+    exit_code: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the --json output)."""
+        return asdict(self)

@@ -1,0 +1,152 @@
+"""Migration history: Supabase CLI's table plus dbsage's own audit log.
+
+Both rows are written inside the migration's own transaction, so a migration and its
+record commit or vanish together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from dbsage.tools.errors import AlreadyAppliedError, DriftError
+
+if TYPE_CHECKING:
+    import psycopg
+
+# Exactly the Supabase CLI's shape, so `supabase migration list` agrees with dbsage.
+SUPABASE_HISTORY_DDL = """
+CREATE SCHEMA IF NOT EXISTS supabase_migrations;
+CREATE TABLE IF NOT EXISTS supabase_migrations.schema_migrations (version text NOT NULL PRIMARY KEY);
+ALTER TABLE supabase_migrations.schema_migrations ADD COLUMN IF NOT EXISTS statements text[];
+ALTER TABLE supabase_migrations.schema_migrations ADD COLUMN IF NOT EXISTS name text;
+"""
+
+DBSAGE_LOG_DDL = """
+CREATE SCHEMA IF NOT EXISTS dbsage;
+CREATE TABLE IF NOT EXISTS dbsage.migration_log (
+    id bigserial PRIMARY KEY,
+    ts text NOT NULL,
+    event text NOT NULL CHECK (event IN ('apply', 'rollback')),
+    version text NOT NULL,
+    name text NOT NULL,
+    path text NOT NULL,
+    checksum text NOT NULL,
+    status text NOT NULL,
+    mode text NOT NULL,
+    started_at timestamptz NOT NULL,
+    finished_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    duration_ms double precision NOT NULL,
+    rows_affected bigint NOT NULL,
+    statements integer NOT NULL,
+    snapshot_before text,
+    snapshot_after text,
+    diff_patch text,
+    applied_by text NOT NULL DEFAULT current_user
+);
+CREATE INDEX IF NOT EXISTS migration_log_version_idx ON dbsage.migration_log (version, id);
+"""
+
+
+@dataclass(frozen=True)
+class AppliedMigration:
+    """What the history says about one version."""
+
+    version: str
+    name: str | None
+    statements: list[str] | None
+    checksum: str | None  # from dbsage's log; None when another tool applied it
+    applied_at: datetime | None
+    ts: str | None  # dbsage's run timestamp of that apply
+
+
+@dataclass(frozen=True)
+class HistoryRecord:
+    """The audit data of one apply, written with the migration."""
+
+    ts: str
+    version: str
+    name: str
+    path: str
+    checksum: str
+    mode: str
+    started_at: datetime
+    duration_ms: float
+    rows_affected: int
+    statements: list[str]
+    snapshot_before: str | None
+    snapshot_after: str | None
+    diff_patch: str | None
+
+
+def find_applied(conn: psycopg.Connection, version: str) -> AppliedMigration | None:
+    """The history of `version`, or None when it was never applied (or no history exists)."""
+    tables = conn.execute(
+        "SELECT to_regclass('supabase_migrations.schema_migrations') IS NOT NULL, "
+        "to_regclass('dbsage.migration_log') IS NOT NULL").fetchone()
+    assert tables is not None
+    if not tables[0]:
+        return None
+    row = conn.execute("SELECT version, name, statements FROM "
+                       "supabase_migrations.schema_migrations WHERE version = %s",
+                       (version,)).fetchone()
+    if row is None:
+        return None
+    checksum = applied_at = ts = None
+    if tables[1]:
+        log = conn.execute("SELECT checksum, finished_at, ts FROM dbsage.migration_log WHERE "
+                           "version = %s AND event = 'apply' ORDER BY id DESC LIMIT 1",
+                           (version,)).fetchone()
+        if log:
+            checksum, applied_at, ts = log
+    return AppliedMigration(row[0], row[1], row[2], checksum, applied_at, ts)
+
+
+def ensure_not_applied(conn: psycopg.Connection, version: str, checksum: str,
+                       statements: list[str], path: str) -> None:
+    """Refuse a version that is applied already; call it drift when the file changed."""
+    applied = find_applied(conn, version)
+    if applied is None:
+        return
+    if applied.checksum is not None:
+        changed = applied.checksum != checksum
+    else:  # applied by the Supabase CLI: compare the statements it recorded
+        changed = applied.statements is not None and applied.statements != statements
+    when = f" on {applied.applied_at:%Y-%m-%d %H:%M:%S}" if applied.applied_at else ""
+    if changed:
+        raise DriftError(
+            f"Migration {version} was applied{when}, but {path} has changed since "
+            "(checksum differs). The database does not hold what the file says.",
+            hint="Never edit an applied migration: restore the file from version control and "
+            "put the change in a new migration.", version=version,
+            applied_checksum=applied.checksum, file_checksum=checksum)
+    raise AlreadyAppliedError(
+        f"Migration {version} ({applied.name or path}) is already applied{when}.",
+        hint="Nothing to do. To apply it again, roll it back first"
+        + (f": *rollback {applied.ts}" if applied.ts else "."),
+        version=version)
+
+
+def latest_applied_version(conn: psycopg.Connection) -> str | None:
+    """The highest applied version, for the migration-order check."""
+    row = conn.execute("SELECT CASE WHEN to_regclass('supabase_migrations.schema_migrations') "
+                       "IS NULL THEN NULL ELSE (SELECT max(version) FROM "
+                       "supabase_migrations.schema_migrations) END").fetchone()
+    return row[0] if row else None
+
+
+def record_applied(conn: psycopg.Connection, rec: HistoryRecord) -> None:
+    """Insert both history rows; call inside the migration's transaction."""
+    conn.execute(SUPABASE_HISTORY_DDL)
+    conn.execute(DBSAGE_LOG_DDL)
+    conn.execute("INSERT INTO supabase_migrations.schema_migrations (version, statements, name) "
+                 "VALUES (%s, %s, %s)", (rec.version, rec.statements, rec.name))
+    params: dict[str, Any] = {**rec.__dict__, "statement_count": len(rec.statements)}
+    conn.execute(
+        """INSERT INTO dbsage.migration_log (ts, event, version, name, path, checksum, status,
+               mode, started_at, duration_ms, rows_affected, statements, snapshot_before,
+               snapshot_after, diff_patch)
+           VALUES (%(ts)s, 'apply', %(version)s, %(name)s, %(path)s, %(checksum)s, 'applied',
+               %(mode)s, %(started_at)s, %(duration_ms)s, %(rows_affected)s, %(statement_count)s,
+               %(snapshot_before)s, %(snapshot_after)s, %(diff_patch)s)""", params)
