@@ -142,3 +142,7 @@ def db_stop(db: DbOption = None) -> None:
 def main() -> None:
     """Console entry point."""
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -302,12 +302,11 @@ def _timed(ctx: RunContext, name: str) -> None:
 def _fail(ctx: RunContext, exc: DbsageError) -> None:
     from dbsage.tools.connection import redact
 
-    refused = bool(exc.data.get("refused")) or ctx.report.status == "pending"
     if ctx.report.status == "applied":
         # Committed already: a later step (snapshot, diff) failed. Say so plainly.
         ctx.report.warnings.append(f"The migration is committed, but: {redact(exc.message)}")
         return
-    ctx.report.status = "refused" if refused and not _ran_sql(ctx) else "failed"
+    ctx.report.status = "failed" if _ran_sql(ctx) else "refused"
     ctx.report.error = {k: (redact(v) if isinstance(v, str) else v)
                         for k, v in exc.to_dict().items() if k != "statements"}
     ctx.report.exit_code = exc.exit_code

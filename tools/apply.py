@@ -60,9 +60,10 @@ class ApplyResult:
 
 
 class _Retryable(Exception):
-    def __init__(self, failure: StatementFailure) -> None:
+    def __init__(self, failure: StatementFailure, results: list[StatementResult]) -> None:
         super().__init__(failure.message)
         self.failure = failure
+        self.results = results
 
 
 BeforeCommit = Callable[["psycopg.Connection", list[StatementResult]], None]
@@ -119,14 +120,16 @@ def _apply_in_transaction(conn: psycopg.Connection, migration: MigrationFile, lo
     except RetryError as exc:
         last = exc.last_attempt.exception()
         assert isinstance(last, _Retryable)
-        raise LockTimeoutExhaustedError(
+        err = LockTimeoutExhaustedError(
             f"{migration.path}:{last.failure.line}: could not get the locks it needs within "
             f"lock_timeout {lock_timeout}, {policy.attempts} times; everything was rolled back "
             "each time and nothing was applied.",
             failure=last.failure, path=str(migration.path),
             hint="A long transaction holds the table. Find it in pg_stat_activity (state, "
             "xact_start), let it finish, then run dbsage again; or raise --lock-timeout.",
-        ) from None
+        )
+        err.data["statements"] = [r.__dict__ for r in last.results]
+        raise err from None
     n = retrying.statistics.get("attempt_number", 1)
     return ApplyResult(results, n, time.perf_counter() - started, True, n - 1, waits)
 
@@ -150,9 +153,11 @@ def _run_transaction(conn: psycopg.Connection, migration: MigrationFile, lock_ti
         stmt = migration.statements[failed.index - 1] if failed else None
         failure = _failure(exc, stmt)
         if failure.sqlstate in RETRYABLE_SQLSTATES:
-            raise _Retryable(failure) from None
-        raise MigrationFailedError(_describe(migration, failure, stmt), failure=failure,
-                                   path=str(migration.path), hint=_hint(failure, stmt)) from None
+            raise _Retryable(failure, results) from None
+        err = MigrationFailedError(_describe(migration, failure, stmt), failure=failure,
+                                   path=str(migration.path), hint=_hint(failure, stmt))
+        err.data["statements"] = [r.__dict__ for r in results]
+        raise err from None
     return results
 
 
