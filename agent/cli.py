@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -39,14 +40,14 @@ def _exit_with(report: RunReport, as_json: bool) -> None:
     raise typer.Exit(report.exit_code)
 
 
-def _fail(message: str, hint: str | None = None, code: int = 2) -> None:
+def _fail(message: str, hint: str | None = None, code: int = 2) -> NoReturn:
     typer.echo(f"❌ {message}", err=True)
     if hint:
         typer.echo(f"Hint: {hint}", err=True)
     raise typer.Exit(code)
 
 
-def _confirmer(mode: str, yes: bool) -> object:
+def _confirmer(mode: str, yes: bool) -> Callable[[str], bool] | None:
     if yes or mode == "yolo":
         return None
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
@@ -85,7 +86,7 @@ def apply_cmd(
     confirm = _confirmer(mode, yes or (as_json and mode == "yolo"))
     opts = RunOptions(mode=mode, db=db, lock_timeout=lock_timeout,
                       statement_timeout=statement_timeout,
-                      confirm=confirm)  # type: ignore[arg-type]
+                      confirm=confirm)
     _exit_with(run_apply(path, opts), as_json)
 
 
