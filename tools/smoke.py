@@ -1,0 +1,588 @@
+"""Smoke test: built-in health checks of a database plus the user's own SQL / pgTAP tests.
+
+Every function here is read-only towards the target: checks run inside transactions that are
+rolled back, and user tests run inside a transaction that is always rolled back, whatever the
+file says (its own BEGIN / COMMIT / ROLLBACK are skipped, so the final rollback stays ours).
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import hashlib
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, LiteralString, ParamSpec, cast
+
+import psycopg
+from psycopg import sql
+
+from dbsage.tools.errors import DbsageError
+
+if TYPE_CHECKING:
+    from pglast.ast import RawStmt
+
+Status = Literal["pass", "warn", "fail"]
+TestMode = Literal["pgtap", "plain"]
+P = ParamSpec("P")
+
+# Never "user" schemas: PostgreSQL's own (every pg_* schema, incl. other sessions' temp
+# schemas), dbsage's and the Supabase CLI's bookkeeping, and Supabase's platform schemas.
+EXCLUDED_SCHEMAS: tuple[str, ...] = (
+    "information_schema", "dbsage", "supabase_migrations",
+    "auth", "storage", "realtime", "extensions", "graphql", "graphql_public", "vault",
+    "pgsodium", "pgsodium_masks", "supabase_functions", "net", "cron", "pgbouncer",
+    "_realtime", "_analytics",
+)
+SEQUENCE_LIMIT = 0.8
+LOCK_TIMEOUT = "5s"
+_VERSION = re.compile(r"^(\d+)")
+_USER_SCHEMA = "n.nspname !~ '^pg_' AND n.nspname <> ALL(%(excluded)s::text[])"
+# psql meta-commands that only change psql's output; anything else (\i, \c, ...) is an error.
+_COSMETIC_META = {"set", "unset", "pset", "timing", "echo", "qecho", "t", "x", "a", "o"}
+_META_LINE = re.compile(r"^[ \t]*\\(?P<cmd>[a-zA-Z!?]+)[^\n]*", re.MULTILINE)
+_TX_SKIPPED = {"BEGIN", "START", "COMMIT", "ROLLBACK"}
+_TX_REFUSED = {"PREPARE", "COMMIT_PREPARED", "ROLLBACK_PREPARED"}
+
+
+class SmokeTestError(DbsageError):
+    """The smoke test itself could not run (e.g. the project folder does not exist)."""
+
+
+class UserTestFileError(SmokeTestError):
+    """A test file that cannot run as given (meta-command, syntax error, PREPARE TRANSACTION)."""
+
+    def __init__(self, message: str, *, line: int, sqlstate: str | None = None) -> None:
+        super().__init__(message, line=line, sqlstate=sqlstate)
+        self.line = line
+        self.sqlstate = sqlstate
+
+    def located(self) -> str:
+        """`line N: [SQLSTATE: ]message`, as reported in a UserTestResult."""
+        state = f"{self.sqlstate}: " if self.sqlstate else ""
+        return f"line {self.line}: {state}{self.message}"
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """One built-in check: its verdict, a one-line detail and the objects it is about."""
+
+    id: str
+    title: str
+    status: Status
+    detail: str
+    items: list[str] = field(default_factory=list)
+    duration_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class UserTestResult:
+    """One file of `supabase/tests/`, run as pgTAP or as plain SQL (rolled back)."""
+
+    path: str  # relative to the project folder
+    mode: TestMode
+    passed: bool
+    planned: int | None  # pgTAP plan `1..N`; None for plain files or when no plan was seen
+    ran: int  # pgTAP: assertions reported; plain: statements executed
+    failures: list[str] = field(default_factory=list)
+    error: str | None = None  # SQL error (SQLSTATE, message, line) that stopped the file
+    duration_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class SmokeReport:
+    """Everything a smoke test found; `passed` is False when a check or a user test fails."""
+
+    checks: list[CheckOutcome]
+    user_tests: list[UserTestResult]
+    passed: bool
+
+
+@dataclass(frozen=True)
+class TapSummary:
+    """What a TAP stream says: plan, assertions run, and the failures with their diagnostics."""
+
+    planned: int | None
+    ran: int
+    failures: list[str]
+
+
+@dataclass(frozen=True)
+class HistoryState:
+    """Migration files compared with the history table and dbsage's checksums."""
+
+    pending: list[str]
+    missing: list[str]
+    drifted: list[str]
+    unverified: list[str]  # applied versions without a dbsage checksum (e.g. by the Supabase CLI)
+    ignored: list[str]  # files in supabase/migrations/ without a leading version
+    duplicates: list[str]  # files whose version another file already has
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _timed(func: Callable[P, CheckOutcome]) -> Callable[P, CheckOutcome]:
+    """Fill in `duration_ms` of the outcome a check returns."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> CheckOutcome:
+        start = time.perf_counter()
+        outcome = func(*args, **kwargs)
+        return replace(outcome, duration_ms=_ms_since(start))
+
+    return wrapper
+
+
+def _ms_since(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+def _rows(conn: psycopg.Connection[Any], query: LiteralString,
+          params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+    """Run a catalog query in a rolled-back transaction (leaves the connection as it was)."""
+    with conn.transaction(force_rollback=True):
+        return conn.execute(query, {"excluded": list(EXCLUDED_SCHEMAS), **(params or {})}).fetchall()
+
+
+def _outcome(check_id: str, title: str, bad: Status, items: list[str], ok_detail: str,
+             bad_detail: str) -> CheckOutcome:
+    """`pass` with `ok_detail` when there are no items, else `bad` with `bad_detail`."""
+    if not items:
+        return CheckOutcome(check_id, title, "pass", ok_detail)
+    return CheckOutcome(check_id, title, bad, bad_detail, items)
+
+
+def _error_text(exc: psycopg.Error) -> str:
+    """`SQLSTATE: message` of a server error, first line only."""
+    message = (exc.diag.message_primary or str(exc)).splitlines()[0]
+    return f"{exc.sqlstate}: {message}" if exc.sqlstate else message
+
+
+# --------------------------------------------------------------------------- built-in checks
+
+
+@_timed
+def check_relations_selectable(conn: psycopg.Connection[Any]) -> CheckOutcome:
+    """Every table, view and materialized view in user schemas answers `SELECT * ... LIMIT 0`.
+
+    Each select runs in its own savepoint, so one broken relation does not hide the others.
+    """
+    relations = _rows(conn, f"""
+        SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND {_USER_SCHEMA}
+        ORDER BY 1, 2""")
+    broken: list[str] = []
+    with conn.transaction(force_rollback=True):
+        conn.execute("SELECT set_config('lock_timeout', %s, true)", (LOCK_TIMEOUT,))
+        for schema, name in relations:
+            query = sql.SQL("SELECT * FROM {} LIMIT 0").format(sql.Identifier(schema, name))
+            try:
+                with conn.transaction():
+                    conn.execute(query)
+            except psycopg.Error as exc:
+                broken.append(f"{schema}.{name}: {_error_text(exc)}")
+    return _outcome(
+        "relations_selectable", "Tables and views can be selected from", "fail", broken,
+        f"{len(relations)} relations answer SELECT.",
+        f"{len(broken)} of {len(relations)} relations cannot be selected from.")
+
+
+@_timed
+def check_invalid_indexes(conn: psycopg.Connection[Any]) -> CheckOutcome:
+    """No index is left invalid (e.g. by a failed CREATE INDEX CONCURRENTLY)."""
+    rows = _rows(conn, f"""
+        SELECT format('%%I.%%I on %%s', n.nspname, ic.relname, i.indrelid::regclass)
+        FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+        JOIN pg_namespace n ON n.oid = ic.relnamespace
+        WHERE NOT i.indisvalid AND {_USER_SCHEMA} ORDER BY 1""")
+    items = [r[0] for r in rows]
+    return _outcome(
+        "invalid_indexes", "No invalid indexes", "fail", items, "All indexes are valid.",
+        f"{len(items)} invalid index(es): drop and re-create them (REINDEX INDEX CONCURRENTLY).")
+
+
+@_timed
+def check_not_valid_constraints(conn: psycopg.Connection[Any]) -> CheckOutcome:
+    """No constraint (table or domain) is still `NOT VALID`."""
+    rows = _rows(conn, f"""
+        SELECT format('%%s: %%I (%%s)',
+                      CASE WHEN c.conrelid <> 0 THEN c.conrelid::regclass::text
+                           ELSE 'domain ' || c.contypid::regtype::text END,
+                      c.conname,
+                      CASE c.contype WHEN 'c' THEN 'CHECK' WHEN 'f' THEN 'FOREIGN KEY'
+                           WHEN 'n' THEN 'NOT NULL' ELSE c.contype::text END)
+        FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
+        WHERE NOT c.convalidated AND {_USER_SCHEMA} ORDER BY 1""")
+    items = [r[0] for r in rows]
+    return _outcome(
+        "not_valid_constraints", "No NOT VALID constraints", "fail", items,
+        "All constraints are validated.",
+        f"{len(items)} constraint(s) not validated: run ALTER TABLE ... VALIDATE CONSTRAINT.")
+
+
+@_timed
+def check_sequences(conn: psycopg.Connection[Any], limit: float = SEQUENCE_LIMIT) -> CheckOutcome:
+    """Every non-cycling sequence has used less than `limit` of its range towards its bound."""
+    rows = _rows(conn, f"""
+        SELECT format('%%I.%%I', s.schemaname, s.sequencename),
+               CASE WHEN s.increment_by > 0
+                    THEN s.last_value::numeric / s.max_value
+                    ELSE s.last_value::numeric / s.min_value END
+        FROM pg_sequences s JOIN pg_namespace n ON n.nspname = s.schemaname
+        WHERE s.last_value IS NOT NULL AND NOT s.cycle AND {_USER_SCHEMA}
+          AND (s.increment_by > 0 AND s.max_value > 0 OR s.increment_by < 0 AND s.min_value < 0)
+        ORDER BY 2 DESC, 1""")
+    items = [f"{name}: {float(used):.1%} of its maximum" for name, used in rows if used >= limit]
+    return _outcome(
+        "sequence_headroom", f"Sequences below {limit:.0%} of their maximum", "fail", items,
+        f"{len(rows)} used sequence(s) below {limit:.0%}.",
+        f"{len(items)} sequence(s) at or above {limit:.0%}: widen them (AS bigint) soon.")
+
+
+@_timed
+def check_unindexed_foreign_keys(conn: psycopg.Connection[Any]) -> CheckOutcome:
+    """Foreign keys whose referencing columns lead no valid, non-partial index (warn)."""
+    rows = _rows(conn, f"""
+        SELECT c.conrelid::regclass::text, c.conname, c.confrelid::regclass::text,
+               array(SELECT quote_ident(a.attname)
+                     FROM unnest(c.conkey) WITH ORDINALITY k(attnum, ord)
+                     JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
+                     ORDER BY k.ord)
+        FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
+        WHERE c.contype = 'f' AND c.conparentid = 0 AND {_USER_SCHEMA}
+          AND NOT EXISTS (
+              SELECT 1 FROM pg_index i
+              WHERE i.indrelid = c.conrelid AND i.indisvalid AND i.indpred IS NULL
+                AND (string_to_array(i.indkey::text, ' ')::int2[])[1:cardinality(c.conkey)]
+                    @> c.conkey)
+        ORDER BY 1, 2""")
+    items = [f"{table}.{name} → {ref}: CREATE INDEX ON {table} ({', '.join(cols)})"
+             for table, name, ref, cols in rows]
+    return _outcome(
+        "unindexed_foreign_keys", "Foreign keys have a supporting index", "warn", items,
+        "Every foreign key has an index on its referencing columns.",
+        f"{len(items)} foreign key(s) without an index: deletes on the referenced table scan.")
+
+
+@_timed
+def check_rls_enabled(conn: psycopg.Connection[Any],
+                      exposed_schemas: Sequence[str] = ("public",)) -> CheckOutcome:
+    """Tables in the API-exposed schemas have row level security enabled (warn)."""
+    rows = _rows(conn, """
+        SELECT format('%%I.%%I', n.nspname, c.relname)
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p') AND NOT c.relrowsecurity
+          AND n.nspname = ANY(%(exposed)s::text[])
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                          AND d.objid = c.oid AND d.deptype = 'e')
+        ORDER BY 1""", {"exposed": list(exposed_schemas)})
+    items = [r[0] for r in rows]
+    schemas = ", ".join(exposed_schemas)
+    return _outcome(
+        "rls_disabled", f"Row level security on exposed tables ({schemas})", "warn", items,
+        f"Every table in {schemas} has row level security enabled.",
+        f"{len(items)} table(s) readable by anyone with the API key: ALTER TABLE ... ENABLE ROW "
+        "LEVEL SECURITY.")
+
+
+def migration_version(path: Path) -> str | None:
+    """The version of a migration file: its name's leading digits (None if it has none)."""
+    m = _VERSION.match(path.name)
+    return m.group(1) if m else None
+
+
+def read_history_state(conn: psycopg.Connection[Any], project_dir: Path) -> HistoryState:
+    """Compare `supabase/migrations/*.sql` with the history table and dbsage's checksums."""
+    files: dict[str, Path] = {}
+    ignored: list[str] = []
+    duplicates: list[str] = []
+    for path in sorted((project_dir / "supabase" / "migrations").glob("*.sql")):
+        version = migration_version(path)
+        if version is None:
+            ignored.append(path.name)
+        elif version in files:
+            duplicates.append(path.name)
+        else:
+            files[version] = path
+    applied = _applied_checksums(conn)
+    pending = [files[v].name for v in sorted(files) if v not in applied]
+    missing = sorted(v for v in applied if v not in files)
+    drifted: list[str] = []
+    unverified: list[str] = []
+    for version in sorted(set(files) & set(applied)):
+        logged = applied[version]
+        if logged is None:
+            unverified.append(version)
+        elif hashlib.sha256(files[version].read_bytes()).hexdigest() != logged:
+            drifted.append(files[version].name)
+    return HistoryState(pending, missing, drifted, unverified, ignored, duplicates)
+
+
+def _applied_checksums(conn: psycopg.Connection[Any]) -> dict[str, str | None]:
+    """Applied version → checksum of its latest 'apply' in dbsage's log (None if unlogged)."""
+    with conn.transaction(force_rollback=True):
+        row = conn.execute(
+            "SELECT to_regclass('supabase_migrations.schema_migrations') IS NOT NULL, "
+            "to_regclass('dbsage.migration_log') IS NOT NULL").fetchone()
+        assert row is not None
+        has_history, has_log = row
+        if not has_history:
+            return {}
+        if has_log:
+            rows = conn.execute("""
+                SELECT h.version, l.checksum FROM supabase_migrations.schema_migrations h
+                LEFT JOIN LATERAL (SELECT checksum FROM dbsage.migration_log m
+                                   WHERE m.version = h.version AND m.event = 'apply'
+                                   ORDER BY m.id DESC LIMIT 1) l ON true""").fetchall()
+        else:
+            rows = conn.execute(
+                "SELECT version, NULL::text FROM supabase_migrations.schema_migrations").fetchall()
+    return {version: checksum for version, checksum in rows}
+
+
+@_timed
+def check_migration_history(conn: psycopg.Connection[Any], project_dir: Path) -> CheckOutcome:
+    """History agrees with `supabase/migrations/`.
+
+    Missing files, checksum drift and duplicate versions fail; pending files warn.
+    """
+    state = read_history_state(conn, project_dir)
+    items = ([f"missing file: version {v} is applied but has no file" for v in state.missing]
+             + [f"checksum drift: {name} changed since it was applied" for name in state.drifted]
+             + [f"duplicate version: {name}" for name in state.duplicates]
+             + [f"pending: {name}" for name in state.pending]
+             + [f"ignored: {name} has no leading version" for name in state.ignored])
+    status: Status = ("fail" if state.missing or state.drifted or state.duplicates
+                      else "warn" if state.pending or state.ignored else "pass")
+    detail = (f"{len(state.pending)} pending, {len(state.missing)} missing, "
+              f"{len(state.drifted)} drifted")
+    if state.unverified:
+        detail += f"; {len(state.unverified)} applied without a dbsage checksum (not verified)"
+    return CheckOutcome("migration_history", "History matches supabase/migrations/", status,
+                        detail + ".", items)
+
+
+# --------------------------------------------------------------------------- user tests
+
+
+def parse_tap(lines: Iterable[str]) -> TapSummary:
+    """Parse TAP: plan `1..N`, `ok N - d`, `not ok N - d` (TODO excused), `# diagnostics`.
+
+    Diagnostics that follow a `not ok` are attached to that failure.
+    """
+    planned: int | None = None
+    ran = 0
+    failures: list[str] = []
+    current: list[str] | None = None  # the failure that diagnostics attach to
+    for line in lines:
+        line = line.rstrip()
+        if m := re.match(r"^1\.\.(\d+)", line):
+            planned = int(m.group(1))
+        elif m := re.match(r"^(not )?ok\b", line):
+            ran += 1
+            current = None
+            if m.group(1) and not re.search(r"#\s*TODO\b", line, re.IGNORECASE):
+                current = [line]
+                failures.append(line)
+        elif line.startswith("#") and current is not None:
+            current.append(line)
+            failures[-1] = "\n".join(current)
+        elif line.startswith("Bail out!"):
+            failures.append(line)
+    return TapSummary(planned, ran, failures)
+
+
+def discover_user_tests(project_dir: Path) -> list[Path]:
+    """Every `supabase/tests/**/*.sql` under the project, sorted by relative path."""
+    root = project_dir / "supabase" / "tests"
+    return sorted(root.glob("**/*.sql"), key=lambda p: p.relative_to(root).as_posix())
+
+
+def pgtap_available(conn: psycopg.Connection[Any]) -> bool:
+    """True when the server offers the pgtap extension (installed or installable)."""
+    with conn.transaction(force_rollback=True):
+        row = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pgtap')"
+        ).fetchone()
+    return bool(row and row[0])
+
+
+class _Lines:
+    """Character offsets of a text to 1-based line numbers."""
+
+    def __init__(self, text: str) -> None:
+        self.starts = [0] + [m.end() for m in re.finditer("\n", text)]
+
+    def line(self, offset: int) -> int:
+        return bisect.bisect_right(self.starts, offset)
+
+
+@dataclass(frozen=True)
+class _TestStatement:
+    offset: int  # character offset in the file
+    sql: str
+
+
+def _split_test_file(text: str) -> list[_TestStatement]:
+    """Split a test file into statements, dropping the transaction control the runner owns.
+
+    Cosmetic psql meta-commands (`\\set`, `\\pset`, ...) are blanked; others are refused.
+    Raises UserTestFileError for other meta-commands, PREPARE TRANSACTION and
+    syntax errors.
+    """
+    from pglast import parse_sql
+    from pglast.parser import ParseError
+
+    lines = _Lines(text)
+    for meta in _META_LINE.finditer(text):
+        if meta["cmd"] not in _COSMETIC_META:
+            raise UserTestFileError(f"psql meta-command \\{meta['cmd']} is not supported",
+                                    line=lines.line(meta.start()))
+    text = _META_LINE.sub(lambda m: " " * len(m.group(0)), text)
+    try:
+        raw_statements = parse_sql(text)
+    except ParseError as exc:
+        offset = exc.args[1] if len(exc.args) > 1 and exc.args[1] is not None else 0
+        raise UserTestFileError(str(exc.args[0]), line=lines.line(offset),
+                                sqlstate="42601") from None
+    statements = []
+    for raw in raw_statements:
+        kind = _transaction_kind(raw)
+        start = raw.stmt_location or 0
+        if kind in _TX_REFUSED:
+            raise UserTestFileError(f"{kind.replace('_', ' ')} is not allowed in a smoke test",
+                                    line=lines.line(start))
+        if kind in _TX_SKIPPED:
+            continue
+        end = start + raw.stmt_len if raw.stmt_len else len(text)
+        statements.append(_TestStatement(start, text[start:end]))
+    return statements
+
+
+def _transaction_kind(raw: RawStmt) -> str | None:
+    """BEGIN, COMMIT, ROLLBACK, SAVEPOINT, ... for a transaction statement, else None."""
+    if type(raw.stmt).__name__ != "TransactionStmt":
+        return None
+    return str(raw.stmt.kind.name).removeprefix("TRANS_STMT_")  # type: ignore[union-attr]
+
+
+def _located_error(exc: psycopg.Error, stmt: _TestStatement, lines: _Lines) -> str:
+    """`line N: SQLSTATE: message` for an error raised by `stmt`."""
+    position = exc.diag.statement_position
+    offset = stmt.offset + (int(position) - 1 if position else 0)
+    return f"line {lines.line(offset)}: {_error_text(exc)}"
+
+
+def _run_statements(conn: psycopg.Connection[Any], statements: list[_TestStatement],
+                    lines: _Lines, output: list[str]) -> tuple[int, str | None]:
+    """Run statements in order, collecting text output; stop at the first error.
+
+    Returns (statements executed, located error or None).
+    """
+    for done, stmt in enumerate(statements):
+        try:
+            cur = conn.execute(cast(LiteralString, stmt.sql))  # the user's own test SQL
+        except psycopg.Error as exc:
+            return done, _located_error(exc, stmt, lines)
+        if cur.description is not None:
+            for row in cur.fetchall():
+                output.extend(line for value in row if isinstance(value, str)
+                              for line in value.splitlines())
+    return len(statements), None
+
+
+def run_user_test(conn: psycopg.Connection[Any], path: Path, *, pgtap: bool,
+                  project_dir: Path | None = None) -> UserTestResult:
+    """Run one test file inside a transaction that is always rolled back.
+
+    With `pgtap`, the extension is created first and the TAP output decides; without it the
+    file passes when every statement runs without error.
+    """
+    start = time.perf_counter()
+    shown = path.relative_to(project_dir).as_posix() if project_dir else str(path)
+    mode: TestMode = "pgtap" if pgtap else "plain"
+    text = path.read_text(encoding="utf-8").removeprefix("\ufeff")
+    lines = _Lines(text)
+    try:
+        statements = _split_test_file(text)
+    except UserTestFileError as exc:
+        return UserTestResult(shown, mode, False, None, 0, [], exc.located(), _ms_since(start))
+    output: list[str] = []
+    done, error = 0, None
+    with conn.transaction(force_rollback=True):
+        if pgtap:
+            try:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS pgtap")
+            except psycopg.Error as exc:
+                error = f"CREATE EXTENSION pgtap: {_error_text(exc)}"
+        if error is None:
+            done, error = _run_statements(conn, statements, lines, output)
+    if not pgtap:
+        return UserTestResult(shown, mode, error is None, None, done, [], error,
+                              _ms_since(start))
+    return _pgtap_result(shown, parse_tap(output), error, _ms_since(start))
+
+
+def _pgtap_result(shown: str, tap: TapSummary, error: str | None,
+                  duration_ms: float) -> UserTestResult:
+    """Verdict of a pgTAP file: no `not ok`, ran what it planned, and no SQL error."""
+    failures = list(tap.failures)
+    if tap.planned is None and error is None:
+        failures.append("no TAP plan: call plan(n) (or no_plan() with finish())")
+    elif tap.planned is not None and tap.planned != tap.ran:
+        failures.append(f"planned {tap.planned} test(s) but ran {tap.ran}")
+    passed = error is None and not failures
+    return UserTestResult(shown, "pgtap", passed, tap.planned, tap.ran, failures, error,
+                          duration_ms)
+
+
+def run_user_tests(conn: psycopg.Connection[Any], project_dir: Path) -> list[UserTestResult]:
+    """Run every `supabase/tests/**/*.sql`, as pgTAP when the server offers pgTAP."""
+    paths = discover_user_tests(project_dir)
+    if not paths:
+        return []
+    pgtap = pgtap_available(conn)
+    return [run_user_test(conn, p, pgtap=pgtap, project_dir=project_dir) for p in paths]
+
+
+# --------------------------------------------------------------------------- the whole run
+
+
+def run_checks(conn: psycopg.Connection[Any], project_dir: Path, *,
+               exposed_schemas: Sequence[str] = ("public",)) -> list[CheckOutcome]:
+    """Every built-in check, in report order."""
+    return [
+        check_relations_selectable(conn),
+        check_invalid_indexes(conn),
+        check_not_valid_constraints(conn),
+        check_sequences(conn),
+        check_unindexed_foreign_keys(conn),
+        check_rls_enabled(conn, exposed_schemas),
+        check_migration_history(conn, project_dir),
+    ]
+
+
+def run_smoke_test(conn: psycopg.Connection[Any], project_dir: Path, *,
+                   exposed_schemas: Sequence[str] = ("public",)) -> SmokeReport:
+    """Run the built-in checks and the user's tests; nothing is left changed in the database.
+
+    Args:
+        conn: An open connection to the target database (autocommit or not).
+        project_dir: The project root, the folder that holds `supabase/`.
+        exposed_schemas: Schemas the API exposes, whose tables should have RLS enabled.
+
+    Raises:
+        SmokeTestError: `project_dir` is not a folder.
+    """
+    project_dir = Path(project_dir)
+    if not project_dir.is_dir():
+        raise SmokeTestError(f"{project_dir}: no such project folder.",
+                             hint="Run from the project root, the folder holding supabase/.")
+    checks = run_checks(conn, project_dir, exposed_schemas=exposed_schemas)
+    user_tests = run_user_tests(conn, project_dir)
+    passed = (all(c.status != "fail" for c in checks) and all(t.passed for t in user_tests))
+    return SmokeReport(checks, user_tests, passed)
