@@ -1,0 +1,1260 @@
+"""What a migration will do to the database before it runs: locks, rewrites, destruction.
+
+Pure analysis of parsed statements (no database), a squawk lint wrapper, and a few
+read-only catalog look-ups (sizes, rows at stake, missing objects) that the pre-flight
+plan and the yolo rules build on. Nothing here prints, prompts or writes to a database.
+
+Lock levels follow the PostgreSQL documentation ("Explicit Locking", and the lock notes of
+ALTER TABLE, CREATE INDEX, REINDEX, CREATE POLICY, ...); they are kept as data in the tables
+below and the test suite checks them against `pg_locks` on real servers.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dbsage.tools.errors import DbsageError, MigrationFileError
+from dbsage.tools.sqlfile import MigrationFile, Statement
+
+if TYPE_CHECKING:
+    import psycopg
+
+DEFAULT_SCHEMA = "public"
+
+# PostgreSQL's table-level lock modes, weakest first (the order of their conflicts).
+LOCK_MODES: tuple[str, ...] = (
+    "ACCESS SHARE",
+    "ROW SHARE",
+    "ROW EXCLUSIVE",
+    "SHARE UPDATE EXCLUSIVE",
+    "SHARE",
+    "SHARE ROW EXCLUSIVE",
+    "EXCLUSIVE",
+    "ACCESS EXCLUSIVE",
+)
+AS, RS, RX, SUX, SH, SRX, EX, AX = LOCK_MODES
+
+# What other sessions can no longer do while the lock is held (for reports).
+LOCK_BLOCKS: dict[str, str] = {
+    AS: "blocks only ACCESS EXCLUSIVE (most DDL)",
+    RS: "blocks EXCLUSIVE and ACCESS EXCLUSIVE",
+    RX: "blocks CREATE INDEX and most DDL; reads and writes continue",
+    SUX: "blocks DDL, VACUUM and CREATE INDEX; reads and writes continue",
+    SH: "blocks writes; reads continue",
+    SRX: "blocks writes; reads continue",
+    EX: "blocks writes and SELECT ... FOR UPDATE; plain reads continue",
+    AX: "blocks reads and writes",
+}
+
+# Lock taken on the statement's target relation, by pglast node name; a "+variant" key
+# refines a kind (see _variant). Statement kinds absent here take no table lock.
+STATEMENT_LOCKS: dict[str, str] = {
+    "SelectStmt": AS,
+    "SelectStmt+for_update": RS,
+    "InsertStmt": RX,
+    "UpdateStmt": RX,
+    "DeleteStmt": RX,
+    "MergeStmt": RX,
+    "CopyStmt": AS,
+    "CopyStmt+from": RX,
+    "TruncateStmt": AX,
+    "ClusterStmt": AX,
+    "VacuumStmt": SUX,  # VACUUM and ANALYZE
+    "VacuumStmt+full": AX,
+    "IndexStmt": SH,
+    "IndexStmt+concurrently": SUX,
+    "ReindexStmt": SH,  # on the table; the index itself is held ACCESS EXCLUSIVE
+    "ReindexStmt+concurrently": SUX,
+    "RefreshMatViewStmt": AX,
+    "RefreshMatViewStmt+concurrently": EX,
+    "CreateTrigStmt": SRX,
+    "CreatePolicyStmt": AX,
+    "AlterPolicyStmt": AX,
+    "RuleStmt": AX,
+    "CommentStmt": SUX,
+    "CreateStatsStmt": SUX,
+    "AlterObjectSchemaStmt": AX,
+    "CreateStmt": AX,  # on the new table (and its partition parent, see PARENT_LOCKS)
+    "CreateTableAsStmt": AX,
+    "ViewStmt": AX,
+    "LockStmt": AX,  # default mode of LOCK TABLE
+    "AlterTableStmt": AX,  # refined per sub-command by ALTER_TABLE_LOCKS
+    "RenameStmt": AX,  # refined by RENAME_LOCKS
+    "DropStmt": AX,  # refined by DROP_LOCKS
+    "GrantStmt": AS,  # GRANT/REVOKE on tables (PostgreSQL 18 holds it; 15 holds none)
+}
+
+# ALTER TABLE sub-commands that take less than ACCESS EXCLUSIVE (see the ALTER TABLE page).
+ALTER_TABLE_LOCKS: dict[str, str] = {
+    "AT_SetStatistics": SUX,
+    "AT_SetOptions": SUX,
+    "AT_ResetOptions": SUX,
+    "AT_SetStorage": AX,
+    "AT_ClusterOn": SUX,
+    "AT_DropCluster": SUX,
+    "AT_SetRelOptions": SUX,  # fillfactor, autovacuum_* and other storage parameters
+    "AT_ResetRelOptions": SUX,
+    "AT_ValidateConstraint": SUX,
+    "AT_AttachPartition": SUX,  # on the parent; the new partition: ACCESS EXCLUSIVE
+    "AT_DetachPartitionFinalize": SUX,
+    "AT_EnableTrig": SRX,
+    "AT_EnableAlwaysTrig": SRX,
+    "AT_EnableReplicaTrig": SRX,
+    "AT_DisableTrig": SRX,
+    "AT_EnableTrigAll": SRX,
+    "AT_DisableTrigAll": SRX,
+    "AT_EnableTrigUser": SRX,
+    "AT_DisableTrigUser": SRX,
+    "AT_AddConstraint+foreign": SRX,  # on both the table and the referenced table
+    "AT_DetachPartition+concurrently": SUX,
+}
+
+# INHERIT / NO INHERIT and CREATE TABLE ... INHERITS: the lock on the parent table.
+INHERIT_PARENT_LOCK = SUX
+
+# ALTER TABLE sub-commands that rewrite every row (a new copy of the table is written).
+ALTER_TABLE_REWRITES: dict[str, str] = {
+    "AT_AlterColumnType": "changing a column's type rewrites the table (unless the types are "
+    "binary-compatible, e.g. varchar(n) to text) and rebuilds its indexes",
+    "AT_SetLogged": "SET LOGGED rewrites the table",
+    "AT_SetUnLogged": "SET UNLOGGED rewrites the table",
+    "AT_SetAccessMethod": "SET ACCESS METHOD rewrites the table",
+    "AT_SetTableSpace": "SET TABLESPACE copies the whole table",
+    "AT_SetExpression": "SET EXPRESSION recomputes a stored generated column for every row",
+}
+
+# RENAME targets: the lock on the renamed relation (or the table owning the object).
+RENAME_LOCKS: dict[str, str] = {
+    "OBJECT_INDEX": SUX,
+    "OBJECT_TRIGGER": AX,
+    "OBJECT_POLICY": AX,
+    "OBJECT_RULE": AX,
+}
+
+# DROP object type -> lock on the relation dropped (or on the table owning the object).
+DROP_LOCKS: dict[str, str] = {
+    "OBJECT_TABLE": AX,
+    "OBJECT_VIEW": AX,
+    "OBJECT_MATVIEW": AX,
+    "OBJECT_SEQUENCE": AX,
+    "OBJECT_FOREIGN_TABLE": AX,
+    "OBJECT_INDEX": AX,
+    "OBJECT_INDEX+concurrently": SUX,
+    "OBJECT_TRIGGER": AX,
+    "OBJECT_POLICY": AX,
+    "OBJECT_RULE": AX,
+    "OBJECT_SCHEMA": AX,  # on every relation in the schema
+}
+_RELATION_OBJECTS = {"OBJECT_TABLE", "OBJECT_VIEW", "OBJECT_MATVIEW", "OBJECT_SEQUENCE",
+                     "OBJECT_FOREIGN_TABLE", "OBJECT_INDEX"}
+_TABLE_OWNED_OBJECTS = {"OBJECT_TRIGGER", "OBJECT_POLICY", "OBJECT_RULE"}
+
+# Functions whose results change per row: as a column default, ADD COLUMN rewrites the table.
+VOLATILE_FUNCTIONS = frozenset({
+    "random", "random_normal", "setseed", "gen_random_uuid", "uuidv4", "uuidv7",
+    "uuid_generate_v1", "uuid_generate_v1mc", "uuid_generate_v4", "clock_timestamp",
+    "timeofday", "nextval", "txid_current", "pg_current_xact_id",
+})
+# Functions known to be stable or immutable (a default using only these is stored once).
+NON_VOLATILE_FUNCTIONS = frozenset({
+    "now", "statement_timestamp", "transaction_timestamp", "current_setting", "lower",
+    "upper", "length", "concat", "concat_ws", "md5", "timezone", "date_trunc", "make_date",
+    "make_interval", "make_timestamp", "make_timestamptz", "to_timestamp", "to_char",
+    "to_json", "to_jsonb", "json_build_object", "jsonb_build_object", "json_build_array",
+    "jsonb_build_array", "array_fill", "btrim", "trim", "replace", "abs", "round",
+    "jsonb_object", "json_object", "current_database", "current_schema",
+})
+_SERIAL_TYPES = frozenset({"serial", "serial2", "serial4", "serial8", "smallserial",
+                           "bigserial"})
+
+DESTRUCTIVE_KINDS = ("drop_table", "drop_column", "alter_type", "truncate",
+                     "delete_without_where", "update_without_where", "drop_schema")
+
+
+class LintUnavailableError(DbsageError):
+    """The squawk binary (from the squawk-cli wheel) cannot be found."""
+
+    exit_code = 2
+
+
+class LintFailedError(DbsageError):
+    """squawk ran but did not produce a report dbsage can read."""
+
+
+@dataclass(frozen=True)
+class DestructiveOp:
+    """One operation that loses data or rewrites it irreversibly.
+
+    Attributes:
+        kind: one of DESTRUCTIVE_KINDS.
+        table: schema-qualified table name (for drop_schema: the schema's name).
+        columns: the columns concerned (drop_column, alter_type), else empty.
+        statement_index: 1-based index of the statement in its migration.
+        line: file line of the statement.
+    """
+
+    kind: str
+    table: str
+    columns: tuple[str, ...] = ()
+    statement_index: int = 0
+    line: int = 0
+
+    @property
+    def label(self) -> str:
+        """A short text such as `drop_column public.users(email)`."""
+        cols = f"({', '.join(self.columns)})" if self.columns else ""
+        return f"{self.kind} {self.table}{cols}"
+
+
+@dataclass(frozen=True)
+class StatementAnalysis:
+    """What one statement does to the database.
+
+    Attributes:
+        statement: the analysed statement (index, sql, line, ...).
+        lock_level: the strongest table lock mode the statement takes, or None.
+        locks: lock mode per schema-qualified relation, in order of appearance.
+        tables: the relations the statement touches (the keys of `locks`, plus any
+            relation it names without locking).
+        creates: relations this statement creates (or renames something into).
+        drops: relations this statement drops (or renames away).
+        rewrites_table: True when every row of a table is written anew.
+        rewrite_reason: why, when `rewrites_table`.
+        destructive_ops: data-losing operations (empty for safe statements).
+        missing_ok: IF EXISTS / IF NOT EXISTS: a missing target is not an error.
+        transactional: False when the statement cannot run inside a transaction.
+        description: one line for reports.
+    """
+
+    statement: Statement
+    lock_level: str | None
+    locks: dict[str, str]
+    tables: tuple[str, ...]
+    creates: tuple[str, ...]
+    drops: tuple[str, ...]
+    rewrites_table: bool
+    rewrite_reason: str | None
+    destructive_ops: tuple[DestructiveOp, ...]
+    missing_ok: bool
+    transactional: bool
+    description: str
+
+    @property
+    def destructive(self) -> DestructiveOp | None:
+        """The first destructive operation, or None when the statement loses no data."""
+        return self.destructive_ops[0] if self.destructive_ops else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description (for plans and --json output)."""
+        return {
+            "index": self.statement.index,
+            "line": self.statement.line,
+            "kind": self.statement.kind,
+            "summary": self.statement.summary,
+            "lock_level": self.lock_level,
+            "locks": dict(self.locks),
+            "tables": list(self.tables),
+            "creates": list(self.creates),
+            "drops": list(self.drops),
+            "rewrites_table": self.rewrites_table,
+            "rewrite_reason": self.rewrite_reason,
+            "destructive": [asdict(op) for op in self.destructive_ops],
+            "transactional": self.transactional,
+            "description": self.description,
+        }
+
+
+@dataclass(frozen=True)
+class MigrationAnalysis:
+    """Per-statement analyses of one migration and the roll-ups a plan needs.
+
+    Attributes:
+        statements: one analysis per statement, in order.
+        destructive: every destructive operation, in order.
+        rewrites: the statements that rewrite a table.
+        non_transactional: the statements that cannot run in a transaction.
+        strongest_lock: the strongest lock taken on a relation that existed before the
+            migration (relations the migration creates first block nobody), or None.
+        created: every relation the migration creates.
+    """
+
+    statements: tuple[StatementAnalysis, ...]
+    destructive: tuple[DestructiveOp, ...]
+    rewrites: tuple[StatementAnalysis, ...]
+    non_transactional: tuple[StatementAnalysis, ...]
+    strongest_lock: str | None
+    created: tuple[str, ...]
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """Every relation any statement touches, in order of first appearance."""
+        return tuple(dict.fromkeys(t for s in self.statements for t in s.tables))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description (for plans and --json output)."""
+        return {
+            "statements": [s.to_dict() for s in self.statements],
+            "destructive": [asdict(op) for op in self.destructive],
+            "rewrites": [s.statement.index for s in self.rewrites],
+            "non_transactional": [s.statement.index for s in self.non_transactional],
+            "strongest_lock": self.strongest_lock,
+            "created": list(self.created),
+        }
+
+
+@dataclass(frozen=True)
+class LintFinding:
+    """One squawk finding, located in the migration file (1-based line and column)."""
+
+    rule: str
+    level: str  # "error" or "warning"
+    line: int
+    column: int
+    message: str
+    help: str | None = None
+    end_line: int | None = None
+    end_column: int | None = None
+
+
+@dataclass(frozen=True)
+class TableSize:
+    """Size of a relation from the catalog (cheap: no scan).
+
+    Attributes:
+        name: the schema-qualified name asked for.
+        exists: False when no such relation exists.
+        bytes: pg_total_relation_size (table, indexes, TOAST; summed over partitions).
+        estimated_rows: pg_class.reltuples, or None when never analysed/vacuumed.
+        kind: "table", "partitioned table", "view", "materialized view", "index", ...
+    """
+
+    name: str
+    exists: bool
+    bytes: int | None = None
+    estimated_rows: int | None = None
+    kind: str | None = None
+
+    @property
+    def pretty_bytes(self) -> str:
+        """The size in B/kB/MB/GB/TB, or "-" when unknown."""
+        if self.bytes is None:
+            return "-"
+        size = float(self.bytes)
+        for unit in ("B", "kB", "MB", "GB"):
+            if size < 1024:
+                return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+            size /= 1024
+        return f"{size:.1f} TB"
+
+
+@dataclass(frozen=True)
+class RowsAtStake:
+    """How many rows a destructive operation would touch.
+
+    Attributes:
+        rows: exact count, or None when it could not be counted (see status).
+        status: "counted", "missing" (table or column does not exist) or "timeout".
+        detail: a short explanation for reports.
+    """
+
+    rows: int | None
+    status: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class MissingObject:
+    """A relation or schema the migration uses that neither exists nor is created first."""
+
+    name: str
+    kind: str  # "relation" or "schema"
+    statement_index: int
+    line: int
+    reason: str
+
+
+# --------------------------------------------------------------------------- lock helpers
+
+
+def lock_rank(mode: str | None) -> int:
+    """Position of `mode` in LOCK_MODES (-1 for None); higher conflicts with more."""
+    return -1 if mode is None else LOCK_MODES.index(mode)
+
+
+def strongest_lock(modes: Iterable[str | None]) -> str | None:
+    """The strongest of the given lock modes, or None when there are none."""
+    best: str | None = None
+    for mode in modes:
+        if lock_rank(mode) > lock_rank(best):
+            best = mode
+    return best
+
+
+# --------------------------------------------------------------------------- AST helpers
+
+
+def _enum_name(value: Any) -> str:
+    return str(getattr(value, "name", value))
+
+
+def _walk(node: Any) -> Iterator[Any]:
+    """Every pglast node below (and including) `node`, depth first."""
+    from pglast import ast
+
+    if isinstance(node, ast.Node):
+        yield node
+        for attr in type(node).__slots__:  # type: ignore[attr-defined]
+            yield from _walk(getattr(node, attr, None))
+    elif isinstance(node, list | tuple):
+        for item in node:
+            yield from _walk(item)
+
+
+def _qualify(rangevar: Any) -> str:
+    schema = getattr(rangevar, "schemaname", None) or DEFAULT_SCHEMA
+    return f"{schema}.{rangevar.relname}"
+
+
+def _qualify_names(names: Sequence[Any]) -> str:
+    parts = [str(getattr(n, "sval", n)) for n in names]
+    return ".".join(parts) if len(parts) > 1 else f"{DEFAULT_SCHEMA}.{parts[0]}"
+
+
+def _has_option(options: Any, name: str) -> bool:
+    return any(getattr(o, "defname", None) == name for o in (options or ()))
+
+
+def _cte_names(node: Any) -> set[str]:
+    names: set[str] = set()
+    for n in _walk(node):
+        if type(n).__name__ == "CommonTableExpr":
+            names.add(str(n.ctename))
+    return names
+
+
+def _type_name(type_name: Any) -> str:
+    names = [str(getattr(n, "sval", n)) for n in (getattr(type_name, "names", None) or ())]
+    return names[-1] if names else "?"
+
+
+def _func_name(func_call: Any) -> str:
+    return str(getattr(func_call.funcname[-1], "sval", func_call.funcname[-1]))
+
+
+def _volatile_default(expr: Any) -> str | None:
+    """Why a default expression may be volatile (so ADD COLUMN rewrites), or None."""
+    for n in _walk(expr):
+        if type(n).__name__ != "FuncCall":
+            continue
+        name = _func_name(n).lower()
+        if name in VOLATILE_FUNCTIONS:
+            return f"the default {name}() is volatile: every existing row gets its own value"
+        if name not in NON_VOLATILE_FUNCTIONS:
+            return (f"the default calls {name}(), whose volatility is unknown here; a volatile "
+                    "default rewrites the table")
+    return None
+
+
+# --------------------------------------------------------------------------- analysis state
+
+
+@dataclass
+class _Facts:
+    """Mutable collector used while one statement is analysed."""
+
+    stmt: Statement
+    locks: dict[str, str] = field(default_factory=dict)
+    named: list[str] = field(default_factory=list)
+    creates: list[str] = field(default_factory=list)
+    drops: list[str] = field(default_factory=list)
+    rewrite: str | None = None
+    destructive: list[DestructiveOp] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)
+    missing_ok: bool = False
+    unnamed_lock: str | None = None  # a lock on relations the SQL does not name
+
+
+    def lock(self, relation: str, mode: str | None) -> None:
+        if relation not in self.named:
+            self.named.append(relation)
+        if mode is not None and lock_rank(mode) > lock_rank(self.locks.get(relation)):
+            self.locks[relation] = mode
+
+    def destroy(self, kind: str, table: str, columns: Sequence[str] = ()) -> None:
+        self.destructive.append(DestructiveOp(kind, table, tuple(columns), self.stmt.index,
+                                              self.stmt.line))
+
+    def rewrites(self, reason: str) -> None:
+        self.rewrite = self.rewrite or reason
+
+    def reads(self, node: Any, skip: Any = None) -> None:
+        """ACCESS SHARE on every relation read by `node` (sub-queries, sources)."""
+        ctes = _cte_names(node)
+        for n in _walk(node):
+            if n is skip or type(n).__name__ != "RangeVar":
+                continue
+            if not n.schemaname and n.relname in ctes:
+                continue
+            self.lock(_qualify(n), AS)
+
+
+def _variant(base: str, flag: bool, table: dict[str, str], variant: str) -> str:
+    key = f"{base}+{variant}"
+    return table[key] if flag and key in table else table[base]
+
+
+# --------------------------------------------------------------------------- per-kind rules
+
+
+def _dml(f: _Facts, node: Any) -> None:
+    kind = type(node).__name__
+    target = node.relation
+    f.lock(_qualify(target), STATEMENT_LOCKS[kind])
+    f.reads(node, skip=target)
+    has_where = getattr(node, "whereClause", None) is not None
+    if kind == "DeleteStmt" and not has_where:
+        f.destroy("delete_without_where", _qualify(target))
+    if kind == "UpdateStmt" and not has_where:
+        f.destroy("update_without_where", _qualify(target))
+    verb = {"InsertStmt": "insert into", "UpdateStmt": "update", "DeleteStmt": "delete from",
+            "MergeStmt": "merge into"}[kind]
+    suffix = " (no WHERE: every row)" if kind in ("UpdateStmt", "DeleteStmt") and not has_where \
+        else ""
+    f.details.append(f"{verb} {_qualify(target)}{suffix}")
+
+
+def _select(f: _Facts, node: Any) -> None:
+    if node.intoClause is not None:  # SELECT ... INTO new_table
+        new = _qualify(node.intoClause.rel)
+        f.creates.append(new)
+        f.lock(new, AX)
+        f.reads(node, skip=node.intoClause.rel)
+        f.details.append(f"create table {new} from a query")
+        return
+    mode = STATEMENT_LOCKS["SelectStmt+for_update" if node.lockingClause else "SelectStmt"]
+    ctes = _cte_names(node)
+    for n in _walk(node):
+        if type(n).__name__ == "RangeVar" and not (not n.schemaname and n.relname in ctes):
+            f.lock(_qualify(n), mode)
+    f.details.append("query")
+
+
+def _copy(f: _Facts, node: Any) -> None:
+    if node.relation is None:
+        f.reads(node.query)
+        f.details.append("copy a query's result")
+        return
+    table = _qualify(node.relation)
+    f.lock(table, _variant("CopyStmt", node.is_from, STATEMENT_LOCKS, "from"))
+    f.details.append(f"copy {'into' if node.is_from else 'from'} {table}")
+
+
+def _truncate(f: _Facts, node: Any) -> None:
+    for rel in node.relations:
+        f.lock(_qualify(rel), STATEMENT_LOCKS["TruncateStmt"])
+        f.destroy("truncate", _qualify(rel))
+    f.details.append(f"truncate {', '.join(_qualify(r) for r in node.relations)}")
+
+
+def _create_table(f: _Facts, node: Any) -> None:
+    new = _qualify(node.relation)
+    f.creates.append(new)
+    f.missing_ok = bool(node.if_not_exists)
+    f.lock(new, STATEMENT_LOCKS["CreateStmt"])
+    for parent in node.inhRelations or ():
+        # PARTITION OF locks the parent ACCESS EXCLUSIVE; INHERITS takes SHARE UPDATE EXCLUSIVE.
+        f.lock(_qualify(parent), AX if node.partbound is not None else INHERIT_PARENT_LOCK)
+    _foreign_keys(f, node.tableElts)
+    f.details.append(f"create table {new}")
+
+
+def _foreign_keys(f: _Facts, nodes: Any) -> None:
+    for n in _walk(nodes):
+        if type(n).__name__ == "Constraint" and _enum_name(n.contype) == "CONSTR_FOREIGN" \
+                and n.pktable is not None:
+            f.lock(_qualify(n.pktable), ALTER_TABLE_LOCKS["AT_AddConstraint+foreign"])
+
+
+def _create_table_as(f: _Facts, node: Any) -> None:
+    new = _qualify(node.into.rel)
+    f.creates.append(new)
+    f.missing_ok = bool(node.if_not_exists)
+    f.lock(new, STATEMENT_LOCKS["CreateTableAsStmt"])
+    f.reads(node.query)
+    what = "materialized view" if _enum_name(node.objtype) == "OBJECT_MATVIEW" else "table"
+    f.details.append(f"create {what} {new}")
+
+
+def _create_view(f: _Facts, node: Any) -> None:
+    view = _qualify(node.view)
+    f.creates.append(view)
+    f.lock(view, STATEMENT_LOCKS["ViewStmt"])
+    f.reads(node.query)
+    f.details.append(f"create {'or replace ' if node.replace else ''}view {view}")
+
+
+def _create_index(f: _Facts, node: Any) -> None:
+    table = _qualify(node.relation)
+    f.lock(table, _variant("IndexStmt", node.concurrent, STATEMENT_LOCKS, "concurrently"))
+    f.missing_ok = bool(node.if_not_exists)
+    if node.idxname:
+        f.creates.append(f"{table.split('.', 1)[0]}.{node.idxname}")
+    unique = "unique " if node.unique else ""
+    conc = " concurrently" if node.concurrent else ""
+    f.details.append(f"create {unique}index{conc} {node.idxname or ''} on {table}".replace(
+        "  ", " "))
+
+
+def _reindex(f: _Facts, node: Any) -> None:
+    kind = _enum_name(node.kind)
+    conc = _has_option(node.params, "concurrently")
+    if node.relation is not None and kind == "REINDEX_OBJECT_TABLE":
+        f.lock(_qualify(node.relation), _variant("ReindexStmt", conc, STATEMENT_LOCKS,
+                                                 "concurrently"))
+    elif node.relation is not None:  # REINDEX INDEX: the table is not named in the SQL
+        f.named.append(_qualify(node.relation))
+    f.details.append(f"reindex {kind.removeprefix('REINDEX_OBJECT_').lower()} "
+                     f"{_qualify(node.relation) if node.relation is not None else node.name}")
+
+
+def _vacuum(f: _Facts, node: Any) -> None:
+    full = node.is_vacuumcmd and _has_option(node.options, "full")
+    mode = _variant("VacuumStmt", full, STATEMENT_LOCKS, "full")
+    names = []
+    for rel in node.rels or ():
+        f.lock(_qualify(rel.relation), mode)
+        names.append(_qualify(rel.relation))
+        if full:
+            f.rewrites("VACUUM FULL writes a new copy of the table")
+    verb = "vacuum full" if full else "vacuum" if node.is_vacuumcmd else "analyze"
+    f.details.append(f"{verb} {', '.join(names) or 'the whole database'}")
+
+
+def _cluster(f: _Facts, node: Any) -> None:
+    if node.relation is None:
+        f.details.append("cluster every previously clustered table")
+        return
+    table = _qualify(node.relation)
+    f.lock(table, STATEMENT_LOCKS["ClusterStmt"])
+    f.rewrites("CLUSTER writes a new copy of the table in index order")
+    f.details.append(f"cluster {table}")
+
+
+def _refresh(f: _Facts, node: Any) -> None:
+    mv = _qualify(node.relation)
+    f.lock(mv, _variant("RefreshMatViewStmt", node.concurrent, STATEMENT_LOCKS,
+                        "concurrently"))
+    if not node.concurrent:
+        f.rewrites("REFRESH MATERIALIZED VIEW replaces the view's whole contents")
+    f.details.append(f"refresh materialized view {'concurrently ' if node.concurrent else ''}"
+                     f"{mv}")
+
+
+def _lock_table(f: _Facts, node: Any) -> None:
+    mode = LOCK_MODES[int(node.mode) - 1] if node.mode else STATEMENT_LOCKS["LockStmt"]
+    for rel in node.relations:
+        f.lock(_qualify(rel), mode)
+    f.details.append(f"lock {', '.join(_qualify(r) for r in node.relations)} in {mode} mode")
+
+
+def _simple_target(attr: str, verb: str) -> Callable[[_Facts, Any], None]:
+    def rule(f: _Facts, node: Any) -> None:
+        rel = getattr(node, attr)
+        f.lock(_qualify(rel), STATEMENT_LOCKS[type(node).__name__])
+        f.details.append(f"{verb} on {_qualify(rel)}")
+
+    return rule
+
+
+def _create_trigger(f: _Facts, node: Any) -> None:
+    _simple_target("relation", f"create trigger {node.trigname}")(f, node)
+    if node.constrrel is not None:
+        f.lock(_qualify(node.constrrel), AS)
+
+
+def _create_stats(f: _Facts, node: Any) -> None:
+    for rel in node.relations or ():
+        if type(rel).__name__ == "RangeVar":
+            f.lock(_qualify(rel), STATEMENT_LOCKS["CreateStatsStmt"])
+    f.details.append("create statistics")
+
+
+def _comment(f: _Facts, node: Any) -> None:
+    objtype = _enum_name(node.objtype)
+    obj = node.object
+    target = _object_name(obj)
+    if objtype in ("OBJECT_TABLE", "OBJECT_VIEW", "OBJECT_MATVIEW", "OBJECT_FOREIGN_TABLE"):
+        target = _qualify_names(obj)
+        f.lock(target, STATEMENT_LOCKS["CommentStmt"])
+    elif objtype == "OBJECT_COLUMN":
+        f.lock(_qualify_names(obj[:-1]), STATEMENT_LOCKS["CommentStmt"])
+        target = f"{_qualify_names(obj[:-1])}.{obj[-1].sval}"
+    f.details.append(f"comment on {objtype.removeprefix('OBJECT_').lower()} {target}")
+
+
+def _alter_table(f: _Facts, node: Any) -> None:
+    table = _qualify(node.relation)
+    f.missing_ok = bool(node.missing_ok)
+    objtype = _enum_name(node.objtype).removeprefix("OBJECT_").lower()
+    parts: list[str] = []
+    dropped: list[str] = []
+    retyped: list[str] = []
+    for cmd in node.cmds:
+        sub = _enum_name(cmd.subtype)
+        mode = ALTER_TABLE_LOCKS.get(sub, STATEMENT_LOCKS["AlterTableStmt"])
+        definition = cmd.def_
+        if sub == "AT_AddConstraint" and _enum_name(definition.contype) == "CONSTR_FOREIGN":
+            mode = ALTER_TABLE_LOCKS["AT_AddConstraint+foreign"]
+        if sub == "AT_DetachPartition" and definition.concurrent:
+            mode = ALTER_TABLE_LOCKS["AT_DetachPartition+concurrently"]
+        f.lock(table, mode)
+        _foreign_keys(f, definition)
+        if sub in ("AT_AttachPartition", "AT_DetachPartition"):
+            f.lock(_qualify(definition.name), AX if not definition.concurrent else SUX)
+        if sub in ("AT_AddInherit", "AT_DropInherit"):
+            f.lock(_qualify(definition), INHERIT_PARENT_LOCK)
+        if sub in ALTER_TABLE_REWRITES:
+            f.rewrites(ALTER_TABLE_REWRITES[sub])
+        if sub == "AT_AddColumn":
+            reason = _add_column_rewrite(definition)
+            if reason:
+                f.rewrites(reason)
+        if sub == "AT_DropColumn":
+            dropped.append(str(cmd.name))
+        if sub == "AT_AlterColumnType":
+            retyped.append(str(cmd.name))
+        parts.append(_describe_subcommand(sub, cmd))
+    if dropped:
+        f.destroy("drop_column", table, dropped)
+    if retyped:
+        f.destroy("alter_type", table, retyped)
+    f.details.append(f"alter {objtype} {table}: {', '.join(parts)}")
+
+
+def _add_column_rewrite(coldef: Any) -> str | None:
+    if _type_name(coldef.typeName) in _SERIAL_TYPES:
+        return f"a {_type_name(coldef.typeName)} column fills every row from a sequence"
+    for con in coldef.constraints or ():
+        contype = _enum_name(con.contype)
+        if contype == "CONSTR_IDENTITY":
+            return "an identity column fills every row from a sequence"
+        if contype == "CONSTR_GENERATED" and con.generated_kind != "v":
+            return "a stored generated column is computed for every row"
+        if contype == "CONSTR_DEFAULT" and con.raw_expr is not None:
+            reason = _volatile_default(con.raw_expr)
+            if reason:
+                return reason
+    return None
+
+
+def _describe_subcommand(sub: str, cmd: Any) -> str:
+    words = sub.removeprefix("AT_")
+    text = "".join(" " + c.lower() if c.isupper() else c for c in words).strip()
+    if sub == "AT_AddColumn":
+        return f"add column {cmd.def_.colname}"
+    if sub == "AT_AddConstraint":
+        kind = _enum_name(cmd.def_.contype).removeprefix("CONSTR_").lower()
+        return f"add {kind} constraint {cmd.def_.conname or ''}".rstrip()
+    if cmd.name:
+        return f"{text} {cmd.name}"
+    return text
+
+
+def _rename(f: _Facts, node: Any) -> None:
+    rtype = _enum_name(node.renameType)
+    f.missing_ok = bool(node.missing_ok)
+    if node.relation is not None:
+        old = _qualify(node.relation)
+        f.lock(old, RENAME_LOCKS.get(rtype, STATEMENT_LOCKS["RenameStmt"]))
+        if rtype in _RELATION_OBJECTS:
+            new = f"{old.split('.', 1)[0]}.{node.newname}"
+            f.drops.append(old)
+            f.creates.append(new)
+        what = f"{node.subname} on {old}" if node.subname else old
+        f.details.append(f"rename {rtype.removeprefix('OBJECT_').lower()} {what} to "
+                         f"{node.newname}")
+    else:
+        f.details.append(f"rename {rtype.removeprefix('OBJECT_').lower()} to {node.newname}")
+
+
+def _set_schema(f: _Facts, node: Any) -> None:
+    f.missing_ok = bool(node.missing_ok)
+    if node.relation is None:
+        f.details.append(f"move {_enum_name(node.objectType).removeprefix('OBJECT_').lower()} "
+                         f"to schema {node.newschema}")
+        return
+    old = _qualify(node.relation)
+    f.lock(old, STATEMENT_LOCKS["AlterObjectSchemaStmt"])
+    f.drops.append(old)
+    f.creates.append(f"{node.newschema}.{node.relation.relname}")
+    f.details.append(f"move {old} to schema {node.newschema}")
+
+
+def _drop(f: _Facts, node: Any) -> None:
+    rtype = _enum_name(node.removeType)
+    f.missing_ok = bool(node.missing_ok)
+    what = rtype.removeprefix("OBJECT_").lower().replace("_", " ")
+    names: list[str] = []
+    for obj in node.objects:
+        if rtype in _RELATION_OBJECTS:
+            name = _qualify_names(obj)
+            f.lock(name, _variant(rtype, node.concurrent, DROP_LOCKS, "concurrently"))
+            f.drops.append(name)
+            if rtype == "OBJECT_TABLE":
+                f.destroy("drop_table", name)
+        elif rtype in _TABLE_OWNED_OBJECTS:
+            name = f"{obj[-1].sval} on {_qualify_names(obj[:-1])}"
+            f.lock(_qualify_names(obj[:-1]), DROP_LOCKS[rtype])
+        elif rtype == "OBJECT_SCHEMA":
+            name = str(getattr(obj, "sval", obj))
+            f.destroy("drop_schema", name)
+            f.unnamed_lock = DROP_LOCKS[rtype]
+        else:
+            name = _object_name(obj)
+        names.append(name)
+    cascade = " cascade" if _enum_name(node.behavior) == "DROP_CASCADE" else ""
+    f.details.append(f"drop {what} {', '.join(names)}{cascade}")
+
+
+def _object_name(obj: Any) -> str:
+    if isinstance(obj, list | tuple):
+        return ".".join(str(getattr(o, "sval", o)) for o in obj)
+    if type(obj).__name__ == "ObjectWithArgs":
+        return ".".join(str(getattr(o, "sval", o)) for o in obj.objname)
+    if type(obj).__name__ == "TypeName":
+        return _type_name(obj)
+    return str(getattr(obj, "sval", obj))
+
+
+def _grant(f: _Facts, node: Any) -> None:
+    if _enum_name(node.objtype) == "OBJECT_TABLE" and \
+            _enum_name(node.targtype) == "ACL_TARGET_OBJECT":
+        for rel in node.objects or ():
+            f.lock(_qualify(rel), STATEMENT_LOCKS["GrantStmt"])
+    verb = "grant" if node.is_grant else "revoke"
+    f.details.append(f"{verb} on {_enum_name(node.objtype).removeprefix('OBJECT_').lower()}")
+
+
+_RULES: dict[str, Callable[[_Facts, Any], None]] = {
+    "InsertStmt": _dml,
+    "UpdateStmt": _dml,
+    "DeleteStmt": _dml,
+    "MergeStmt": _dml,
+    "SelectStmt": _select,
+    "CopyStmt": _copy,
+    "TruncateStmt": _truncate,
+    "CreateStmt": _create_table,
+    "CreateTableAsStmt": _create_table_as,
+    "ViewStmt": _create_view,
+    "IndexStmt": _create_index,
+    "ReindexStmt": _reindex,
+    "VacuumStmt": _vacuum,
+    "ClusterStmt": _cluster,
+    "RefreshMatViewStmt": _refresh,
+    "LockStmt": _lock_table,
+    "CreateTrigStmt": _create_trigger,
+    "CreatePolicyStmt": _simple_target("table", "create policy"),
+    "AlterPolicyStmt": _simple_target("table", "alter policy"),
+    "RuleStmt": _simple_target("relation", "create rule"),
+    "CreateStatsStmt": _create_stats,
+    "CommentStmt": _comment,
+    "AlterTableStmt": _alter_table,
+    "RenameStmt": _rename,
+    "AlterObjectSchemaStmt": _set_schema,
+    "DropStmt": _drop,
+    "GrantStmt": _grant,
+}
+
+
+def _describe_other(stmt: Statement) -> str:
+    node = stmt.node
+    kind = stmt.kind
+    if kind == "CreateSchemaStmt":
+        return f"create schema {node.schemaname}"
+    if kind == "CreateFunctionStmt":
+        what = "procedure" if node.is_procedure else "function"
+        return f"create {what} {_object_name(node.funcname)}"
+    if kind == "CreateSeqStmt":
+        return f"create sequence {_qualify(node.sequence)}"
+    if kind == "CreateExtensionStmt":
+        return f"create extension {node.extname}"
+    words = kind.removesuffix("Stmt")
+    return "".join(" " + c.lower() if c.isupper() else c for c in words).strip()
+
+
+def analyze_statement(stmt: Statement) -> StatementAnalysis:
+    """Analyse one parsed statement without a database.
+
+    Args:
+        stmt: a statement from `dbsage.tools.sqlfile.parse_statements` (with its AST node).
+
+    Returns:
+        The statement's lock level and locked relations, the relations it creates and
+        drops, whether it rewrites a table, the destructive operations it performs, and a
+        one-line description.
+    """
+    facts = _Facts(stmt)
+    rule = _RULES.get(stmt.kind)
+    if rule is not None and stmt.node is not None:
+        rule(facts, stmt.node)
+    else:
+        facts.details.append(_describe_other(stmt))
+        if stmt.kind == "CreateSeqStmt" and stmt.node is not None:
+            facts.creates.append(_qualify(stmt.node.sequence))
+    lock_level = strongest_lock([*facts.locks.values(), facts.unnamed_lock])
+    description = "; ".join(facts.details)
+    if lock_level:
+        description += f" [{lock_level}: {LOCK_BLOCKS[lock_level]}]"
+    if facts.rewrite:
+        description += " [rewrites the table]"
+    if not stmt.transactional:
+        description += " [cannot run in a transaction]"
+    return StatementAnalysis(
+        statement=stmt,
+        lock_level=lock_level,
+        locks=dict(facts.locks),
+        tables=tuple(facts.named),
+        creates=tuple(dict.fromkeys(facts.creates)),
+        drops=tuple(dict.fromkeys(facts.drops)),
+        rewrites_table=facts.rewrite is not None,
+        rewrite_reason=facts.rewrite,
+        destructive_ops=tuple(facts.destructive),
+        missing_ok=facts.missing_ok,
+        transactional=stmt.transactional,
+        description=description,
+    )
+
+
+def analyze_migration(migration: MigrationFile) -> MigrationAnalysis:
+    """Analyse every statement of a migration and roll the results up.
+
+    Args:
+        migration: a file read by `dbsage.tools.sqlfile.read_migration`.
+
+    Returns:
+        The per-statement analyses plus every destructive operation, the statements that
+        rewrite a table or cannot run in a transaction, and the strongest lock taken on a
+        relation that existed before the migration.
+    """
+    analyses = tuple(analyze_statement(s) for s in migration.statements)
+    created: dict[str, None] = {}
+    existing_locks: list[str] = []
+    for a in analyses:
+        existing_locks += [mode for rel, mode in a.locks.items()
+                           if rel not in created and rel not in a.creates]
+        created.update(dict.fromkeys(a.creates))
+    return MigrationAnalysis(
+        statements=analyses,
+        destructive=tuple(op for a in analyses for op in a.destructive_ops),
+        rewrites=tuple(a for a in analyses if a.rewrites_table),
+        non_transactional=tuple(a for a in analyses if not a.transactional),
+        strongest_lock=strongest_lock(existing_locks),
+        created=tuple(created),
+    )
+
+
+# --------------------------------------------------------------------------- squawk
+
+
+def squawk_binary() -> Path:
+    """Path of the squawk executable installed by the squawk-cli wheel.
+
+    Raises:
+        LintUnavailableError: when neither the virtualenv nor PATH has squawk.
+    """
+    local = Path(sys.executable).parent / "squawk"
+    if local.is_file():
+        return local
+    found = shutil.which("squawk")
+    if found:
+        return Path(found)
+    raise LintUnavailableError(
+        "squawk is not installed: dbsage cannot lint the migration.",
+        hint="Install it in dbsage's environment: pip install squawk-cli",
+    )
+
+
+# dbsage sets lock_timeout and statement_timeout itself for every migration it applies.
+DEFAULT_EXCLUDED_RULES: tuple[str, ...] = ("require-lock-timeout", "require-statement-timeout")
+
+
+def lint_with_squawk(
+    path: Path,
+    *,
+    pg_version: str | None = None,
+    exclude: Sequence[str] = DEFAULT_EXCLUDED_RULES,
+    assume_in_transaction: bool = False,
+    timeout: float = 120.0,
+) -> list[LintFinding]:
+    """Lint a migration file with squawk and return its findings.
+
+    Args:
+        path: the migration file.
+        pg_version: the target server's version (e.g. "15" or "15.4"), so that squawk
+            judges rules by what that version does.
+        exclude: squawk rule names to skip (by default the timeout rules: dbsage sets
+            lock_timeout and statement_timeout itself).
+        assume_in_transaction: tell squawk the file runs inside one transaction.
+        timeout: seconds before squawk is given up on.
+
+    Returns:
+        The findings in file order, with 1-based lines and columns.
+
+    Raises:
+        MigrationFileError: the file does not exist.
+        LintUnavailableError: squawk is not installed.
+        LintFailedError: squawk failed or printed something that is not its JSON report.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise MigrationFileError(f"{p}: no such file.", path=str(p))
+    cmd = [str(squawk_binary()), "--reporter", "json"]
+    if pg_version:
+        cmd += ["--pg-version", pg_version]
+    if exclude:
+        cmd += ["--exclude", ",".join(exclude)]
+    if assume_in_transaction:
+        cmd.append("--assume-in-transaction")
+    cmd.append(str(p))
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        raise LintFailedError(f"squawk did not finish linting {p} within {timeout:.0f}s.",
+                              path=str(p)) from None
+    except OSError as exc:
+        raise LintUnavailableError(f"squawk could not be started: {exc}",
+                                   hint="Reinstall it: pip install --force-reinstall "
+                                   "squawk-cli") from None
+    try:
+        report = json.loads(proc.stdout) if proc.stdout.strip() else None
+    except json.JSONDecodeError:
+        report = None
+    if not isinstance(report, list):
+        err = (proc.stderr or proc.stdout).strip().splitlines()
+        raise LintFailedError(
+            f"squawk failed on {p} (exit {proc.returncode}): {err[-1] if err else 'no output'}",
+            path=str(p), hint="Run `squawk --reporter json FILE` to see the full output.")
+    findings = [_finding(item) for item in report]
+    return sorted(findings, key=lambda x: (x.line, x.column, x.rule))
+
+
+def _finding(item: dict[str, Any]) -> LintFinding:
+    """squawk's JSON lines and columns are 0-based; dbsage reports 1-based ones."""
+    def one_based(key: str) -> int | None:
+        value = item.get(key)
+        return int(value) + 1 if isinstance(value, int) else None
+
+    return LintFinding(
+        rule=str(item.get("rule_name") or item.get("rule") or "unknown"),
+        level="error" if str(item.get("level", "")).lower() == "error" else "warning",
+        line=one_based("line") or 1,
+        column=one_based("column") or 1,
+        message=str(item.get("message") or ""),
+        help=item.get("help"),
+        end_line=one_based("line_end"),
+        end_column=one_based("column_end"),
+    )
+
+
+# --------------------------------------------------------------------------- catalog look-ups
+
+_RELKINDS = {"r": "table", "p": "partitioned table", "v": "view", "m": "materialized view",
+             "i": "index", "I": "partitioned index", "S": "sequence", "f": "foreign table",
+             "t": "TOAST table", "c": "composite type"}
+
+_SIZES_SQL = """
+SELECT q.name, c.relkind::text,
+       CASE WHEN c.relkind IN ('p', 'I')
+            THEN (SELECT coalesce(sum(pg_total_relation_size(t.relid)), 0)
+                    FROM pg_partition_tree(c.oid) t)
+            ELSE pg_total_relation_size(c.oid) END::bigint,
+       CASE WHEN c.relkind IN ('p', 'I')
+            THEN (SELECT CASE WHEN bool_and(cc.reltuples < 0) THEN NULL
+                              ELSE sum(greatest(cc.reltuples, 0)) END
+                    FROM pg_partition_tree(c.oid) t JOIN pg_class cc ON cc.oid = t.relid
+                   WHERE t.isleaf)
+            WHEN c.reltuples < 0 THEN NULL
+            ELSE c.reltuples END::bigint
+  FROM unnest(%s::text[], %s::text[], %s::text[]) AS q(name, nsp, rel)
+  JOIN pg_namespace n ON n.nspname = q.nsp
+  JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = q.rel
+"""
+
+
+def _split(name: str) -> tuple[str, str]:
+    schema, _, rel = name.partition(".")
+    return (schema, rel) if rel else (DEFAULT_SCHEMA, schema)
+
+
+def table_sizes(conn: psycopg.Connection[Any], tables: Iterable[str]) -> dict[str, TableSize]:
+    """Size and estimated row count of each relation, from the catalog only.
+
+    Args:
+        conn: an open psycopg 3 connection (only SELECTs are run).
+        tables: schema-qualified names such as "public.users" (unqualified means public).
+
+    Returns:
+        One TableSize per distinct name asked for; relations that do not exist have
+        `exists=False`.
+    """
+    names = list(dict.fromkeys(tables))
+    if not names:
+        return {}
+    parts = [_split(n) for n in names]
+    rows = conn.execute(_SIZES_SQL, (names, [p[0] for p in parts],
+                                     [p[1] for p in parts])).fetchall()
+    found = {r[0]: r for r in rows}
+    out: dict[str, TableSize] = {}
+    for name in names:
+        row = found.get(name)
+        if row is None:
+            out[name] = TableSize(name, exists=False)
+        else:
+            out[name] = TableSize(name, True, int(row[2]),
+                                  None if row[3] is None else int(row[3]),
+                                  _RELKINDS.get(row[1], row[1]))
+    return out
+
+
+def _columns(conn: psycopg.Connection[Any], table: str) -> set[str] | None:
+    schema, rel = _split(table)
+    rows = conn.execute(
+        "SELECT a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p', 'f', 'm') "
+        "AND a.attnum > 0 AND NOT a.attisdropped "
+        "UNION ALL SELECT NULL FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p', 'f', 'm')",
+        (schema, rel, schema, rel)).fetchall()
+    if not rows:
+        return None
+    return {r[0] for r in rows if r[0] is not None}
+
+
+def count_rows_at_stake(
+    conn: psycopg.Connection[Any],
+    destructive_ops: Iterable[DestructiveOp],
+    *,
+    timeout_ms: int = 30_000,
+) -> dict[DestructiveOp, RowsAtStake]:
+    """Count exactly how many rows each destructive operation would touch.
+
+    Tables (drop_table, truncate, delete/update without WHERE): count(*). Columns
+    (drop_column, alter_type): rows where any of the columns is not null. Schemas: the
+    sum of count(*) over the schema's tables.
+
+    Args:
+        conn: an open psycopg 3 connection (only SELECTs are run).
+        destructive_ops: operations from an analysis.
+        timeout_ms: statement_timeout for each count; a count that takes longer is
+            reported with status "timeout".
+
+    Returns:
+        One RowsAtStake per operation.
+    """
+    from psycopg import errors, sql
+
+    out: dict[DestructiveOp, RowsAtStake] = {}
+    for op in destructive_ops:
+        if op in out:
+            continue
+        if op.kind == "drop_schema":
+            rels = conn.execute(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relkind = 'r' ORDER BY 1", (op.table,)).fetchall()
+            exists = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
+                                  (op.table,)).fetchone()
+            if exists is None:
+                out[op] = RowsAtStake(None, "missing", f"schema {op.table} does not exist")
+                continue
+            queries = [sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(op.table, r[0]))
+                       for r in rels]
+            detail = f"rows in the {len(rels)} table(s) of schema {op.table}"
+        else:
+            cols = _columns(conn, op.table)
+            if cols is None:
+                out[op] = RowsAtStake(None, "missing", f"{op.table} does not exist")
+                continue
+            absent = [c for c in op.columns if c not in cols]
+            if absent:
+                out[op] = RowsAtStake(None, "missing",
+                                      f"{op.table} has no column {', '.join(absent)}")
+                continue
+            target = sql.Identifier(*_split(op.table))
+            if op.columns:
+                cond = sql.SQL(" OR ").join(
+                    sql.SQL("{} IS NOT NULL").format(sql.Identifier(c)) for c in op.columns)
+                queries = [sql.SQL("SELECT count(*) FROM {} WHERE {}").format(target, cond)]
+                detail = f"rows with a value in {', '.join(op.columns)}"
+            else:
+                queries = [sql.SQL("SELECT count(*) FROM {}").format(target)]
+                detail = f"rows in {op.table}"
+        try:
+            total = 0
+            with conn.transaction():
+                conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(
+                    sql.Literal(int(timeout_ms))))
+                for q in queries:
+                    row = conn.execute(q).fetchone()
+                    total += int(row[0]) if row else 0
+            out[op] = RowsAtStake(total, "counted", detail)
+        except errors.QueryCanceled:
+            out[op] = RowsAtStake(None, "timeout", f"counting took longer than {timeout_ms} ms")
+    return out
+
+
+def missing_objects(conn: psycopg.Connection[Any],
+                    analysis: MigrationAnalysis) -> list[MissingObject]:
+    """Relations and schemas the migration uses that will not exist when it needs them.
+
+    A relation counts as present when it exists in the database or an earlier statement
+    of the migration creates it (CREATE, rename, SET SCHEMA); a relation dropped earlier
+    in the migration counts as gone. Statements with IF EXISTS / IF NOT EXISTS are skipped.
+
+    Args:
+        conn: an open psycopg 3 connection (only SELECTs are run).
+        analysis: the migration's analysis.
+
+    Returns:
+        The missing objects in statement order (each reported once).
+    """
+    relations = [t for a in analysis.statements for t in a.tables]
+    relations += [t for a in analysis.statements for t in a.creates]
+    sizes = table_sizes(conn, relations)
+    schema_rows = conn.execute("SELECT nspname FROM pg_namespace").fetchall()
+    schemas = {r[0] for r in schema_rows}
+    present = {name for name, size in sizes.items() if size.exists}
+    out: list[MissingObject] = []
+    reported: set[str] = set()
+    for a in analysis.statements:
+        stmt = a.statement
+        if stmt.kind == "CreateSchemaStmt" and stmt.node is not None:
+            schemas.add(str(stmt.node.schemaname))
+        if stmt.kind == "DropStmt" and a.destructive_ops:
+            schemas -= {op.table for op in a.destructive_ops if op.kind == "drop_schema"}
+        if not a.missing_ok:
+            for rel in a.tables:
+                if rel in present or rel in a.creates or rel in reported:
+                    continue
+                reported.add(rel)
+                out.append(MissingObject(rel, "relation", stmt.index, stmt.line,
+                                         f"{rel} does not exist and no earlier statement "
+                                         "creates it"))
+        for rel in a.creates:
+            schema = _split(rel)[0]
+            if schema not in schemas and f"schema:{schema}" not in reported:
+                reported.add(f"schema:{schema}")
+                out.append(MissingObject(schema, "schema", stmt.index, stmt.line,
+                                         f"schema {schema} does not exist and no earlier "
+                                         "statement creates it"))
+        present -= set(a.drops)
+        present |= set(a.creates)
+    return out
