@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from dbsage.agent.report import RunReport
+
+if TYPE_CHECKING:
+    from dbsage.agent.modes import Asker
 
 app = typer.Typer(
     name="dbsage",
@@ -47,34 +49,56 @@ def _fail(message: str, hint: str | None = None, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _confirmer(mode: str, yes: bool) -> Callable[[str], bool] | None:
+def _asker(mode: str, yes: bool, answers: Path | None) -> Asker:
+    """Who answers checkpoints: --answers file, --yes, else the terminal (required then)."""
+    from dbsage.agent.modes import ConsoleAsker, YesAsker, load_answers
+    from dbsage.tools.errors import DbsageError
+
+    if answers is not None:
+        try:
+            return load_answers(answers)
+        except DbsageError as exc:
+            _fail(exc.message, exc.hint)
     if yes or mode == "yolo":
-        return None
+        return YesAsker()
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        _fail("Interactive mode needs a terminal to ask before applying.",
-              "Pass --yes to confirm in advance, or use --mode yolo.")
+        _fail(f"{mode.capitalize()} mode asks questions, but there is no terminal to ask on.",
+              "Pass --yes to confirm in advance, --answers FILE for scripted answers, or use "
+              "--mode yolo.")
+    return ConsoleAsker()
 
-    def ask(question: str) -> bool:
-        from rich.prompt import Confirm
 
-        return Confirm.ask(question + "Apply now?", default=False)
-
-    return ask
+ModeOption = Annotated[str, typer.Option("--mode", "-m", help="yolo | interactive | preflight")]
+LockTimeoutOption = Annotated[str, typer.Option(
+    "--lock-timeout", help="Longest wait for a table lock before rolling back and retrying "
+    "(PostgreSQL interval, e.g. 1s, 500ms).")]
+StatementTimeoutOption = Annotated[str | None, typer.Option(
+    "--statement-timeout", help="Cancel any statement running longer (e.g. 5min; default off).",
+    show_default=False)]
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Answer yes to confirmations (CI).")]
+AnswersOption = Annotated[Path | None, typer.Option(
+    "--answers", help="YAML file mapping checkpoint ids to answers (non-interactive runs).",
+    show_default=False)]
 
 
 @app.command("apply")
 def apply_cmd(
     path: Annotated[Path, typer.Argument(help="The migration file (.sql).", show_default=False)],
-    mode: Annotated[str, typer.Option("--mode", "-m", help="yolo | interactive | preflight")]
-    = "interactive",
+    mode: ModeOption = "interactive",
     db: DbOption = None,
-    lock_timeout: Annotated[str, typer.Option(
-        "--lock-timeout", help="Longest wait for a table lock before rolling back and retrying "
-        "(PostgreSQL interval, e.g. 1s, 500ms).")] = "1s",
-    statement_timeout: Annotated[str | None, typer.Option(
-        "--statement-timeout", help="Cancel any statement running longer (e.g. 5min; default "
-        "off).", show_default=False)] = None,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Answer yes to confirmations (CI).")]
+    lock_timeout: LockTimeoutOption = "1s",
+    statement_timeout: StatementTimeoutOption = None,
+    yes: YesOption = False,
+    answers: AnswersOption = None,
+    allow_destructive: Annotated[bool, typer.Option(
+        "--allow-destructive", help="Allow DROP/TRUNCATE/DELETE-without-WHERE and rewrites.")]
+    = False,
+    allow_out_of_order: Annotated[bool, typer.Option(
+        "--allow-out-of-order", help="Allow a version older than the latest applied one.")]
+    = False,
+    force: Annotated[bool, typer.Option("--force", help="Apply despite squawk errors.")] = False,
+    no_dry_run: Annotated[bool, typer.Option(
+        "--no-dry-run", help="yolo: skip the automatic dry-run (logged as your decision).")]
     = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -83,11 +107,27 @@ def apply_cmd(
 
     if mode not in MODES:
         _fail(f"Unknown mode {mode!r}.", f"Choose one of: {', '.join(MODES)}.")
-    confirm = _confirmer(mode, yes or (as_json and mode == "yolo"))
+    flags = {"allow_destructive": allow_destructive, "allow_out_of_order": allow_out_of_order,
+             "force": force, "skip_dry_run": no_dry_run}
     opts = RunOptions(mode=mode, db=db, lock_timeout=lock_timeout,
-                      statement_timeout=statement_timeout,
-                      confirm=confirm)
+                      statement_timeout=statement_timeout, asker=_asker(mode, yes, answers),
+                      flags=flags)
     _exit_with(run_apply(path, opts), as_json)
+
+
+@app.command("plan")
+def plan_cmd(
+    path: Annotated[Path, typer.Argument(help="The migration file (.sql).", show_default=False)],
+    db: DbOption = None,
+    lock_timeout: LockTimeoutOption = "1s",
+    as_json: JsonOption = False,
+) -> None:
+    """Pre-flight analysis only: locks, sizes, rewrites, destructive operations, lint, dry-run;
+    writes supabase/plans/{TS}_plan.md and .json. Changes nothing."""
+    from dbsage.agent.runner import RunOptions, run_plan
+
+    opts = RunOptions(mode="preflight", db=db, lock_timeout=lock_timeout)
+    _exit_with(run_plan(path, opts), as_json)
 
 
 @db_app.command("url")

@@ -28,6 +28,11 @@ class RunReport:
     notices: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     steps: list[dict[str, Any]] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    prompts: int = 0
+    follow_up: str | None = None
+    follow_up_result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     exit_code: int = 0
 

@@ -13,17 +13,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dbsage.agent.modes import ModePolicy, Question, StopRun
 from dbsage.agent.report import RunReport
 from dbsage.tools.errors import DbsageError
 
 if TYPE_CHECKING:
     import psycopg
 
+    from dbsage.agent.modes import Asker
+    from dbsage.agent.tasks import ChecklistItem, Checkpoint, RetryPolicy, TaskDefinition
     from dbsage.tools.apply import ApplyResult, LockRetryPolicy
     from dbsage.tools.connection import Target
     from dbsage.tools.sqlfile import MigrationFile
 
 SNAPSHOT_DIR = Path("supabase") / "snapshots"
+PLAN_DIR = Path("supabase") / "plans"
 
 
 @dataclass
@@ -34,9 +38,11 @@ class RunOptions:
     db: str | None = None
     lock_timeout: str = "1s"
     statement_timeout: str | None = None
-    lock_retry: LockRetryPolicy | None = None
+    lock_retry: LockRetryPolicy | None = None  # None: the task definition's policy
     project_dir: Path = field(default_factory=Path.cwd)
-    confirm: Callable[[str], bool] | None = None  # None: no confirmation asked
+    asker: Asker | None = None  # None: ask on the console
+    flags: dict[str, bool] = field(default_factory=dict)  # allow_destructive, force, ...
+    exposed_schemas: tuple[str, ...] = ("public",)
 
 
 @dataclass
@@ -45,6 +51,8 @@ class RunContext:
 
     report: RunReport
     options: RunOptions
+    policy: ModePolicy
+    definition: TaskDefinition | None = None
     path: Path | None = None
     migration: MigrationFile | None = None
     target: Target | None = None
@@ -54,6 +62,10 @@ class RunContext:
     ts: str | None = None
     files: dict[str, Path] = field(default_factory=dict)
     apply_result: ApplyResult | None = None
+    analysis: Any = None
+    lint: Any = None
+    dry_run: Any = None
+    plan: dict[str, Any] | None = None
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def rel(self, p: Path) -> str:
@@ -63,25 +75,35 @@ class RunContext:
         except ValueError:
             return str(p)
 
+    def retry_policy(self, policy_id: str) -> RetryPolicy | None:
+        """A retry policy of the task definition by id."""
+        if self.definition is None:
+            return None
+        return next((r for r in self.definition.error_handling.retry if r.id == policy_id), None)
+
 
 Step = Callable[[RunContext], None]
 
 
-def read_migration_step(ctx: RunContext) -> None:
-    """Read and parse the file; nothing touches the database."""
+def ensure_parsed(ctx: RunContext) -> MigrationFile:
+    """Read and parse the file once; nothing touches the database."""
+    if ctx.migration is not None:
+        return ctx.migration
     from dbsage.tools.sqlfile import read_migration
 
     assert ctx.path is not None
-    ctx.migration = read_migration(ctx.path)
-    m = ctx.migration
+    m = ctx.migration = read_migration(ctx.path)
     ctx.report.version, ctx.report.name = m.version, m.name
     ctx.report.statements = [{"index": s.index, "line": s.line, "sql": s.summary,
                               "transactional": s.transactional, "status": "not_run",
                               "rows_affected": 0, "duration_ms": 0.0} for s in m.statements]
+    return m
 
 
-def connect_target(ctx: RunContext) -> None:
-    """Resolve --db / env / embedded, refuse a transaction pooler, connect with retry."""
+def ensure_connected(ctx: RunContext) -> psycopg.Connection:
+    """Resolve --db / env / embedded, refuse a transaction pooler, connect (with retry) once."""
+    if ctx.conn is not None:
+        return ctx.conn
     from dbsage.tools.connection import Target, check_not_transaction_pooler, connect, resolve_target
 
     target = resolve_target(ctx.options.db)
@@ -97,26 +119,37 @@ def connect_target(ctx: RunContext) -> None:
     ctx.target = target
     ctx.report.target = target.redacted
     check_not_transaction_pooler(target.url)
-    ctx.conn = connect(target.url, autocommit=True)
+    policy = ctx.retry_policy("connection")
+    if policy:
+        ctx.conn = connect(target.url, autocommit=True, attempts=policy.attempts,
+                           first_wait=policy.initial_wait_seconds)
+    else:
+        ctx.conn = connect(target.url, autocommit=True)
     ctx.server_major = ctx.conn.info.server_version // 10000
     ctx.report.server_version = str(ctx.conn.info.parameter_status("server_version") or "")
+    return ctx.conn
+
+
+def connect_target(ctx: RunContext) -> None:
+    """Step: make sure the run's session exists."""
+    ensure_connected(ctx)
 
 
 def acquire_lock(ctx: RunContext) -> None:
     """Hold the migration advisory lock on this run's session until release_lock."""
     from dbsage.tools.lock import acquire_lock as take
 
-    assert ctx.conn is not None
-    take(ctx.conn)
-    ctx.lock_held = True
+    if not ctx.lock_held:
+        take(ensure_connected(ctx))
+        ctx.lock_held = True
 
 
 def check_history(ctx: RunContext) -> None:
     """After the lock: refuse an applied version; report drift. Choose the run's TS."""
     from dbsage.tools.history import ensure_not_applied
 
-    assert ctx.conn is not None and ctx.migration is not None
-    m = ctx.migration
+    assert ctx.conn is not None
+    m = ensure_parsed(ctx)
     ctx.ts = reserve_ts(ctx.options.project_dir / SNAPSHOT_DIR)
     ctx.report.ts = ctx.ts
     ctx.files["before"] = ctx.options.project_dir / SNAPSHOT_DIR / f"{ctx.ts}_before.sql"
@@ -166,27 +199,16 @@ def _snapshot(ctx: RunContext, which: str) -> None:
     ctx.report.files[which] = ctx.rel(dest)
 
 
-def confirm_apply(ctx: RunContext) -> None:
-    """Interactive mode: one confirmation with the statements (the full checkpoints come with
-    the task engine)."""
-    if ctx.options.confirm is None or ctx.options.mode == "yolo":
-        return
-    assert ctx.migration is not None
-    lines = "\n".join(f"  line {s.line}: {s.summary}" for s in ctx.migration.statements)
-    question = (f"Apply {len(ctx.migration.statements)} statement(s) from {ctx.migration.path} "
-                f"to {ctx.report.target}?\n{lines}\n")
-    if not ctx.options.confirm(question):
-        raise DbsageError("Not applied: you declined at the confirmation.", refused=True)
-
-
 def apply_migration(ctx: RunContext) -> None:
     """Run the statements in one transaction together with the history rows."""
     from dbsage.tools.apply import apply_migration as run
     from dbsage.tools.errors import MigrationFailedError
     from dbsage.tools.history import HistoryRecord, record_applied
 
-    assert ctx.conn is not None and ctx.migration is not None and ctx.ts is not None
-    m = ctx.migration
+    assert ctx.conn is not None and ctx.ts is not None
+    m = ensure_parsed(ctx)
+    if ctx.plan is not None:
+        check_plan_still_holds(ctx)
     started = datetime.now(UTC)
 
     def record(conn: psycopg.Connection, results: list[Any]) -> None:
@@ -202,7 +224,7 @@ def apply_migration(ctx: RunContext) -> None:
     try:
         ctx.apply_result = run(ctx.conn, m, lock_timeout=ctx.options.lock_timeout,
                                statement_timeout=ctx.options.statement_timeout,
-                               retry=ctx.options.lock_retry, before_commit=record)
+                               retry=lock_retry_policy(ctx), before_commit=record)
     except MigrationFailedError as exc:
         for row in exc.data.get("statements") or []:
             ctx.report.statements[row["index"] - 1].update(
@@ -250,30 +272,417 @@ def release_lock(ctx: RunContext) -> None:
 
 
 STEPS: dict[str, Step] = {
-    "read_migration": read_migration_step,
     "connect_target": connect_target,
     "acquire_lock": acquire_lock,
     "check_history": check_history,
     "take_snapshot_before": take_snapshot_before,
-    "confirm_apply": confirm_apply,
     "apply_migration": apply_migration,
     "take_snapshot_after": take_snapshot_after,
     "diff_snapshots": diff_snapshots,
     "release_lock": release_lock,
 }
 
-APPLY_STEPS = ("read_migration", "connect_target", "acquire_lock", "check_history",
-               "take_snapshot_before", "confirm_apply", "apply_migration",
-               "take_snapshot_after", "diff_snapshots")
-APPLY_ALWAYS = ("release_lock",)
+
+def lock_retry_policy(ctx: RunContext) -> LockRetryPolicy:
+    """--lock-retry from the caller, else the definition's `lock_timeout` retry policy."""
+    from dbsage.tools.apply import LockRetryPolicy
+
+    if ctx.options.lock_retry is not None:
+        return ctx.options.lock_retry
+    p = ctx.retry_policy("lock_timeout")
+    if p is None:
+        return LockRetryPolicy()
+    return LockRetryPolicy(p.attempts, p.initial_wait_seconds, p.max_wait_seconds)
 
 
-def run_steps(ctx: RunContext, steps: tuple[str, ...], always: tuple[str, ...]) -> RunReport:
-    """Run steps in order; stop at the first error; then run the `always` steps."""
-    started = time.perf_counter()
+# --- checklists -------------------------------------------------------------------------------
+
+class ChecklistFailed(DbsageError):
+    """A blocking checklist item failed."""
+
+    exit_code = 6
+
+
+def run_checklist(ctx: RunContext, phase: str, items: list[ChecklistItem]) -> list[str]:
+    """Run every item and report it; return the failed blockers' messages (after-commit phases)
+    or raise ChecklistFailed at the first failed blocker (pre-conditions)."""
+    from dbsage.agent.checklists import run_check
+
+    failed: list[str] = []
+    for item in items:
+        result = run_check(item.check, ctx)
+        entry = {"phase": phase, "id": item.id, "text": item.text, "status": result.status,
+                 "detail": result.detail, "blocker": item.blocker,
+                 "duration_ms": result.duration_ms}
+        ctx.report.checks.append(entry)
+        if result.status != "fail":
+            if result.status == "warn":
+                ctx.report.warnings.append(f"{item.text}: {result.detail}")
+            continue
+        if not item.blocker:
+            ctx.report.warnings.append(f"{item.error_message}: {result.detail}")
+            continue
+        if item.override and _overridden(ctx, item, result.detail):
+            entry["overridden"] = True
+            continue
+        message = f"{item.error_message}: {result.detail}"
+        if phase == "pre_conditions":
+            if result.error is not None:  # keep the error's own kind and exit code
+                result.error.message = message
+                result.error.data["check"] = item.id
+                raise result.error
+            raise ChecklistFailed(message, hint=_hint_for(item.id), check=item.id)
+        failed.append(message)
+    return failed
+
+
+def _hint_for(check_id: str) -> str | None:
+    return {
+        "migration_order": "Rename the file with a newer timestamp, or pass "
+                           "--allow-out-of-order if applying it late is intended.",
+        "no_destructive_statements": "Review what is lost; pass --allow-destructive to proceed "
+                                     "(data is saved first for *rollback).",
+        "lint_clean": "Fix what squawk reports, or pass --force to apply anyway.",
+        "not_applied_yet": "Nothing to do; see *status.",
+    }.get(check_id)
+
+
+def _overridden(ctx: RunContext, item: ChecklistItem, detail: str) -> bool:
+    q = Question(f"override_{item.id}", f"{item.error_message}. Continue anyway?",
+                 explanation=detail, choices=("yes", "no"), default="no")
+    return ctx.policy.override(q, item.override)
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+
+def _values(ctx: RunContext) -> dict[str, str]:
+    files = ctx.report.files
+    return {"path": str(ctx.path or ""), "target": ctx.report.target or "(not resolved yet)",
+            "ts": ctx.ts or "{ts}", "snapshot_before": files.get("before", ""),
+            "snapshot_after": files.get("after", ""), "snapshot_diff": files.get("diff", "")}
+
+
+def _format(text: str, values: dict[str, str]) -> str:
     try:
-        for name in steps:
+        return text.format(**values)
+    except (KeyError, IndexError):
+        return text
+
+
+def run_checkpoints(ctx: RunContext, step: str, position: str) -> None:
+    """Ask (or decide) every checkpoint placed before/after `step` for this mode."""
+    assert ctx.definition is not None
+    for cp in ctx.definition.checkpoints:
+        if cp.step != step or (cp.before_step is None) == (position == "before"):
+            continue
+        if not _applies(ctx, cp) and cp.id not in SPECIAL_CHECKPOINTS:
+            continue
+        handler = SPECIAL_CHECKPOINTS.get(cp.id, _ask_checkpoint)
+        handler(ctx, cp)
+
+
+def _applies(ctx: RunContext, cp: Checkpoint) -> bool:
+    # yolo meets every checkpoint too: its rules decide, and each decision is logged.
+    return ctx.policy.name == "yolo" or ctx.policy.name in cp.modes
+
+
+def _question(ctx: RunContext, cp: Checkpoint, detail: str = "") -> Question:
+    values = _values(ctx)
+    if cp.kind == "choice":
+        labels = tuple(str(i) for i in range(1, len(cp.options) + 1))
+        menu = "\n".join(f"  {i}. {o.label}" + (f"  ({o.command})" if o.command else "")
+                         for i, o in enumerate(cp.options, 1))
+        return Question(cp.id, _format(cp.question, values), cp.explanation,
+                        "\n".join(x for x in (detail, menu) if x), labels, labels[-1])
+    text = _format(cp.question, values)
+    if cp.kind == "notice":
+        text += " Continue?"
+    return Question(cp.id, text, _format(cp.explanation, values), detail, ("yes", "no"), "yes")
+
+
+def _ask_checkpoint(ctx: RunContext, cp: Checkpoint, detail: str = "") -> str:
+    answer = ctx.policy.checkpoint(_question(ctx, cp, detail))
+    if cp.kind != "choice" and answer == "no":
+        raise StopRun(_format(cp.stop_message or f"Stopped at checkpoint {cp.id}.",
+                              _values(ctx)), checkpoint=cp.id)
+    return answer
+
+
+def _statements_with_locks(ctx: RunContext) -> str:
+    from dbsage.agent.checklists import _analysis
+
+    analysis = _analysis(ctx)
+    return "\n".join(f"  line {a.statement.line:<4} {a.lock_level or 'no table lock':<22} "
+                     f"{a.statement.summary}" for a in analysis.statements)
+
+
+def confirm_apply_checkpoint(ctx: RunContext, cp: Checkpoint) -> None:
+    """The apply confirmation shows every statement with the lock level it takes."""
+    if _applies(ctx, cp):
+        _ask_checkpoint(ctx, cp, _statements_with_locks(ctx))
+
+
+def dry_run_checkpoint(ctx: RunContext, cp: Checkpoint) -> None:
+    """Ask only when dbsage has no record of a passing dry-run of this exact file."""
+    if ctx.options.flags.get("skip_dry_run"):
+        ctx.policy.log(cp.id, "skipped", "--no-dry-run: the user chose to apply without one")
+        return
+    record = _passing_dry_run(ctx)
+    if record is not None:
+        ctx.policy.log(cp.id, "yes", f"a passing dry-run of this checksum is on record "
+                       f"({record.ran_at:%Y-%m-%d %H:%M:%S})", "record")
+        return
+    if ctx.policy.name == "yolo":
+        ctx.policy.log(cp.id, "run", "yolo: no dry-run on record, so one runs first")
+        run_dry_run(ctx)
+        return
+    _ask_checkpoint(ctx, cp)
+
+
+def _passing_dry_run(ctx: RunContext) -> Any:
+    from dbsage.tools.dryrun import find_passing_dry_run
+
+    return find_passing_dry_run(ensure_connected(ctx), ensure_parsed(ctx).checksum)
+
+
+def run_dry_run(ctx: RunContext) -> None:
+    """Run the migration in a transaction that is rolled back; stop if it fails."""
+    from dbsage.tools.dryrun import dry_run_migration
+
+    acquire_lock(ctx)
+    ctx.dry_run = result = dry_run_migration(
+        ensure_connected(ctx), ensure_parsed(ctx), lock_timeout=ctx.options.lock_timeout,
+        statement_timeout=ctx.options.statement_timeout, retry=lock_retry_policy(ctx))
+    if not result.passed:
+        f = result.failure
+        raise StopRun(f"The dry-run failed at {ctx.path}:{f.line}: {f.message} "
+                      f"[SQLSTATE {f.sqlstate}]. Nothing was applied.", hint=f.hint,
+                      line=f.line, sqlstate=f.sqlstate)
+
+
+def post_menu_checkpoint(ctx: RunContext, cp: Checkpoint) -> None:
+    """After success: offer the next commands; run the chosen follow-up."""
+    if ctx.report.status != "applied" or not _applies(ctx, cp):
+        return
+    answer = _ask_checkpoint(ctx, cp)
+    choice = cp.options[int(answer) - 1]
+    ctx.report.follow_up = choice.command
+    if choice.command in FOLLOW_UPS:
+        FOLLOW_UPS[choice.command](ctx)
+
+
+def _follow_up_smoke(ctx: RunContext) -> None:
+    from dbsage.tools.connection import connect
+    from dbsage.tools.smoke import run_smoke_test
+
+    assert ctx.target is not None
+    with connect(ctx.target.url, autocommit=True) as conn:
+        smoke = run_smoke_test(conn, ctx.options.project_dir,
+                               exposed_schemas=ctx.options.exposed_schemas)
+    ctx.report.follow_up_result = {
+        "passed": smoke.passed,
+        "checks": [{"id": c.id, "status": c.status, "detail": c.detail} for c in smoke.checks]}
+
+
+def _follow_up_rls(ctx: RunContext) -> None:
+    from dbsage.tools.connection import connect
+    from dbsage.tools.smoke import check_rls_enabled
+
+    assert ctx.target is not None
+    with connect(ctx.target.url, autocommit=True) as conn:
+        out = check_rls_enabled(conn, ctx.options.exposed_schemas)
+    ctx.report.follow_up_result = {"passed": out.status != "fail", "checks": [
+        {"id": out.id, "status": out.status, "detail": out.detail}]}
+
+
+FOLLOW_UPS: dict[str, Callable[[RunContext], None]] = {
+    "*smoke-test": _follow_up_smoke,
+    "*rls-audit": _follow_up_rls,
+}
+SPECIAL_CHECKPOINTS: dict[str, Callable[[RunContext, Checkpoint], Any]] = {
+    "dry_run_done": dry_run_checkpoint,
+    "confirm_apply": confirm_apply_checkpoint,
+    "post_migration_menu": post_menu_checkpoint,
+}
+
+
+# --- pre-flight -------------------------------------------------------------------------------
+
+def schema_fingerprint(conn: psycopg.Connection) -> str:
+    """md5 over the user schemas' relations, columns, constraints, indexes, policies, functions."""
+    from dbsage.agent.checklists import USER_SCHEMA_FILTER
+
+    row = conn.execute(f"""
+        SELECT md5(coalesce(string_agg(x, '|' ORDER BY x), '')) FROM (
+          SELECT n.nspname || '.' || c.relname || ':' || c.relkind::text || ':' ||
+                 c.relrowsecurity::text || ':' || coalesce((SELECT string_agg(a.attname || ' ' ||
+                 format_type(a.atttypid, a.atttypmod) || a.attnotnull::text, ',' ORDER BY a.attnum)
+                 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT
+                 a.attisdropped), '') AS x
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {USER_SCHEMA_FILTER}
+          UNION ALL SELECT co.conname || pg_get_constraintdef(co.oid) FROM pg_constraint co
+            JOIN pg_namespace n ON n.oid = co.connamespace WHERE {USER_SCHEMA_FILTER}
+          UNION ALL SELECT pol.polname || coalesce(pg_get_expr(pol.polqual, pol.polrelid), '')
+            FROM pg_policy pol JOIN pg_class c ON c.oid = pol.polrelid JOIN pg_namespace n ON
+            n.oid = c.relnamespace WHERE {USER_SCHEMA_FILTER}
+          UNION ALL SELECT p.proname || md5(coalesce(p.prosrc, '')) FROM pg_proc p
+            JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {USER_SCHEMA_FILTER}
+        ) s""").fetchone()
+    return str(row[0]) if row else ""
+
+
+def build_plan(ctx: RunContext) -> dict[str, Any]:
+    """The pre-flight analysis: locks, sizes, rewrites, destructive ops, lint, dry-run."""
+    from dbsage.agent.checklists import _analysis
+    from dbsage.tools.analyze import count_rows_at_stake, missing_objects, table_sizes
+
+    m = ensure_parsed(ctx)
+    conn = ensure_connected(ctx)
+    analysis = _analysis(ctx)
+    tables = sorted({t for a in analysis.statements for t in a.tables})
+    sizes = table_sizes(conn, tables)
+    at_stake = count_rows_at_stake(conn, analysis.destructive)
+    missing = missing_objects(conn, analysis)
+    if ctx.lint is None:
+        from dbsage.agent.checklists import run_check
+
+        run_check("lint_clean", ctx)
+    if not m.transactional:
+        ctx.report.warnings.append("Non-transactional file: the pre-flight dry-run validates it "
+                                   "by parsing only.")
+    run_dry_run(ctx)
+    plan = {
+        "path": str(m.path), "checksum": m.checksum, "version": m.version,
+        "fingerprint": schema_fingerprint(conn), "target": ctx.report.target,
+        "transactional": m.transactional, "strongest_lock": analysis.strongest_lock,
+        "statements": [{"index": a.statement.index, "line": a.statement.line,
+                        "sql": a.statement.summary, "lock_level": a.lock_level,
+                        "tables": list(a.tables), "rewrites_table": a.rewrites_table,
+                        "transactional": a.statement.transactional,
+                        "destructive": [o.kind for o in a.destructive_ops]}
+                       for a in analysis.statements],
+        "tables": {t: {"exists": s.exists, "bytes": s.bytes, "estimated_rows": s.estimated_rows}
+                   for t, s in sizes.items()},
+        "destructive": [{"kind": o.kind, "table": o.table, "columns": list(o.columns),
+                         "line": o.line, "rows_at_stake": _rows(at_stake, o)}
+                        for o in analysis.destructive],
+        "missing_objects": [{"name": x.name, "kind": x.kind, "line": x.line,
+                             "reason": x.reason} for x in missing],
+        "lint": [{"rule": f.rule, "level": f.level, "line": f.line, "message": f.message}
+                 for f in ctx.lint or []],
+        "dry_run": {"passed": ctx.dry_run.passed, "duration_s": round(ctx.dry_run.duration_s, 4)},
+    }
+    return plan
+
+
+def _rows(at_stake: Any, op: Any) -> Any:
+    for key, value in (at_stake.items() if isinstance(at_stake, dict) else ()):
+        if key == op or getattr(key, "table", None) == op.table:
+            return getattr(value, "rows", value)
+    return None
+
+
+def write_plan(ctx: RunContext, plan: dict[str, Any]) -> tuple[Path, Path]:
+    """supabase/plans/{TS}_plan.json and .md."""
+    import json
+
+    plan_dir = ctx.options.project_dir / PLAN_DIR
+    plan_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    json_path, md_path = plan_dir / f"{stamp}_plan.json", plan_dir / f"{stamp}_plan.md"
+    json_path.write_text(json.dumps(plan, indent=2, default=str))
+    md_path.write_text(render_plan_markdown(plan))
+    ctx.report.files["plan_json"], ctx.report.files["plan_md"] = ctx.rel(json_path), ctx.rel(md_path)
+    return json_path, md_path
+
+
+def render_plan_markdown(plan: dict[str, Any]) -> str:
+    """A plan a reviewer can read in a pull request."""
+    lines = [f"# Pre-flight plan: {plan['path']}", "",
+             f"- Target: {plan['target']}", f"- Checksum: `{plan['checksum']}`",
+             f"- Schema fingerprint: `{plan['fingerprint']}`",
+             f"- Runs {'in one transaction' if plan['transactional'] else 'one by one'}; "
+             f"strongest lock: {plan['strongest_lock'] or 'none'}",
+             f"- Dry-run: {'passed' if plan['dry_run']['passed'] else 'FAILED'}", "",
+             "| line | lock | rewrite | statement |", "|---|---|---|---|"]
+    for s in plan["statements"]:
+        lines.append(f"| {s['line']} | {s['lock_level'] or '-'} | "
+                     f"{'yes' if s['rewrites_table'] else ''} | `{s['sql']}` |")
+    for title, key in (("Destructive operations", "destructive"),
+                       ("Missing objects", "missing_objects"), ("squawk", "lint")):
+        if plan[key]:
+            lines += ["", f"## {title}", *[f"- {x}" for x in plan[key]]]
+    return "\n".join(lines) + "\n"
+
+
+def check_plan_still_holds(ctx: RunContext) -> None:
+    """Pre-flight: stop before touching anything if the file or the schema moved."""
+    import hashlib
+
+    assert ctx.plan is not None and ctx.path is not None and ctx.conn is not None
+    if hashlib.sha256(ctx.path.read_bytes()).hexdigest() != ctx.plan["checksum"]:
+        raise StopRun(f"{ctx.path} changed after the plan was made; nothing was applied.",
+                      hint="Run the pre-flight again to plan the file as it is now.")
+    if schema_fingerprint(ctx.conn) != ctx.plan["fingerprint"]:
+        raise StopRun("The database schema changed after the plan was made; nothing was "
+                      "applied.", hint="Run the pre-flight again against the current schema.")
+
+
+def preflight_phase(ctx: RunContext) -> None:
+    """Analyse everything, write the plan, then ask every question in one batch."""
+    from dbsage.agent.modes import PreflightPolicy
+
+    assert ctx.definition is not None and isinstance(ctx.policy, PreflightPolicy)
+    ctx.plan = build_plan(ctx)
+    write_plan(ctx, ctx.plan)
+    questions = []
+    overrides = [c for c in ctx.report.checks if c.get("overridden")]
+    for cp in ctx.definition.checkpoints:
+        if "preflight" in cp.modes and cp.kind != "choice":
+            detail = _statements_with_locks(ctx) if cp.id == "confirm_apply" else ""
+            questions.append(_question(ctx, cp, detail))
+    ctx.report.notices.append(f"Pre-flight plan written to {ctx.report.files['plan_md']} "
+                              f"({len(questions) + len(overrides)} question(s)).")
+    for q, answer in zip(questions, ctx.policy.ask_batch(questions).values(), strict=True):
+        if answer == "no":
+            raise StopRun(f"Stopped: '{q.text}' was answered no in the plan review.")
+
+
+# --- the engine -------------------------------------------------------------------------------
+
+def known_checks() -> frozenset[str]:
+    from dbsage.agent.checklists import CHECKS
+
+    return frozenset(CHECKS)
+
+
+def load_definition(task: str) -> TaskDefinition:
+    from dbsage.agent.tasks import load_task
+
+    return load_task(task, known_checks=known_checks(), known_steps=frozenset(STEPS))
+
+
+def run_task(ctx: RunContext) -> RunReport:
+    """pre-conditions → steps (with checkpoints) → post-conditions → acceptance criteria.
+
+    Steps marked `always` run whatever happened. The report carries every item's result, every
+    decision and the error, if any; DbsageError never escapes.
+    """
+    assert ctx.definition is not None
+    d = ctx.definition
+    started = time.perf_counter()
+    main = [s.id for s in d.steps if not s.always]
+    always = [s.id for s in d.steps if s.always]
+    try:
+        if ctx.policy.name == "preflight":
+            run_checklist(ctx, "pre_conditions", d.pre_conditions)
+            preflight_phase(ctx)
+        else:
+            run_checklist(ctx, "pre_conditions", d.pre_conditions)
+        for name in main:
+            run_checkpoints(ctx, name, "before")
             _timed(ctx, name)
+            run_checkpoints(ctx, name, "after")
     except DbsageError as exc:
         _fail(ctx, exc)
     finally:
@@ -282,8 +691,45 @@ def run_steps(ctx: RunContext, steps: tuple[str, ...], always: tuple[str, ...]) 
                 _timed(ctx, name)
             except Exception as exc:  # cleanup must not hide the run's own outcome
                 ctx.report.warnings.append(f"{name} failed: {exc}")
-        ctx.report.execution_time = round(time.perf_counter() - started, 4)
+    if ctx.report.status == "applied":
+        _after_commit(ctx, d)
+        try:
+            for name in always:
+                run_checkpoints(ctx, name, "after")
+        except DbsageError as exc:
+            ctx.report.warnings.append(exc.message)
+    _finish(ctx, started)
     return ctx.report
+
+
+def _after_commit(ctx: RunContext, d: TaskDefinition) -> None:
+    from dbsage.tools.connection import connect
+
+    assert ctx.target is not None
+    with connect(ctx.target.url, autocommit=True) as conn:
+        ctx.conn = conn  # checks after the run use a fresh session
+        failed = (run_checklist(ctx, "post_conditions", d.post_conditions)
+                  + run_checklist(ctx, "acceptance_criteria", d.acceptance_criteria))
+    ctx.conn = None
+    if failed:
+        ctx.report.exit_code = 7
+        ctx.report.error = {
+            "error": "CommittedButChecksFailed",
+            "message": "The migration is committed, but " + "; ".join(failed),
+            "hint": f"Inspect it, then undo it if needed: *rollback {ctx.ts}"}
+
+
+def _finish(ctx: RunContext, started: float) -> None:
+    import json
+
+    ctx.report.execution_time = round(time.perf_counter() - started, 4)
+    ctx.report.decisions = ctx.policy.decisions_json()
+    ctx.report.prompts = ctx.policy.prompts
+    if ctx.ts:
+        path = ctx.options.project_dir / SNAPSHOT_DIR / f"{ctx.ts}_decisions.json"
+        path.write_text(json.dumps({"ts": ctx.ts, "mode": ctx.policy.name,
+                                    "decisions": ctx.report.decisions}, indent=2))
+        ctx.report.files["decisions"] = ctx.rel(path)
 
 
 def _timed(ctx: RunContext, name: str) -> None:
@@ -316,9 +762,51 @@ def _ran_sql(ctx: RunContext) -> bool:
     return any(s["status"] != "not_run" for s in ctx.report.statements)
 
 
+def new_context(task: str, options: RunOptions, **inputs: Any) -> RunContext:
+    """A RunContext for one run of `task` in the options' mode."""
+    from dbsage.agent.modes import ConsoleAsker, make_policy
+
+    policy = make_policy(options.mode, options.asker or ConsoleAsker(), options.flags)
+    ctx = RunContext(RunReport(task=task, mode=options.mode), options, policy)
+    ctx.definition = load_definition(task)
+    path = inputs.get("path")
+    if path is not None:
+        ctx.path = Path(path)
+        ctx.report.path = str(path)
+    return ctx
+
+
 def run_apply(path: str | Path, options: RunOptions | None = None) -> RunReport:
     """Apply one migration file safely; never raises DbsageError (the report carries it)."""
     opts = options or RunOptions()
-    ctx = RunContext(RunReport(task="apply-migration", mode=opts.mode), opts, path=Path(path))
-    ctx.report.path = str(path)
-    return run_steps(ctx, APPLY_STEPS, APPLY_ALWAYS)
+    try:
+        ctx = new_context("apply-migration", opts, path=path)
+    except DbsageError as exc:
+        report = RunReport(task="apply-migration", mode=opts.mode, path=str(path))
+        report.status, report.error, report.exit_code = "refused", exc.to_dict(), exc.exit_code
+        return report
+    return run_task(ctx)
+
+
+def run_plan(path: str | Path, options: RunOptions) -> RunReport:
+    """`dbsage plan`: the pre-flight analysis alone; writes the plan, changes nothing."""
+    from dbsage.agent.modes import YesAsker
+
+    options.asker = options.asker or YesAsker()
+    try:
+        ctx = new_context("apply-migration", options, path=path)
+        ctx.report.task = "plan"
+        assert ctx.definition is not None
+        try:
+            run_checklist(ctx, "pre_conditions", ctx.definition.pre_conditions)
+            ctx.plan = build_plan(ctx)
+            write_plan(ctx, ctx.plan)
+            ctx.report.status = "planned"
+        finally:
+            release_lock(ctx)
+    except DbsageError as exc:
+        report = ctx.report if "ctx" in locals() else RunReport(task="plan", path=str(path))
+        report.status, report.exit_code = "refused", exc.exit_code
+        report.error = exc.to_dict()
+        return report
+    return ctx.report

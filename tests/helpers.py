@@ -24,9 +24,13 @@ def migration(project: Path, name: str, sql: str) -> Path:
     return p
 
 
-def apply(db: Db, path: Path, project: Path, **kw: object) -> RunReport:
-    """Run the apply pipeline in-process against the test database."""
-    opts = RunOptions(mode="yolo", db=db.url, project_dir=project, **kw)  # type: ignore[arg-type]
+def apply(db: Db, path: Path, project: Path, *, flags: dict[str, bool] | None = None,
+          **kw: object) -> RunReport:
+    """Run the apply pipeline in-process against the test database (yolo, and no automatic
+    dry-run unless the test asks for one: these tests are about the apply transaction)."""
+    opts = RunOptions(mode="yolo", db=db.url, project_dir=project,  # type: ignore[arg-type]
+                      flags={"skip_dry_run": True, "allow_destructive": True, **(flags or {})},
+                      **kw)
     return run_apply(path, opts)
 
 

@@ -46,7 +46,8 @@ def test_happy_path_applies_writes_files_and_history(db: Db, project: Path) -> N
         assert (snaps / f"{ts}_{suffix}").stat().st_size > 0
     assert report.files == {"before": f"supabase/snapshots/{ts}_before.sql",
                             "after": f"supabase/snapshots/{ts}_after.sql",
-                            "diff": f"supabase/snapshots/{ts}_diff.patch"}
+                            "diff": f"supabase/snapshots/{ts}_diff.patch",
+                            "decisions": f"supabase/snapshots/{ts}_decisions.json"}
     assert "CREATE TABLE public.todos" not in (snaps / f"{ts}_before.sql").read_text()
     assert "CREATE TABLE public.todos" in (snaps / f"{ts}_after.sql").read_text()
     assert "+CREATE TABLE public.todos" in (snaps / f"{ts}_diff.patch").read_text()

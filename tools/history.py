@@ -130,9 +130,11 @@ def ensure_not_applied(conn: psycopg.Connection, version: str, checksum: str,
 
 def latest_applied_version(conn: psycopg.Connection) -> str | None:
     """The highest applied version, for the migration-order check."""
-    row = conn.execute("SELECT CASE WHEN to_regclass('supabase_migrations.schema_migrations') "
-                       "IS NULL THEN NULL ELSE (SELECT max(version) FROM "
-                       "supabase_migrations.schema_migrations) END").fetchone()
+    exists = conn.execute("SELECT to_regclass('supabase_migrations.schema_migrations') IS NOT "
+                          "NULL").fetchone()
+    if not (exists and exists[0]):
+        return None
+    row = conn.execute("SELECT max(version) FROM supabase_migrations.schema_migrations").fetchone()
     return row[0] if row else None
 
 

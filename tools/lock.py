@@ -57,9 +57,19 @@ def acquire_lock(conn: psycopg.Connection, key: str = MIGRATION_LOCK_KEY) -> Loc
     assert row is not None
     if row[0] is True:
         return LockResult(key, row[1])
+    raise _busy(key, find_lock_holder(conn, key))
+
+
+def ensure_lock_free(conn: psycopg.Connection, key: str = MIGRATION_LOCK_KEY) -> None:
+    """A peek without taking the lock: LockBusyError when another session holds it."""
     holder = find_lock_holder(conn, key)
+    if holder is not None:
+        raise _busy(key, holder)
+
+
+def _busy(key: str, holder: LockHolder | None) -> LockBusyError:
     who = holder.describe() if holder else "a session that has just ended"
-    raise LockBusyError(
+    return LockBusyError(
         f"Another migration is running (lock '{key}' held by {who}).",
         hint="Wait for it to finish. If it is stuck, inspect it with: SELECT * FROM pg_locks "
         "WHERE locktype = 'advisory'; and end it with pg_terminate_backend(pid).",

@@ -1,0 +1,217 @@
+"""The task engine in its three modes, driven with scripted answers on a real database."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import Db
+from helpers import lock_is_free, migration
+
+from dbsage.agent.modes import Question, ScriptedAsker, load_answers
+from dbsage.agent.runner import RunOptions, known_checks, load_definition, run_apply
+from dbsage.tools.errors import ConfigError
+
+SQL = "create table public.items (id int primary key, name text);\n" \
+      "alter table public.items enable row level security;\n" \
+      "insert into public.items values (1, 'a');\n"
+INTERACTIVE = {"confirm_migration_file": "yes", "confirm_database": "yes", "dry_run_done": "yes",
+               "snapshot_notice": "yes", "confirm_apply": "yes", "post_migration_menu": "4"}
+
+
+def run(db: Db, project: Path, path: Path, mode: str, answers: dict[str, str] | None = None,
+        **flags: bool) -> tuple[object, ScriptedAsker]:
+    asker = ScriptedAsker(answers or {})
+    report = run_apply(path, RunOptions(mode=mode, db=db.url, project_dir=project, asker=asker,
+                                        flags=dict(flags)))
+    return report, asker
+
+
+def table_exists(db: Db, name: str = "public.items") -> bool:
+    return bool(db.scalar("select to_regclass(%s) is not null", (name,)))
+
+
+def test_shipped_apply_definition_loads_with_the_real_registries() -> None:
+    d = load_definition("apply-migration")
+    assert {i.check for i in d.checklist_items} <= known_checks()
+    assert [s.id for s in d.steps][-1] == "release_lock"
+
+
+def test_yolo_asks_nothing_and_logs_every_decision(db: Db, project: Path) -> None:
+    path = migration(project, "20250101000000_items.sql", SQL)
+    report, asker = run(db, project, path, "yolo")
+    assert report.status == "applied", report.error  # type: ignore[attr-defined]
+    assert asker.asked == [] and report.prompts == 0  # type: ignore[attr-defined]
+    points = [d["point"] for d in report.decisions]  # type: ignore[attr-defined]
+    assert points == ["confirm_migration_file", "confirm_database", "dry_run_done",
+                      "snapshot_notice", "confirm_apply", "post_migration_menu"]
+    assert all(d["why"] and d["by"] in ("rule", "record") for d in report.decisions)  # type: ignore[attr-defined]
+    log = json.loads((project / report.files["decisions"]).read_text())  # type: ignore[attr-defined]
+    assert log["mode"] == "yolo" and log["decisions"] == report.decisions  # type: ignore[attr-defined]
+    # The automatic dry-run ran first (nothing was on record) and left its record.
+    assert any(d["point"] == "dry_run_done" and d["answer"] == "run" for d in log["decisions"])
+    assert db.scalar("select count(*) from dbsage.dry_run_log where passed") == 1
+
+
+def test_yolo_refuses_destructive_statements_without_the_flag(db18: Db, project: Path) -> None:
+    db18.execute("create table public.old (id int); insert into public.old values (1)")
+    path = migration(project, "20250101000000_drop.sql", "drop table public.old;\n")
+    report, _ = run(db18, project, path, "yolo")
+    assert report.status == "refused"  # type: ignore[attr-defined]
+    assert "destroys data" in report.error["message"]  # type: ignore[attr-defined]
+    assert "line 1: drop table public.old" in report.error["message"]  # type: ignore[attr-defined]
+    assert table_exists(db18, "public.old")
+    refusal = report.decisions[-1]  # type: ignore[attr-defined]
+    assert refusal["point"] == "override_no_destructive_statements"
+    assert "--allow-destructive not given" in refusal["why"]
+
+    allowed, _ = run(db18, project, path, "yolo", allow_destructive=True)
+    assert allowed.status == "applied", allowed.error  # type: ignore[attr-defined]
+    assert not table_exists(db18, "public.old")
+    assert any("allowed by --allow-destructive" in d["why"] for d in allowed.decisions)  # type: ignore[attr-defined]
+
+
+def test_yolo_refuses_out_of_order_unless_allowed(db18: Db, project: Path) -> None:
+    newer = migration(project, "20250102000000_b.sql", "create table b (id int);")
+    older = migration(project, "20250101000000_a.sql", "create table a (id int);")
+    assert run(db18, project, newer, "yolo")[0].status == "applied"  # type: ignore[attr-defined]
+    refused, _ = run(db18, project, older, "yolo")
+    assert refused.status == "refused"  # type: ignore[attr-defined]
+    assert "out of order" in refused.error["message"]  # type: ignore[attr-defined]
+    assert "--allow-out-of-order" in refused.error["hint"]  # type: ignore[attr-defined]
+    ok, _ = run(db18, project, older, "yolo", allow_out_of_order=True)
+    assert ok.status == "applied"  # type: ignore[attr-defined]
+
+
+def test_interactive_asks_between_5_and_10_checkpoints(db: Db, project: Path) -> None:
+    path = migration(project, "20250101000000_items.sql", SQL)
+    report, asker = run(db, project, path, "interactive", INTERACTIVE)
+    assert report.status == "applied", report.error  # type: ignore[attr-defined]
+    ids = [q.id for q in asker.asked]
+    assert ids == ["confirm_migration_file", "confirm_database", "dry_run_done",
+                   "snapshot_notice", "confirm_apply", "post_migration_menu"]
+    assert 5 <= report.prompts <= 10  # type: ignore[attr-defined]
+    assert all(q.explanation for q in asker.asked)
+    confirm = asker.asked[4]
+    assert "line 1" in confirm.detail and "ACCESS EXCLUSIVE" in confirm.detail
+    assert str(path) in asker.asked[0].text
+    assert db.url.split("@")[0] not in asker.asked[1].text or "***" not in db.url
+
+
+def test_interactive_skips_the_dry_run_question_when_one_is_on_record(db18: Db,
+                                                                     project: Path) -> None:
+    from dbsage.tools.connection import connect
+    from dbsage.tools.dryrun import dry_run_migration
+    from dbsage.tools.lock import acquire_lock, release_lock
+    from dbsage.tools.sqlfile import read_migration
+
+    path = migration(project, "20250101000000_items.sql", SQL)
+    with connect(db18.url, autocommit=True) as conn:
+        acquire_lock(conn)
+        assert dry_run_migration(conn, read_migration(path)).passed
+        release_lock(conn)
+    report, asker = run(db18, project, path, "interactive",
+                        {k: v for k, v in INTERACTIVE.items() if k != "dry_run_done"})
+    assert report.status == "applied", report.error  # type: ignore[attr-defined]
+    assert "dry_run_done" not in [q.id for q in asker.asked]
+    assert report.prompts == 5  # type: ignore[attr-defined]
+
+
+def test_answering_no_dry_run_stops_with_the_recommendation(db18: Db, project: Path) -> None:
+    path = migration(project, "20250101000000_items.sql", SQL)
+    report, asker = run(db18, project, path, "interactive", {**INTERACTIVE, "dry_run_done": "no"})
+    assert report.status == "refused"  # type: ignore[attr-defined]
+    assert f"*dry-run {path}" in report.error["message"]  # type: ignore[attr-defined]
+    assert asker.asked[-1].id == "dry_run_done"
+    assert not table_exists(db18)
+    assert report.ts is None and lock_is_free(db18)  # type: ignore[attr-defined]
+
+
+def test_post_menu_runs_the_smoke_test(db18: Db, project: Path) -> None:
+    path = migration(project, "20250101000000_items.sql", SQL)
+    report, _ = run(db18, project, path, "interactive", {**INTERACTIVE, "post_migration_menu": "1"})
+    assert report.follow_up == "*smoke-test"  # type: ignore[attr-defined]
+    result = report.follow_up_result  # type: ignore[attr-defined]
+    assert result and {c["id"] for c in result["checks"]} >= {"invalid_indexes", "rls_disabled"}
+
+
+def test_a_failing_blocker_precondition_stops_before_the_lock(db18: Db, project: Path) -> None:
+    path = migration(project, "20250101000000_items.sql", SQL)
+    with db18.connect() as holder:
+        holder.execute("select pg_advisory_lock(hashtext('dbsage:migrate'))")
+        report, asker = run(db18, project, path, "interactive", INTERACTIVE)
+    assert report.status == "refused" and report.exit_code == 3  # type: ignore[attr-defined]
+    assert report.error["check"] == "lock_available"  # type: ignore[attr-defined]
+    assert asker.asked == []  # stopped before the first checkpoint
+    steps = [s["step"] for s in report.steps]  # type: ignore[attr-defined]
+    assert "acquire_lock" not in steps and report.ts is None  # type: ignore[attr-defined]
+    statuses = {c["id"]: c["status"] for c in report.checks}  # type: ignore[attr-defined]
+    assert statuses["lock_available"] == "fail" and statuses["file_parses"] == "pass"
+
+
+def test_preflight_asks_everything_up_front_and_nothing_after(db: Db, project: Path) -> None:
+    path = migration(project, "20250101000000_items.sql", SQL)
+    seen_table: list[bool] = []
+    asker = ScriptedAsker({"confirm_migration_file": "yes", "confirm_database": "yes",
+                           "confirm_apply": "yes"},
+                          on_ask=lambda q: seen_table.append(table_exists(db)))
+    report = run_apply(path, RunOptions(mode="preflight", db=db.url, project_dir=project,
+                                        asker=asker))
+    assert report.status == "applied", report.error
+    assert [q.id for q in asker.asked] == ["confirm_migration_file", "confirm_database",
+                                           "confirm_apply"]
+    assert seen_table == [False, False, False]
+    assert report.prompts == 3
+    assert all(d["by"] in ("user", "plan", "record") for d in report.decisions)
+    plan_md = project / report.files["plan_md"]
+    plan = json.loads((project / report.files["plan_json"]).read_text())
+    assert plan["dry_run"]["passed"] is True and plan["checksum"]
+    assert [s["lock_level"] for s in plan["statements"]][:1] == ["ACCESS EXCLUSIVE"]
+    assert "| 1 | ACCESS EXCLUSIVE |" in plan_md.read_text()
+
+
+def test_preflight_stops_when_the_file_changes_after_the_plan(db18: Db, project: Path) -> None:
+    path = migration(project, "20250101000000_items.sql", SQL)
+
+    def edit_file(q: Question) -> None:
+        if q.id == "confirm_apply":
+            path.write_text(SQL + "drop table public.items;\n")
+
+    asker = ScriptedAsker({"confirm_migration_file": "yes", "confirm_database": "yes",
+                           "confirm_apply": "yes"}, on_ask=edit_file)
+    report = run_apply(path, RunOptions(mode="preflight", db=db18.url, project_dir=project,
+                                        asker=asker))
+    assert report.status == "refused"
+    assert "changed after the plan" in report.error["message"]  # type: ignore[index]
+    assert not table_exists(db18)
+    assert lock_is_free(db18)
+
+
+def test_preflight_stops_when_the_schema_changes_after_the_plan(db18: Db, project: Path) -> None:
+    path = migration(project, "20250101000000_items.sql", SQL)
+
+    def change_schema(q: Question) -> None:
+        if q.id == "confirm_apply":
+            db18.execute("create table public.sneaky (id int)")
+
+    asker = ScriptedAsker({"confirm_migration_file": "yes", "confirm_database": "yes",
+                           "confirm_apply": "yes"}, on_ask=change_schema)
+    report = run_apply(path, RunOptions(mode="preflight", db=db18.url, project_dir=project,
+                                        asker=asker))
+    assert report.status == "refused"
+    assert "schema changed after the plan" in report.error["message"]  # type: ignore[index]
+    assert not table_exists(db18)
+
+
+def test_answers_file_must_map_ids_to_answers(tmp_path: Path) -> None:
+    good = tmp_path / "a.yaml"
+    good.write_text("confirm_apply: yes\npost_migration_menu: 4\n")
+    asker = load_answers(good)
+    assert asker.answers == {"confirm_apply": "yes", "post_migration_menu": "4"}
+    bad = tmp_path / "b.yaml"
+    bad.write_text("- yes\n- no\n")
+    with pytest.raises(ConfigError, match="map checkpoint ids"):
+        load_answers(bad)
+    with pytest.raises(ConfigError, match="No scripted answer for checkpoint 'x'"):
+        asker.ask(Question("x", "?"))
