@@ -331,3 +331,32 @@ def _rls_on(conn: psycopg.Connection, table: str) -> bool:
     row = conn.execute("SELECT relrowsecurity FROM pg_class WHERE oid = to_regclass(%s)",
                        (table,)).fetchone()
     return bool(row and row[0])
+
+
+@check("database_unchanged")
+def database_unchanged(ctx: RunContext) -> CheckResult:
+    """After a dry-run: the schema fingerprint equals the one taken before it."""
+    from dbsage.agent.runner import schema_fingerprint
+
+    if ctx.fingerprint_before is None:
+        return _fail("no fingerprint was taken before the dry-run")
+    after = schema_fingerprint(_conn(ctx))
+    if after == ctx.fingerprint_before:
+        return _ok("schema fingerprint unchanged: the transaction was rolled back")
+    return _fail(f"schema fingerprint changed ({ctx.fingerprint_before} -> {after})")
+
+
+@check("smoke_checks_pass")
+def smoke_checks_pass(ctx: RunContext) -> CheckResult:
+    """Every built-in smoke check and user test passed (warnings allowed)."""
+    smoke = ctx.smoke
+    if smoke is None:
+        return _fail("the smoke checks did not run")
+    bad = [f"{c.id}: {c.detail}" for c in smoke.checks if c.status == "fail"]
+    bad += [f"{t.path}: {t.error or '; '.join(t.failures)}" for t in smoke.user_tests
+            if not t.passed]
+    if bad:
+        return _fail("; ".join(bad), items=bad)
+    warns = sum(c.status == "warn" for c in smoke.checks)
+    return _ok(f"{len(smoke.checks)} check(s) and {len(smoke.user_tests)} user test(s) passed"
+               + (f", {warns} warning(s)" if warns else ""))

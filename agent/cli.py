@@ -130,6 +130,41 @@ def plan_cmd(
     _exit_with(run_plan(path, opts), as_json)
 
 
+@app.command("dry-run")
+def dry_run_cmd(
+    path: Annotated[Path, typer.Argument(help="The migration file (.sql).", show_default=False)],
+    db: DbOption = None,
+    lock_timeout: LockTimeoutOption = "1s",
+    statement_timeout: StatementTimeoutOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run the migration exactly as apply would, in a transaction that is always rolled back."""
+    from dbsage.agent.modes import YesAsker
+    from dbsage.agent.runner import RunOptions, run_dry_run_task
+
+    opts = RunOptions(mode="yolo", db=db, lock_timeout=lock_timeout,
+                      statement_timeout=statement_timeout, asker=YesAsker())
+    _exit_with(run_dry_run_task(path, opts), as_json)
+
+
+@app.command("smoke-test")
+def smoke_test_cmd(
+    db: DbOption = None,
+    exposed: Annotated[str, typer.Option(
+        "--exposed-schemas", help="Comma-separated schemas the API exposes (RLS check).")]
+    = "public",
+    as_json: JsonOption = False,
+) -> None:
+    """Check the database (relations, indexes, constraints, sequences, RLS, history) and run
+    supabase/tests/**/*.sql (pgTAP when available). Exit code 1 when anything fails."""
+    from dbsage.agent.modes import YesAsker
+    from dbsage.agent.runner import RunOptions, run_smoke_task
+
+    schemas = tuple(x.strip() for x in exposed.split(",") if x.strip())
+    opts = RunOptions(mode="yolo", db=db, asker=YesAsker(), exposed_schemas=schemas)
+    _exit_with(run_smoke_task(opts), as_json)
+
+
 @db_app.command("url")
 def db_url(db: DbOption = None) -> None:
     """Print the URL dbsage would use (passwords redacted)."""

@@ -39,10 +39,21 @@ def print_notices(report: RunReport) -> None:
 def print_report(report: RunReport) -> None:
     """The success block of the original task, or a precise failure block."""
     out = _console()
-    if report.status == "applied":
+    if report.task == "dry-run" and report.status == "passed":
+        _print_dry_run(out, report)
+    elif report.task == "smoke-test" and report.smoke is not None:
+        _print_smoke(out, report)
+    elif report.task == "plan" and report.status == "planned":
+        out.print(f"[bold]📋 Pre-flight plan for {report.path}[/bold]")
+        out.print(f"  - {report.files['plan_md']}\n  - {report.files['plan_json']}")
+        _print_checks(out, report)
+    elif report.status == "applied":
         _print_success(out, report)
+        _print_checks(out, report)
     else:
         _print_failure(out, report)
+        if report.task == "dry-run" and report.error and report.error.get("line"):
+            _print_statements(out, report.statements)
     for w in report.warnings:
         out.print(f"[yellow]⚠ {w}[/yellow]")
 
@@ -64,6 +75,50 @@ def _print_success(out: Console, r: RunReport) -> None:
     width = max(len(c) for c, _ in cmds)
     for cmd, text in cmds:
         out.print(f"  {cmd:<{width}}  - {text}")
+
+
+def _print_checks(out: Console, r: RunReport) -> None:
+    if not r.checks:
+        return
+    marks = {"pass": "[green]✓[/green]", "warn": "[yellow]![/yellow]", "fail": "[red]✗[/red]"}
+    out.print("Checks:")
+    for c in r.checks:
+        out.print(f"  {marks[c['status']]} {c['text']}  [dim]— {c['detail']}[/dim]")
+
+
+def _print_dry_run(out: Console, r: RunReport) -> None:
+    out.print(f"[bold green]✅ Dry-run passed[/bold green] — {r.path}: nothing was changed "
+              "(the transaction was rolled back).")
+    out.print(f"Database: {r.target}")
+    _print_statements(out, r.statements)
+    for s in r.statements:
+        if s.get("locks"):
+            out.print(f"  line {s['line']} locks: {', '.join(s['locks'])}", markup=False)
+    if r.changes:
+        out.print("Schema changes it would make:")
+        for c in r.changes:
+            out.print(f"  {c['action']:<8} {c['kind']:<10} {c['name']}", markup=False)
+    if r.ddl:
+        out.print("As DDL:")
+        out.print(r.ddl, markup=False)
+    out.print(f"\nNext: dbsage apply {r.path}")
+
+
+def _print_smoke(out: Console, r: RunReport) -> None:
+    smoke = r.smoke or {}
+    ok = smoke.get("passed")
+    out.print("[bold green]✅ Smoke test passed[/bold green]" if ok else
+              "[bold red]❌ Smoke test failed[/bold red]")
+    marks = {"pass": "[green]✓[/green]", "warn": "[yellow]![/yellow]", "fail": "[red]✗[/red]"}
+    for c in smoke.get("checks", []):
+        out.print(f"  {marks[c['status']]} {c['title']}  [dim]({c['duration_ms']:.0f} ms)[/dim]")
+        if c["status"] != "pass":
+            out.print(f"      {c['detail']}", markup=False)
+    for t in smoke.get("user_tests", []):
+        mark = marks["pass" if t["passed"] else "fail"]
+        out.print(f"  {mark} {t['path']} ({t['mode']}, {t['ran']} test(s))")
+        for f in t["failures"] + ([t["error"]] if t["error"] else []):
+            out.print(f"      {f}", markup=False)
 
 
 def _print_statements(out: Console, statements: list[dict[str, Any]]) -> None:

@@ -31,6 +31,9 @@ class RunReport:
     checks: list[dict[str, Any]] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
     prompts: int = 0
+    changes: list[dict[str, Any]] = field(default_factory=list)  # dry-run: schema changes
+    ddl: str = ""  # dry-run: the change as one DDL script
+    smoke: dict[str, Any] | None = None  # smoke-test: checks and user tests
     follow_up: str | None = None
     follow_up_result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None

@@ -66,6 +66,8 @@ class RunContext:
     lint: Any = None
     dry_run: Any = None
     plan: dict[str, Any] | None = None
+    fingerprint_before: str | None = None
+    smoke: Any = None
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def rel(self, p: Path) -> str:
@@ -271,7 +273,56 @@ def release_lock(ctx: RunContext) -> None:
         ctx.conn.close()
 
 
+def dry_run_step(ctx: RunContext) -> None:
+    """Step: run the migration in a transaction that is always rolled back; report it all."""
+    from dbsage.tools.dryrun import dry_run_migration
+
+    conn = ensure_connected(ctx)
+    m = ensure_parsed(ctx)
+    ctx.fingerprint_before = schema_fingerprint(conn)
+    ctx.dry_run = r = dry_run_migration(conn, m, lock_timeout=ctx.options.lock_timeout,
+                                        statement_timeout=ctx.options.statement_timeout,
+                                        retry=lock_retry_policy(ctx))
+    for st in r.statements:
+        ctx.report.statements[st.index - 1].update(
+            status=st.status, rows_affected=st.rows_affected, duration_ms=round(st.duration_ms, 3),
+            locks=[f"{lk.relation}: {lk.mode}" for lk in st.locks])
+    ctx.report.changes = [{"kind": c.kind, "action": c.action, "name": c.name,
+                           "detail": c.detail, "ddl": c.ddl} for c in r.changes]
+    ctx.report.ddl = r.ddl_script
+    ctx.report.warnings.extend(r.warnings)
+    ctx.report.apply_time = round(r.duration_s, 4)
+    ctx.report.attempts = r.attempts
+    ctx.report.records_affected = sum(st.rows_affected for st in r.statements)
+    if r.passed:
+        ctx.report.status = "passed"
+        return
+    f = r.failure
+    ctx.report.status, ctx.report.exit_code = "failed", 1
+    ctx.report.error = {"error": "DryRunFailed", "message": r.message or f.message,
+                        "path": str(m.path), "line": f.line, "sqlstate": f.sqlstate,
+                        "detail": f.detail, "hint": f.hint}
+    ctx.report.notices.append("The dry-run transaction was rolled back: the database is "
+                              "unchanged.")
+
+
+def run_smoke_checks(ctx: RunContext) -> None:
+    """Step: the built-in smoke checks and the user's supabase/tests."""
+    from dataclasses import asdict
+
+    from dbsage.tools.smoke import run_smoke_test
+
+    smoke = run_smoke_test(ensure_connected(ctx), ctx.options.project_dir,
+                           exposed_schemas=ctx.options.exposed_schemas)
+    ctx.smoke = smoke
+    ctx.report.smoke = {"passed": smoke.passed, "checks": [asdict(c) for c in smoke.checks],
+                        "user_tests": [asdict(t) for t in smoke.user_tests]}
+    ctx.report.status = "passed" if smoke.passed else "failed"
+
+
 STEPS: dict[str, Step] = {
+    "dry_run_migration": dry_run_step,
+    "run_smoke_checks": run_smoke_checks,
     "connect_target": connect_target,
     "acquire_lock": acquire_lock,
     "check_history": check_history,
@@ -673,16 +724,16 @@ def run_task(ctx: RunContext) -> RunReport:
     started = time.perf_counter()
     main = [s.id for s in d.steps if not s.always]
     always = [s.id for s in d.steps if s.always]
+    completed = False
     try:
-        if ctx.policy.name == "preflight":
-            run_checklist(ctx, "pre_conditions", d.pre_conditions)
+        run_checklist(ctx, "pre_conditions", d.pre_conditions)
+        if ctx.policy.name == "preflight" and d.task == "apply-migration":
             preflight_phase(ctx)
-        else:
-            run_checklist(ctx, "pre_conditions", d.pre_conditions)
         for name in main:
             run_checkpoints(ctx, name, "before")
             _timed(ctx, name)
             run_checkpoints(ctx, name, "after")
+        completed = True
     except DbsageError as exc:
         _fail(ctx, exc)
     finally:
@@ -691,8 +742,8 @@ def run_task(ctx: RunContext) -> RunReport:
                 _timed(ctx, name)
             except Exception as exc:  # cleanup must not hide the run's own outcome
                 ctx.report.warnings.append(f"{name} failed: {exc}")
-    if ctx.report.status == "applied":
-        _after_commit(ctx, d)
+    if completed:
+        _after_steps(ctx, d)
         try:
             for name in always:
                 run_checkpoints(ctx, name, "after")
@@ -702,21 +753,29 @@ def run_task(ctx: RunContext) -> RunReport:
     return ctx.report
 
 
-def _after_commit(ctx: RunContext, d: TaskDefinition) -> None:
+def _after_steps(ctx: RunContext, d: TaskDefinition) -> None:
+    """Post-conditions and acceptance criteria, on a fresh session."""
     from dbsage.tools.connection import connect
 
+    if not (d.post_conditions or d.acceptance_criteria):
+        return
     assert ctx.target is not None
     with connect(ctx.target.url, autocommit=True) as conn:
-        ctx.conn = conn  # checks after the run use a fresh session
+        ctx.conn = conn
         failed = (run_checklist(ctx, "post_conditions", d.post_conditions)
                   + run_checklist(ctx, "acceptance_criteria", d.acceptance_criteria))
     ctx.conn = None
-    if failed:
+    if not failed:
+        return
+    if d.task == "apply-migration":
         ctx.report.exit_code = 7
         ctx.report.error = {
             "error": "CommittedButChecksFailed",
             "message": "The migration is committed, but " + "; ".join(failed),
             "hint": f"Inspect it, then undo it if needed: *rollback {ctx.ts}"}
+    elif ctx.report.error is None:
+        ctx.report.status, ctx.report.exit_code = "failed", 1
+        ctx.report.error = {"error": "ChecklistFailed", "message": "; ".join(failed)}
 
 
 def _finish(ctx: RunContext, started: float) -> None:
@@ -776,16 +835,31 @@ def new_context(task: str, options: RunOptions, **inputs: Any) -> RunContext:
     return ctx
 
 
-def run_apply(path: str | Path, options: RunOptions | None = None) -> RunReport:
-    """Apply one migration file safely; never raises DbsageError (the report carries it)."""
+def run_named(task: str, options: RunOptions | None = None, **inputs: Any) -> RunReport:
+    """Run a shipped task; never raises DbsageError (the report carries it)."""
     opts = options or RunOptions()
     try:
-        ctx = new_context("apply-migration", opts, path=path)
+        ctx = new_context(task, opts, **inputs)
     except DbsageError as exc:
-        report = RunReport(task="apply-migration", mode=opts.mode, path=str(path))
+        report = RunReport(task=task, mode=opts.mode, path=str(inputs.get("path") or "") or None)
         report.status, report.error, report.exit_code = "refused", exc.to_dict(), exc.exit_code
         return report
     return run_task(ctx)
+
+
+def run_apply(path: str | Path, options: RunOptions | None = None) -> RunReport:
+    """Apply one migration file safely."""
+    return run_named("apply-migration", options, path=path)
+
+
+def run_dry_run_task(path: str | Path, options: RunOptions | None = None) -> RunReport:
+    """Dry-run one migration file: everything apply does, then roll back."""
+    return run_named("dry-run", options, path=path)
+
+
+def run_smoke_task(options: RunOptions | None = None) -> RunReport:
+    """Smoke-test the target database and run the user's supabase/tests."""
+    return run_named("smoke-test", options)
 
 
 def run_plan(path: str | Path, options: RunOptions) -> RunReport:
