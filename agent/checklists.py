@@ -360,3 +360,44 @@ def smoke_checks_pass(ctx: RunContext) -> CheckResult:
     warns = sum(c.status == "warn" for c in smoke.checks)
     return _ok(f"{len(smoke.checks)} check(s) and {len(smoke.user_tests)} user test(s) passed"
                + (f", {warns} warning(s)" if warns else ""))
+
+
+@check("rollback_target_valid")
+def rollback_target_valid(ctx: RunContext) -> CheckResult:
+    """The TS names an applied, not yet rolled back run, and its reverse script is known."""
+    from dbsage.agent.runner import resolve_rollback
+
+    plan = resolve_rollback(ctx)
+    n = len(plan["script"].all_statements)
+    return _ok(f"run {plan['applied_ts']} applied version {plan['version']} ({plan['name']}); "
+               f"{n} reverse statement(s) from {plan['source']}, {len(plan['saved'])} saved "
+               "data set(s) to restore")
+
+
+@check("no_data_loss")
+def no_data_loss(ctx: RunContext) -> CheckResult:
+    """The rollback drops no table or column that holds rows."""
+    from dbsage.agent.runner import resolve_rollback
+    from dbsage.tools.rollback import rows_at_stake
+
+    losses = [x for x in rows_at_stake(_conn(ctx), resolve_rollback(ctx)["script"]) if x.rows]
+    if not losses:
+        return _ok("the rollback drops nothing that holds data")
+    return _fail("the rollback would lose data: " + "; ".join(x.describe() for x in losses),
+                 items=[x.describe() for x in losses])
+
+
+@check("rollback_recorded")
+def rollback_recorded(ctx: RunContext) -> CheckResult:
+    """The version left supabase_migrations and dbsage logged the rollback event."""
+    plan = ctx.rollback
+    if plan is None or ctx.report.status != "rolled_back":
+        return _fail("nothing was rolled back")
+    row = _conn(ctx).execute(
+        "SELECT (SELECT count(*) FROM supabase_migrations.schema_migrations WHERE version = %s),"
+        " (SELECT count(*) FROM dbsage.migration_log WHERE ts = %s AND event = 'rollback')",
+        (plan["version"], ctx.ts)).fetchone()
+    if row == (0, 1):
+        return _ok(f"version {plan['version']} marked reverted; rollback {ctx.ts} logged")
+    return _fail(f"history after rollback: schema_migrations rows={row and row[0]}, "
+                 f"rollback log rows={row and row[1]}")

@@ -147,6 +147,35 @@ def dry_run_cmd(
     _exit_with(run_dry_run_task(path, opts), as_json)
 
 
+@app.command("rollback")
+def rollback_cmd(
+    migration: Annotated[str, typer.Argument(
+        help="The TS of the apply run to undo, `latest`, or a supabase/snapshots/*_before.sql "
+        "snapshot.", show_default=False)],
+    mode: ModeOption = "interactive",
+    db: DbOption = None,
+    lock_timeout: LockTimeoutOption = "1s",
+    statement_timeout: StatementTimeoutOption = None,
+    yes: YesOption = False,
+    answers: AnswersOption = None,
+    allow_data_loss: Annotated[bool, typer.Option(
+        "--allow-data-loss", help="Allow a rollback that drops tables or columns holding rows.")]
+    = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Undo an applied migration with its reverse DDL, restoring the data it destroyed.
+
+    Never replays the schema-only snapshot on the database (that would empty every table)."""
+    from dbsage.agent.runner import RunOptions, run_rollback_task
+
+    if mode not in MODES:
+        _fail(f"Unknown mode {mode!r}.", f"Choose one of: {', '.join(MODES)}.")
+    opts = RunOptions(mode=mode, db=db, lock_timeout=lock_timeout,
+                      statement_timeout=statement_timeout, asker=_asker(mode, yes, answers),
+                      flags={"allow_data_loss": allow_data_loss})
+    _exit_with(run_rollback_task(migration, opts), as_json)
+
+
 @app.command("smoke-test")
 def smoke_test_cmd(
     db: DbOption = None,
@@ -163,6 +192,25 @@ def smoke_test_cmd(
     schemas = tuple(x.strip() for x in exposed.split(",") if x.strip())
     opts = RunOptions(mode="yolo", db=db, asker=YesAsker(), exposed_schemas=schemas)
     _exit_with(run_smoke_task(opts), as_json)
+
+
+@app.command("chat")
+def chat_cmd(
+    db: DbOption = None,
+    mode: ModeOption = "interactive",
+    script: Annotated[Path | None, typer.Option(
+        "--script", help="Run one *command a line from FILE ('-' for stdin) without asking: "
+        "every confirmation is answered yes (like --yes) and writes an LLM proposes are "
+        "declined. Stops with a non-zero exit code at the first failure. A stdin that is not a "
+        "terminal is read the same way.", show_default=False)] = None,
+) -> None:
+    """Talk to Dara: a REPL of *commands (*help lists them) and, with DBSAGE_MODEL set,
+    plain-language questions."""
+    from dbsage.agent.chat import run_chat
+
+    if mode not in MODES:
+        _fail(f"Unknown mode {mode!r}.", f"Choose one of: {', '.join(MODES)}.")
+    raise typer.Exit(run_chat(db=db, mode=mode, script=script))
 
 
 @db_app.command("url")

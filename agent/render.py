@@ -47,6 +47,15 @@ def print_report(report: RunReport) -> None:
         out.print(f"[bold]📋 Pre-flight plan for {report.path}[/bold]")
         out.print(f"  - {report.files['plan_md']}\n  - {report.files['plan_json']}")
         _print_checks(out, report)
+    elif report.status == "rolled_back":
+        out.print(f"[bold green]✅ Rolled back version {report.version} ({report.name})[/bold green]")
+        out.print(f"Timestamp: {report.ts}\nDatabase:  {report.target}")
+        out.print(f"Reverse script: {report.files.get('rollback')}; "
+                  f"{report.records_affected} row(s) of saved data restored.")
+        for key in ("before", "after", "diff"):
+            if key in report.files:
+                out.print(f"  - {key + ':':<7} {report.files[key]}")
+        _print_checks(out, report)
     elif report.status == "applied":
         _print_success(out, report)
         _print_checks(out, report)

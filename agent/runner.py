@@ -67,6 +67,8 @@ class RunContext:
     dry_run: Any = None
     plan: dict[str, Any] | None = None
     fingerprint_before: str | None = None
+    rollback: dict[str, Any] | None = None
+    inputs: dict[str, Any] = field(default_factory=dict)
     smoke: Any = None
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
@@ -152,11 +154,7 @@ def check_history(ctx: RunContext) -> None:
 
     assert ctx.conn is not None
     m = ensure_parsed(ctx)
-    ctx.ts = reserve_ts(ctx.options.project_dir / SNAPSHOT_DIR)
-    ctx.report.ts = ctx.ts
-    ctx.files["before"] = ctx.options.project_dir / SNAPSHOT_DIR / f"{ctx.ts}_before.sql"
-    ctx.files["after"] = ctx.files["before"].with_name(f"{ctx.ts}_after.sql")
-    ctx.files["diff"] = ctx.files["before"].with_name(f"{ctx.ts}_diff.patch")
+    ensure_ts(ctx)
     if m.version is None:
         ctx.report.version = ctx.ts
         ctx.report.warnings.append(
@@ -190,10 +188,22 @@ def take_snapshot_after(ctx: RunContext) -> None:
     _snapshot(ctx, "after")
 
 
+def ensure_ts(ctx: RunContext) -> str:
+    """This run's TS and its snapshot paths (reserved once)."""
+    if ctx.ts is None:
+        ctx.ts = reserve_ts(ctx.options.project_dir / SNAPSHOT_DIR)
+        ctx.report.ts = ctx.ts
+        ctx.files["before"] = ctx.options.project_dir / SNAPSHOT_DIR / f"{ctx.ts}_before.sql"
+        ctx.files["after"] = ctx.files["before"].with_name(f"{ctx.ts}_after.sql")
+        ctx.files["diff"] = ctx.files["before"].with_name(f"{ctx.ts}_diff.patch")
+    return ctx.ts
+
+
 def _snapshot(ctx: RunContext, which: str) -> None:
     from dbsage.tools.snapshot import take_snapshot
 
     assert ctx.target is not None
+    ensure_ts(ctx)
     dest = ctx.files[which]
     if which == "before":
         dest.unlink()  # the empty reservation made by reserve_ts
@@ -320,7 +330,109 @@ def run_smoke_checks(ctx: RunContext) -> None:
     ctx.report.status = "passed" if smoke.passed else "failed"
 
 
+ROLLBACK_DIR = Path("supabase") / "rollback"
+
+
+def save_destroyed_data(ctx: RunContext) -> None:
+    """Step (apply): before a destructive migration, save exactly the data it destroys."""
+    from dbsage.tools.rollback import destructive_targets, save_data
+
+    targets = destructive_targets(ensure_parsed(ctx))
+    if not targets:
+        return
+    dest = ctx.options.project_dir / SNAPSHOT_DIR / f"{ensure_ts(ctx)}_data"
+    saved = save_data(ensure_connected(ctx), targets, dest)
+    if saved:
+        ctx.report.files["data"] = ctx.rel(dest)
+        ctx.report.notices.append(
+            f"Saved {sum(x.rows for x in saved)} row(s) the migration destroys to "
+            f"{ctx.rel(dest)} (for *rollback {ctx.ts}).")
+
+
+def prepare_rollback_step(ctx: RunContext) -> None:
+    """Step (apply): write supabase/rollback/{TS}_rollback.sql unless the user wrote one."""
+    from dbsage.tools.rollback import prepare_rollback
+
+    assert ctx.target is not None and ctx.ts is not None
+    dest = ctx.options.project_dir / ROLLBACK_DIR / f"{ctx.ts}_rollback.sql"
+    try:
+        result = prepare_rollback(ctx.target.url, ctx.files["before"], ctx.files["after"], dest,
+                                  server_major=ctx.server_major)
+    except DbsageError as exc:  # the migration is committed: say so, do not fail it
+        ctx.report.warnings.append(f"No rollback script was written: {exc.message}")
+        return
+    ctx.report.files["rollback"] = ctx.rel(result.path)
+    if result.user_written:
+        ctx.report.notices.append(f"Kept your own rollback script {ctx.rel(result.path)}.")
+
+
+def resolve_rollback(ctx: RunContext) -> dict[str, Any]:
+    """The apply run to undo (TS, `latest`, or a *_before.sql snapshot) and its reverse script."""
+    if ctx.rollback is not None:
+        return ctx.rollback
+    from dbsage.tools import rollback as rb
+
+    conn = ensure_connected(ctx)
+    value = str(ctx.inputs.get("migration", ""))
+    if value.endswith("_before.sql") and Path(value).is_file():
+        script = rb.plan_from_snapshot(ctx.target.url if ctx.target else "", Path(value),
+                                       server_major=ctx.server_major)
+        applied_ts = Path(value).name.removesuffix("_before.sql")
+        source = value
+    else:
+        applied_ts = rb.validate_ts(value, conn)
+        path = ctx.options.project_dir / ROLLBACK_DIR / f"{applied_ts}_rollback.sql"
+        if path.exists():
+            script, source = rb.read_rollback_script(path), ctx.rel(path)
+        else:
+            before = ctx.options.project_dir / SNAPSHOT_DIR / f"{applied_ts}_before.sql"
+            if not before.exists():
+                raise DbsageError(f"Neither {ctx.rel(path)} nor {ctx.rel(before)} exists: "
+                                  "dbsage cannot know what to undo.",
+                                  hint=f"Write the reverse DDL to {ctx.rel(path)}.")
+            script = rb.plan_from_snapshot(ctx.target.url if ctx.target else "", before,
+                                           server_major=ctx.server_major)
+            source = ctx.rel(before)
+    row = conn.execute("SELECT version, name, path FROM dbsage.migration_log WHERE ts = %s AND "
+                       "event = 'apply' ORDER BY id DESC LIMIT 1", (applied_ts,)).fetchone()
+    if row is None:
+        raise DbsageError(f"No apply run {applied_ts} in dbsage.migration_log.",
+                          hint="See *status for what is applied.")
+    data_dir = ctx.options.project_dir / SNAPSHOT_DIR / f"{applied_ts}_data"
+    ctx.rollback = {"applied_ts": applied_ts, "version": row[0], "name": row[1],
+                    "path": row[2], "script": script, "source": source,
+                    "saved": rb.load_saved_data(data_dir)}
+    ctx.report.version, ctx.report.name = row[0], row[1]
+    ctx.report.statements = [{"index": i, "line": st.line, "sql": st.summary,
+                              "transactional": True, "status": "not_run", "rows_affected": 0,
+                              "duration_ms": 0.0}
+                             for i, st in enumerate(script.all_statements, 1)]
+    ctx.report.files["rollback"] = source
+    return ctx.rollback
+
+
+def rollback_migration(ctx: RunContext) -> None:
+    """Step (rollback): reverse DDL + saved data + history, in one transaction."""
+    from dbsage.tools.rollback import apply_rollback
+
+    plan = resolve_rollback(ctx)
+    ensure_ts(ctx)
+    result = apply_rollback(
+        ensure_connected(ctx), plan["script"], plan["saved"], plan["version"], ts=ctx.ts or "",
+        mode=ctx.options.mode, path=plan["path"], snapshot_before=ctx.report.files.get("before"),
+        snapshot_after=ctx.rel(ctx.files["after"]), diff_patch=ctx.rel(ctx.files["diff"]),
+        lock_timeout=ctx.options.lock_timeout, statement_timeout=ctx.options.statement_timeout)
+    for entry in ctx.report.statements:
+        entry["status"] = "ok"
+    ctx.report.records_affected = result.rows_restored
+    ctx.report.apply_time = round(result.duration_s, 4)
+    ctx.report.status = "rolled_back"
+
+
 STEPS: dict[str, Step] = {
+    "save_destroyed_data": save_destroyed_data,
+    "prepare_rollback": prepare_rollback_step,
+    "rollback_migration": rollback_migration,
     "dry_run_migration": dry_run_step,
     "run_smoke_checks": run_smoke_checks,
     "connect_target": connect_target,
@@ -409,6 +521,7 @@ def _overridden(ctx: RunContext, item: ChecklistItem, detail: str) -> bool:
 def _values(ctx: RunContext) -> dict[str, str]:
     files = ctx.report.files
     return {"path": str(ctx.path or ""), "target": ctx.report.target or "(not resolved yet)",
+            "migration": str(ctx.inputs.get("migration", "")),
             "ts": ctx.ts or "{ts}", "snapshot_before": files.get("before", ""),
             "snapshot_after": files.get("after", ""), "snapshot_diff": files.get("diff", "")}
 
@@ -550,7 +663,14 @@ FOLLOW_UPS: dict[str, Callable[[RunContext], None]] = {
     "*smoke-test": _follow_up_smoke,
     "*rls-audit": _follow_up_rls,
 }
+def confirm_rollback_checkpoint(ctx: RunContext, cp: Checkpoint) -> None:
+    """The rollback confirmation shows the reverse script that will run."""
+    if _applies(ctx, cp):
+        _ask_checkpoint(ctx, cp, resolve_rollback(ctx)["script"].render())
+
+
 SPECIAL_CHECKPOINTS: dict[str, Callable[[RunContext, Checkpoint], Any]] = {
+    "confirm_rollback": confirm_rollback_checkpoint,
     "dry_run_done": dry_run_checkpoint,
     "confirm_apply": confirm_apply_checkpoint,
     "post_migration_menu": post_menu_checkpoint,
@@ -807,7 +927,7 @@ def _timed(ctx: RunContext, name: str) -> None:
 def _fail(ctx: RunContext, exc: DbsageError) -> None:
     from dbsage.tools.connection import redact
 
-    if ctx.report.status == "applied":
+    if ctx.report.status in ("applied", "rolled_back"):
         # Committed already: a later step (snapshot, diff) failed. Say so plainly.
         ctx.report.warnings.append(f"The migration is committed, but: {redact(exc.message)}")
         return
@@ -828,6 +948,7 @@ def new_context(task: str, options: RunOptions, **inputs: Any) -> RunContext:
     policy = make_policy(options.mode, options.asker or ConsoleAsker(), options.flags)
     ctx = RunContext(RunReport(task=task, mode=options.mode), options, policy)
     ctx.definition = load_definition(task)
+    ctx.inputs = dict(inputs)
     path = inputs.get("path")
     if path is not None:
         ctx.path = Path(path)
@@ -855,6 +976,11 @@ def run_apply(path: str | Path, options: RunOptions | None = None) -> RunReport:
 def run_dry_run_task(path: str | Path, options: RunOptions | None = None) -> RunReport:
     """Dry-run one migration file: everything apply does, then roll back."""
     return run_named("dry-run", options, path=path)
+
+
+def run_rollback_task(migration: str, options: RunOptions | None = None) -> RunReport:
+    """Undo an applied migration run (TS, `latest`, or a *_before.sql snapshot) safely."""
+    return run_named("rollback", options, migration=migration)
 
 
 def run_smoke_task(options: RunOptions | None = None) -> RunReport:

@@ -47,7 +47,9 @@ def test_happy_path_applies_writes_files_and_history(db: Db, project: Path) -> N
     assert report.files == {"before": f"supabase/snapshots/{ts}_before.sql",
                             "after": f"supabase/snapshots/{ts}_after.sql",
                             "diff": f"supabase/snapshots/{ts}_diff.patch",
-                            "decisions": f"supabase/snapshots/{ts}_decisions.json"}
+                            "decisions": f"supabase/snapshots/{ts}_decisions.json",
+                            "rollback": f"supabase/rollback/{ts}_rollback.sql"}
+    assert "drop table" in (project / report.files["rollback"]).read_text().lower()
     assert "CREATE TABLE public.todos" not in (snaps / f"{ts}_before.sql").read_text()
     assert "CREATE TABLE public.todos" in (snaps / f"{ts}_after.sql").read_text()
     assert "+CREATE TABLE public.todos" in (snaps / f"{ts}_diff.patch").read_text()

@@ -76,25 +76,24 @@ def _snapshots(project: Path, ts: str) -> tuple[Path, Path]:
 
 def _apply_with_saved_data(db: Db, project: Path, name: str,
                            sql: str) -> tuple[str, list[SavedData]]:
-    """What the pipeline will do: save the destroyed data, then apply (which snapshots)."""
+    """Apply through the pipeline, which saves the destroyed data under {TS}_data first."""
     path = migration(project, name, sql)
-    pending = project / "supabase" / "snapshots" / "pending_data"
-    with db.connect() as conn:
-        save_data(conn, destructive_targets(read_migration(path)), pending)
     report = apply(db, path, project)
     assert report.status == "applied", report.error
     assert report.ts
-    data_dir = pending.with_name(f"{report.ts}_data")
-    if pending.exists():
-        pending.rename(data_dir)
+    data_dir = project / "supabase" / "snapshots" / f"{report.ts}_data"
+    expected = bool(destructive_targets(read_migration(path)))
+    assert data_dir.exists() == expected
     return report.ts, load_saved_data(data_dir)
 
 
 def _prepare(db: Db, project: Path, ts: str) -> Path:
+    """The pipeline wrote the reverse script at apply time; a second prepare keeps it."""
     before, after = _snapshots(project, ts)
     dest = project / "supabase" / "rollback" / f"{ts}_rollback.sql"
+    written = dest.read_text()
     result = prepare_rollback(db.url, before, after, dest, server_major=db.server.major)
-    assert result.user_written is False
+    assert result.user_written is True and dest.read_text() == written
     return dest
 
 

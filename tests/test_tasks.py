@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from dbsage.agent.runner import STEPS as RUNNER_STEPS
+from dbsage.agent.runner import known_checks
 from dbsage.agent.tasks import (
     TaskDefinition,
     TaskDefinitionError,
@@ -19,18 +21,9 @@ from dbsage.agent.tasks import (
 )
 from dbsage.tools.errors import DbsageError
 
-CHECKS = frozenset({
-    "connection_established", "file_parses", "not_applied_yet", "checksum_unchanged",
-    "migration_order", "lock_available", "transaction_committed", "history_row_present",
-    "no_invalid_indexes", "no_not_valid_constraints", "no_orphaned_fk_rows",
-    "rls_enabled_on_new_tables", "database_unchanged", "smoke_checks_pass",
-    "no_destructive_statements", "lint_clean",
-})
-STEPS = frozenset({
-    "connect_target", "acquire_lock", "check_history", "take_snapshot_before",
-    "apply_migration", "take_snapshot_after", "diff_snapshots", "release_lock",
-    "dry_run_migration", "rollback_migration", "run_smoke_checks",
-})
+# The engine's real registries: a shipped file naming an unregistered check or step fails.
+CHECKS = known_checks()
+STEPS = frozenset(RUNNER_STEPS)
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "task_definitions"
 MARK = "# <-"
 
@@ -62,8 +55,9 @@ def test_shipped_files_are_the_repository_files() -> None:
     ("name", "steps"),
     [
         ("apply-migration", ["connect_target", "acquire_lock", "check_history",
-                             "take_snapshot_before", "apply_migration", "take_snapshot_after",
-                             "diff_snapshots", "release_lock"]),
+                             "take_snapshot_before", "save_destroyed_data", "apply_migration",
+                             "take_snapshot_after", "diff_snapshots", "prepare_rollback",
+                             "release_lock"]),
         ("dry-run", ["connect_target", "acquire_lock", "dry_run_migration", "release_lock"]),
         ("rollback", ["connect_target", "acquire_lock", "take_snapshot_before",
                       "rollback_migration", "take_snapshot_after", "diff_snapshots",

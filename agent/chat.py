@@ -1,0 +1,289 @@
+"""`dbsage chat`: Dara's REPL over the one `*command` grammar and the one engine.
+
+Lines starting with `*` are parsed by agent/commands.py and run by agent/dispatch.py; other
+text goes to agent/llm.py (imported only then). Checkpoints of a run are asked in the chat
+through `ChatAsker`. `--script FILE` (or a non-terminal stdin) runs one command a line.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
+
+from dbsage.agent.commands import (
+    COMMANDS,
+    CommandError,
+    NotACommand,
+    complete,
+    get_spec,
+    parse,
+)
+from dbsage.agent.dispatch import MODE_HELP, ChatSession, DispatchResult, execute, migration_files
+from dbsage.agent.modes import Question, YesAsker
+
+if TYPE_CHECKING:
+    from dbsage.agent.report import RunReport
+
+__all__ = ["ChatAsker", "DaraCompleter", "greeting", "handle_line", "run_chat", "run_repl",
+           "run_script"]
+
+HISTORY_FILE = Path(".dbsage") / "chat_history"
+PATH_COMMANDS = frozenset(s.name for s in COMMANDS if any(a.key == "path" for a in s.args))
+Write = Callable[[str], None]
+
+
+def _print(text: str) -> None:
+    print(text, flush=True)
+
+
+# --------------------------------------------------------------------------- asking
+
+
+@dataclass
+class ChatAsker:
+    """Asks a checkpoint in the chat: explanation, detail, then a prompt until a valid choice.
+
+    Ctrl-C or Ctrl-D at a question answers "no" (or the menu's default): cancelling never
+    approves anything.
+    """
+
+    prompt: Callable[[str], str]
+    write: Write = _print
+
+    def ask(self, question: Question) -> str:
+        if question.explanation:
+            self.write(f"  ({question.explanation})")
+        if question.detail:
+            self.write(question.detail)
+        default = f" (default {question.default})" if question.default else ""
+        message = f"❓ [{question.id}] {question.text} [{'/'.join(question.choices)}]{default}: "
+        while True:
+            try:
+                raw = self.prompt(message)
+            except (KeyboardInterrupt, EOFError):
+                answer = "no" if "no" in question.choices else question.default or question.choices[-1]
+                self.write(f"  → cancelled: {answer}")
+                return answer
+            answer = match_choice(raw, question)
+            if answer is not None:
+                return answer
+            self.write(f"  Please answer one of: {', '.join(question.choices)}.")
+
+
+def match_choice(raw: str, question: Question) -> str | None:
+    """The choice `raw` names: exact, empty for the default, or a unique prefix (y, n)."""
+    text = raw.strip().lower()
+    if not text:
+        return question.default
+    if text in question.choices:
+        return text
+    found = [c for c in question.choices if c.startswith(text)]
+    return found[0] if len(found) == 1 else None
+
+
+def prompt_toolkit_asker() -> ChatAsker:
+    """A ChatAsker reading answers with its own prompt_toolkit session (no history)."""
+    from prompt_toolkit import PromptSession
+
+    answers: PromptSession[str] = PromptSession()
+    return ChatAsker(lambda message: answers.prompt(message))
+
+
+# --------------------------------------------------------------------------- completion
+
+
+class DaraCompleter(Completer):
+    """Completes `*commands`, migration paths for PATH arguments, modes, and options."""
+
+    def __init__(self, project_dir: Path) -> None:
+        self.project_dir = project_dir
+
+    def get_completions(self, document: Document, complete_event: CompleteEvent
+                        ) -> Iterator[Completion]:
+        text = document.text_before_cursor
+        word = document.get_word_before_cursor(WORD=True)
+        for candidate in self.candidates(text, word):
+            yield Completion(candidate, start_position=-len(word))
+
+    def candidates(self, text: str, word: str) -> list[str]:
+        """What may replace `word`, the last word of `text`."""
+        head = text[: len(text) - len(word)].split()
+        if not head:
+            return complete(word) if word.startswith("*") else []
+        try:
+            spec = get_spec(head[0])
+        except CommandError:
+            return []
+        if word.startswith("-"):
+            return [o.flag for o in spec.options if o.flag.startswith(word)]
+        if spec.name in PATH_COMMANDS:
+            return [p for p in self.paths() if p.startswith(word)]
+        words = {"mode": MODE_HELP, "help": [s.name for s in COMMANDS],
+                 "rollback": ["latest"]}.get(spec.name, [])
+        return [w for w in words if w.startswith(word)]
+
+    def paths(self) -> list[str]:
+        return [str(p.relative_to(self.project_dir)) for p in migration_files(self.project_dir)]
+
+
+# --------------------------------------------------------------------------- one line
+
+
+def greeting(session: ChatSession) -> str:
+    """Dara introduces herself: target (redacted), mode, how to get help."""
+    import os
+
+    from dbsage.tools.connection import resolve_target
+
+    target = resolve_target(session.db)
+    where = (f"{target.redacted} (from {target.source})" if target else
+             "the embedded PostgreSQL in .dbsage/pgdata (started when first needed)")
+    model = os.environ.get("DBSAGE_MODEL")
+    words = (f"Plain-language questions go to {model}." if model else
+             "No model is configured, so I answer *commands (set DBSAGE_MODEL to chat freely).")
+    return "\n".join([
+        "👋 Hi, I'm Dara, the DB Sage. I apply your PostgreSQL migrations safely:",
+        "   lock, snapshot, one transaction, diff, history — and I tell you what changed.",
+        f"   Database: {where}",
+        f"   Mode:     {session.mode} — {MODE_HELP[session.mode]} (*mode to change)",
+        f"   {words}",
+        "   Type *help for the commands, *exit or Ctrl-D to leave."])
+
+
+def handle_line(line: str, session: ChatSession, write: Write = _print) -> DispatchResult | None:
+    """Run one line of the chat and show its outcome; None for a blank line."""
+    if not line.strip():
+        return None
+    try:
+        invocation = parse(line)
+    except NotACommand:
+        return _free_text(line, session, write)
+    except CommandError as exc:
+        write(f"❌ {exc.message}" + (f"\n{exc.hint}" if exc.hint else ""))
+        return DispatchResult("", ok=False, exit_code=exc.exit_code)
+    result = execute(invocation, session)
+    show(result, session, write)
+    return result
+
+
+def _free_text(text: str, session: ChatSession, write: Write) -> DispatchResult:
+    """Free text: the model when DBSAGE_MODEL is set, else the offline answer (no network)."""
+    from dbsage.agent import llm
+
+    if llm.configured_model() is None:
+        write(llm.offline_answer(text))
+        return DispatchResult("", ok=False, exit_code=2)
+    reply = llm.answer(text, session)
+    write(f"Dara: {reply}")
+    return DispatchResult("", ok=True)
+
+
+def show(result: DispatchResult, session: ChatSession, write: Write = _print) -> None:
+    """Print a result: the report (rich) or its text; then the chosen follow-up."""
+    if result.report is not None and not result.as_json:
+        from dbsage.agent.render import print_notices, print_report
+
+        print_notices(result.report)
+        print_report(result.report)
+        _show_follow_up(result.report, session, write)
+    if result.text:
+        write(result.text)
+
+
+def _show_follow_up(report: RunReport, session: ChatSession, write: Write) -> None:
+    """After the post-migration menu: show what the runner ran, or run the chosen command."""
+    if not report.follow_up:
+        return
+    write(f"➡ Follow-up: {report.follow_up}")
+    outcome = report.follow_up_result
+    if outcome is not None:
+        write("  ✅ passed" if outcome.get("passed") else "  ❌ failed")
+        for check in outcome.get("checks", []):
+            mark = {"pass": "✓", "warn": "!", "fail": "✗"}.get(check["status"], "?")
+            write(f"  {mark} {check['id']}: {check['detail']}")
+        return
+    try:
+        follow = parse(report.follow_up)
+    except CommandError:
+        return
+    show(execute(follow, session), session, write)
+
+
+# --------------------------------------------------------------------------- loops
+
+
+def run_script(lines: Iterable[str], session: ChatSession, write: Write = _print) -> int:
+    """Run one command a line without asking anyone (confirmations are yes, like --yes).
+
+    Blank lines and `#` comments are skipped; the first failure ends the script with its
+    exit code (non-zero); `*exit` ends it with 0.
+    """
+    session.asker, session.interactive = YesAsker(), False
+    session.show = lambda result: show(result, session, write)
+    for number, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        write(f"dara> {line}")
+        result = handle_line(line, session, write)
+        if result is None:
+            continue
+        if not result.ok:
+            write(f"Stopped at line {number}: {line}")
+            return result.exit_code or 1
+        if result.exit:
+            return 0
+    return 0
+
+
+def run_repl(session: ChatSession) -> int:
+    """The interactive loop: Ctrl-C cancels the current line, Ctrl-D (or *exit) leaves."""
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.history import FileHistory
+
+    history = session.project_dir / HISTORY_FILE
+    history.parent.mkdir(parents=True, exist_ok=True)
+    prompt: PromptSession[str] = PromptSession(history=FileHistory(str(history)),
+                                               completer=DaraCompleter(session.project_dir),
+                                               complete_while_typing=False)
+    session.asker = prompt_toolkit_asker()
+    session.show = lambda result: show(result, session)
+    _print(greeting(session))
+    while True:
+        try:
+            line = prompt.prompt(f"dara[{session.mode}]> ")
+        except KeyboardInterrupt:
+            continue
+        except EOFError:
+            _print("Goodbye — may your migrations be boring.")
+            return 0
+        try:
+            result = handle_line(line, session)
+        except KeyboardInterrupt:
+            _print("⏹ Interrupted. If a run was in progress, its transaction was rolled back.")
+            continue
+        if result is not None and result.exit:
+            return 0
+
+
+def run_chat(db: str | None = None, mode: str = "interactive", script: Path | None = None,
+             stdin: TextIO | None = None, project_dir: Path | None = None) -> int:
+    """`dbsage chat`: the REPL on a terminal, else the script (FILE, `-` or piped stdin)."""
+    session = ChatSession(db=db, mode=mode, project_dir=project_dir or Path.cwd())
+    source = stdin or sys.stdin
+    if script is not None and str(script) != "-":
+        try:
+            text = script.read_text()
+        except OSError as exc:
+            _print(f"❌ Cannot read the script {script}: {exc.strerror}")
+            return 2
+        return run_script(text.splitlines(), session)
+    if script is not None or not (source.isatty() and sys.stdout.isatty()):
+        return run_script(source, session)
+    return run_repl(session)
