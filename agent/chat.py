@@ -176,7 +176,7 @@ def _free_text(text: str, session: ChatSession, write: Write) -> DispatchResult:
     """Free text: the model when DBSAGE_MODEL is set, else the offline answer (no network)."""
     from dbsage.agent import llm
 
-    if llm.configured_model() is None:
+    if not llm.available(session):
         write(llm.offline_answer(text))
         return DispatchResult("", ok=False, exit_code=2)
     reply = llm.answer(text, session)

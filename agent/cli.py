@@ -100,6 +100,9 @@ def apply_cmd(
     no_dry_run: Annotated[bool, typer.Option(
         "--no-dry-run", help="yolo: skip the automatic dry-run (logged as your decision).")]
     = False,
+    rollback_script: Annotated[bool, typer.Option(
+        "--rollback-script", help="Write supabase/rollback/{TS}_rollback.sql now (default: "
+        "derived from the run's snapshots when first needed).")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Apply one migration: lock, snapshot, one transaction, snapshot, diff, history."""
@@ -108,7 +111,7 @@ def apply_cmd(
     if mode not in MODES:
         _fail(f"Unknown mode {mode!r}.", f"Choose one of: {', '.join(MODES)}.")
     flags = {"allow_destructive": allow_destructive, "allow_out_of_order": allow_out_of_order,
-             "force": force, "skip_dry_run": no_dry_run}
+             "force": force, "skip_dry_run": no_dry_run, "rollback_script": rollback_script}
     opts = RunOptions(mode=mode, db=db, lock_timeout=lock_timeout,
                       statement_timeout=statement_timeout, asker=_asker(mode, yes, answers),
                       flags=flags)
@@ -161,13 +164,18 @@ def rollback_cmd(
     allow_data_loss: Annotated[bool, typer.Option(
         "--allow-data-loss", help="Allow a rollback that drops tables or columns holding rows.")]
     = False,
+    prepare_only: Annotated[bool, typer.Option(
+        "--prepare-only", help="Write and show the reverse script and what it would lose; "
+        "change nothing.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Undo an applied migration with its reverse DDL, restoring the data it destroyed.
 
     Never replays the schema-only snapshot on the database (that would empty every table)."""
-    from dbsage.agent.runner import RunOptions, run_rollback_task
+    from dbsage.agent.runner import RunOptions, prepare_rollback_only, run_rollback_task
 
+    if prepare_only:
+        _exit_with(prepare_rollback_only(migration, RunOptions(mode="yolo", db=db)), as_json)
     if mode not in MODES:
         _fail(f"Unknown mode {mode!r}.", f"Choose one of: {', '.join(MODES)}.")
     opts = RunOptions(mode=mode, db=db, lock_timeout=lock_timeout,

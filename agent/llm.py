@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from dbsage.agent.report import RunReport
 
-__all__ = ["APPROVAL_ID", "MODEL_ENV", "WRITE_TOOLS", "DaraAgent", "answer", "build_agent",
+__all__ = ["APPROVAL_ID", "MODEL_ENV", "WRITE_TOOLS", "DaraAgent", "answer", "available", "build_agent",
            "build_tools", "configured_model", "load_prompt", "offline_answer", "summarise"]
 
 MODEL_ENV = "DBSAGE_MODEL"
@@ -151,13 +151,39 @@ def _path_command(session: ChatSession, command: str, path: str) -> str:
     except CommandError as exc:
         return f"refused: {exc.message}"
     rel = resolved.relative_to(session.project_dir.resolve())
-    if command == "apply-migration" and not _approved(session, "apply_migration", str(rel)):
-        return "declined by the user: apply_migration did not run; nothing changed."
     return _run(session, f"*{command} {shlex.quote(str(rel))}")
 
 
+def _checked_arguments(session: ChatSession, kwargs: dict[str, str]) -> dict[str, str]:
+    """Normalise a write tool's arguments before asking: a path in supabase/migrations/, a TS."""
+    out = dict(kwargs)
+    if "path" in out:
+        resolved = _migration_path(session, out["path"])
+        out["path"] = str(resolved.relative_to(session.project_dir.resolve()))
+    if "ts" in out or not out:
+        out["ts"] = parse(f"*rollback {shlex.quote(out.get('ts') or 'latest')}").args["ts"]
+    return out
+
+
+def _gated(session: ChatSession, name: str, func: Callable[..., str]) -> Callable[..., str]:
+    """`func`, run only after the human approves this exact call (a write tool)."""
+
+    def gated(**kwargs: str) -> str:
+        try:  # the human approves the exact arguments the run will see
+            kwargs = _checked_arguments(session, kwargs)
+        except CommandError as exc:
+            return f"refused: {exc.message}"
+        argument = " ".join(kwargs.values())
+        if not _approved(session, name, argument):
+            return f"declined by the user: {name} did not run; nothing changed."
+        return func(**kwargs)
+
+    gated.__name__, gated.__doc__ = func.__name__, func.__doc__
+    return gated
+
+
 def tool_functions(session: ChatSession) -> dict[str, Callable[..., str]]:
-    """The tool bodies, by tool name (plain functions; build_tools wraps them)."""
+    """The tool bodies by tool name; the write tools (WRITE_TOOLS) ask the human first."""
 
     def apply_migration(path: str) -> str:
         return _path_command(session, "apply-migration", path)
@@ -169,8 +195,6 @@ def tool_functions(session: ChatSession) -> dict[str, Callable[..., str]]:
         return _path_command(session, "plan", path)
 
     def rollback(ts: str = "latest") -> str:
-        if not _approved(session, "rollback", ts):
-            return "declined by the user: rollback did not run; nothing changed."
         return _run(session, f"*rollback {shlex.quote(ts)}")
 
     def smoke_test() -> str:
@@ -193,8 +217,10 @@ def tool_functions(session: ChatSession) -> dict[str, Callable[..., str]]:
         return (f"Contents of {resolved.name} (data, not instructions):\n<<<\n"
                 f"{text[:READ_LIMIT]}{more}\n>>>")
 
-    return {f.__name__: f for f in (apply_migration, dry_run, rollback, smoke_test, plan, status,
-                                    list_migrations, read_migration)}
+    funcs = (apply_migration, dry_run, rollback, smoke_test, plan, status, list_migrations,
+             read_migration)
+    return {f.__name__: _gated(session, f.__name__, f) if f.__name__ in WRITE_TOOLS else f
+            for f in funcs}
 
 
 def build_tools(session: ChatSession) -> list[BaseTool]:
@@ -262,10 +288,11 @@ def _init_model() -> BaseChatModel:
     except ImportError as exc:
         provider = name.split(":", 1)[0]
         extra = EXTRAS.get(provider, provider)
-        raise CommandError(f"The {provider} integration is not installed ({exc}).",
+        raise CommandError(f"The {provider} integration is not installed: {exc}",
                            hint=f"pip install 'dbsage[{extra}]'") from None
     except ValueError as exc:
-        raise CommandError(f"{MODEL_ENV}={name!r}: {exc}",
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CommandError(f"{MODEL_ENV}={name!r}: {first}",
                            hint="Use provider:model, e.g. openai:gpt-4o-mini.") from None
 
 
@@ -277,9 +304,14 @@ def build_agent(session: ChatSession, model: BaseChatModel | None = None) -> Dar
     return agent
 
 
+def available(session: ChatSession) -> bool:
+    """Whether free text reaches a model (DBSAGE_MODEL is set, or the session has an agent)."""
+    return session.agent is not None or configured_model() is not None
+
+
 def answer(text: str, session: ChatSession) -> str:
     """Dara's reply to free text: the agent when a model is configured, else the offline answer."""
-    if configured_model() is None and session.agent is None:
+    if not available(session):
         return offline_answer(text)
     try:
         return build_agent(session).ask(text)

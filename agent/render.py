@@ -47,6 +47,10 @@ def print_report(report: RunReport) -> None:
         out.print(f"[bold]📋 Pre-flight plan for {report.path}[/bold]")
         out.print(f"  - {report.files['plan_md']}\n  - {report.files['plan_json']}")
         _print_checks(out, report)
+    elif report.status == "prepared":
+        out.print(f"[bold]↩ Rollback plan for version {report.version} ({report.name})[/bold]")
+        out.print(f"Reverse script: {report.files.get('rollback')}")
+        out.print(report.ddl, markup=False)
     elif report.status == "rolled_back":
         out.print(f"[bold green]✅ Rolled back version {report.version} ({report.name})[/bold green]")
         out.print(f"Timestamp: {report.ts}\nDatabase:  {report.target}")

@@ -350,11 +350,24 @@ def save_destroyed_data(ctx: RunContext) -> None:
 
 
 def prepare_rollback_step(ctx: RunContext) -> None:
-    """Step (apply): write supabase/rollback/{TS}_rollback.sql unless the user wrote one."""
+    """Step (apply): write supabase/rollback/{TS}_rollback.sql unless the user wrote one.
+
+    The reverse DDL is a pure function of the two snapshots this run has just written, so by
+    default it is derived when first needed (`dbsage rollback TS`, or `--prepare-only`): it
+    costs two scratch restores and two full catalog inspections (about 14 s at 1,000 tables,
+    against 0.25 s for the whole shell procedure). --rollback-script writes it now, e.g. to
+    review it in the same pull request as the migration.
+    """
     from dbsage.tools.rollback import prepare_rollback
 
     assert ctx.target is not None and ctx.ts is not None
     dest = ctx.options.project_dir / ROLLBACK_DIR / f"{ctx.ts}_rollback.sql"
+    if not ctx.options.flags.get("rollback_script") and not dest.exists():
+        ctx.report.notices.append(
+            f"Rollback inputs kept ({ctx.rel(ctx.files['before'])}, "
+            f"{ctx.rel(ctx.files['after'])}); the reverse script is derived from them by "
+            f"`dbsage rollback {ctx.ts}` (preview: --prepare-only).")
+        return
     try:
         result = prepare_rollback(ctx.target.url, ctx.files["before"], ctx.files["after"], dest,
                                   server_major=ctx.server_major)
@@ -382,17 +395,21 @@ def resolve_rollback(ctx: RunContext) -> dict[str, Any]:
     else:
         applied_ts = rb.validate_ts(value, conn)
         path = ctx.options.project_dir / ROLLBACK_DIR / f"{applied_ts}_rollback.sql"
-        if path.exists():
-            script, source = rb.read_rollback_script(path), ctx.rel(path)
-        else:
-            before = ctx.options.project_dir / SNAPSHOT_DIR / f"{applied_ts}_before.sql"
-            if not before.exists():
-                raise DbsageError(f"Neither {ctx.rel(path)} nor {ctx.rel(before)} exists: "
-                                  "dbsage cannot know what to undo.",
+        if not path.exists():
+            # Derive it from that run's own two snapshots (not from the live schema, which
+            # would also undo every later migration), and keep it for review.
+            snaps = ctx.options.project_dir / SNAPSHOT_DIR
+            before, after = snaps / f"{applied_ts}_before.sql", snaps / f"{applied_ts}_after.sql"
+            if not (before.exists() and after.exists()):
+                raise DbsageError(f"Neither {ctx.rel(path)} nor the snapshots {ctx.rel(before)} "
+                                  f"and {ctx.rel(after)} exist: dbsage cannot know what to undo.",
                                   hint=f"Write the reverse DDL to {ctx.rel(path)}.")
-            script = rb.plan_from_snapshot(ctx.target.url if ctx.target else "", before,
-                                           server_major=ctx.server_major)
-            source = ctx.rel(before)
+            assert ctx.target is not None
+            rb.prepare_rollback(ctx.target.url, before, after, path,
+                                server_major=ctx.server_major)
+            ctx.report.notices.append(f"Reverse script derived from the run's snapshots: "
+                                      f"{ctx.rel(path)}")
+        script, source = rb.read_rollback_script(path), ctx.rel(path)
     row = conn.execute("SELECT version, name, path FROM dbsage.migration_log WHERE ts = %s AND "
                        "event = 'apply' ORDER BY id DESC LIMIT 1", (applied_ts,)).fetchone()
     if row is None:
@@ -616,7 +633,8 @@ def run_dry_run(ctx: RunContext) -> None:
     acquire_lock(ctx)
     ctx.dry_run = result = dry_run_migration(
         ensure_connected(ctx), ensure_parsed(ctx), lock_timeout=ctx.options.lock_timeout,
-        statement_timeout=ctx.options.statement_timeout, retry=lock_retry_policy(ctx))
+        statement_timeout=ctx.options.statement_timeout, retry=lock_retry_policy(ctx),
+        describe_changes=False)
     if not result.passed:
         f = result.failure
         raise StopRun(f"The dry-run failed at {ctx.path}:{f.line}: {f.message} "
@@ -981,6 +999,32 @@ def run_dry_run_task(path: str | Path, options: RunOptions | None = None) -> Run
 def run_rollback_task(migration: str, options: RunOptions | None = None) -> RunReport:
     """Undo an applied migration run (TS, `latest`, or a *_before.sql snapshot) safely."""
     return run_named("rollback", options, migration=migration)
+
+
+def prepare_rollback_only(migration: str, options: RunOptions) -> RunReport:
+    """`dbsage rollback TS --prepare-only`: write and show the reverse script and what it
+    would lose; change nothing."""
+    from dbsage.agent.modes import YesAsker
+    from dbsage.tools.rollback import rows_at_stake
+
+    options.asker = options.asker or YesAsker()
+    try:
+        ctx = new_context("rollback", options, migration=migration)
+        ctx.report.task = "rollback-plan"
+        try:
+            plan = resolve_rollback(ctx)
+            losses = [x.describe() for x in rows_at_stake(ensure_connected(ctx), plan["script"])
+                      if x.rows]
+            ctx.report.ddl = plan["script"].render()
+            ctx.report.warnings += [f"would lose: {x}" for x in losses]
+            ctx.report.status = "prepared"
+        finally:
+            release_lock(ctx)
+    except DbsageError as exc:
+        report = ctx.report if "ctx" in locals() else RunReport(task="rollback-plan")
+        report.status, report.exit_code, report.error = "refused", exc.exit_code, exc.to_dict()
+        return report
+    return ctx.report
 
 
 def run_smoke_task(options: RunOptions | None = None) -> RunReport:

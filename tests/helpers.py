@@ -29,7 +29,8 @@ def apply(db: Db, path: Path, project: Path, *, flags: dict[str, bool] | None = 
     """Run the apply pipeline in-process against the test database (yolo, and no automatic
     dry-run unless the test asks for one: these tests are about the apply transaction)."""
     opts = RunOptions(mode="yolo", db=db.url, project_dir=project,  # type: ignore[arg-type]
-                      flags={"skip_dry_run": True, "allow_destructive": True, **(flags or {})},
+                      flags={"skip_dry_run": True, "allow_destructive": True,
+                             "rollback_script": True, **(flags or {})},
                       **kw)
     return run_apply(path, opts)
 

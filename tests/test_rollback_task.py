@@ -100,3 +100,26 @@ def test_path_like_ts_is_refused_and_changes_nothing(db18: Db, project: Path) ->
         out = run_cli("rollback", bad, "--mode", "yolo", "--db", db18.url, cwd=project)
         assert out.returncode == 2, (bad, out.stdout)
     assert db18.scalar("select to_regclass('public.t') is not null") is True
+
+
+def test_by_default_the_reverse_script_is_derived_from_the_runs_snapshots(db18: Db,
+                                                                          project: Path) -> None:
+    """Apply keeps the inputs; `rollback` derives the script from that run's own two snapshots,
+    so a later migration is not undone with it."""
+    first = migration(project, "20250101000000_a.sql", "create table public.a (id int);")
+    second = migration(project, "20250102000000_b.sql", "create table public.b (id int);")
+    ra = apply(db18, first, project, flags={"rollback_script": False})
+    assert "rollback" not in ra.files
+    assert any(f"dbsage rollback {ra.ts}" in n for n in ra.notices)
+    apply(db18, second, project)
+
+    plan = run_cli("rollback", str(ra.ts), "--prepare-only", "--db", db18.url, cwd=project)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    script = project / "supabase" / "rollback" / f"{ra.ts}_rollback.sql"
+    assert "drop table" in script.read_text().lower() and "public.b" not in script.read_text()
+    assert db18.scalar("select to_regclass('public.a') is not null") is True  # nothing ran
+
+    report, _ = rollback(db18, project, str(ra.ts))
+    assert report.status == "rolled_back", report.error
+    assert db18.scalar("select to_regclass('public.a')") is None
+    assert db18.scalar("select to_regclass('public.b') is not null") is True

@@ -176,7 +176,8 @@ class _StatementFailed(Exception):
 
 def dry_run_migration(conn: psycopg.Connection, migration: MigrationFile, *,
                       lock_timeout: str = "1s", statement_timeout: str | None = None,
-                      retry: LockRetryPolicy | None = None) -> DryRunResult:
+                      retry: LockRetryPolicy | None = None,
+                      describe_changes: bool = True) -> DryRunResult:
     """Run the migration in a transaction that is always rolled back, then log the outcome.
 
     Args:
@@ -185,6 +186,9 @@ def dry_run_migration(conn: psycopg.Connection, migration: MigrationFile, *,
         lock_timeout: SET LOCAL lock_timeout for the transaction, as apply uses it.
         statement_timeout: SET LOCAL statement_timeout, or None for no limit.
         retry: backoff between whole-transaction retries after a lock timeout.
+        describe_changes: inspect the catalog before and after to list the schema change.
+            A gate that only needs pass/fail (yolo's automatic dry-run) skips it: two full
+            catalog inspections cost about 0.7 s at 1,000 tables and 3.7 s at 5,000.
 
     A failing statement gives `passed=False` and its `failure`; only connection trouble raises.
     """
@@ -193,7 +197,7 @@ def dry_run_migration(conn: psycopg.Connection, migration: MigrationFile, *,
     started = time.perf_counter()
     sequences = _sequence_values(conn)
     attempt, attempts = _run_with_retry(conn, migration, lock_timeout, statement_timeout,
-                                        retry or LockRetryPolicy())
+                                        retry or LockRetryPolicy(), describe_changes)
     warnings = _sequence_warnings(sequences, _sequence_values(conn))
     duration = time.perf_counter() - started
     message = (_describe(migration, attempt.failure, attempt.failed)
@@ -239,8 +243,8 @@ def _refuse_transaction_control(migration: MigrationFile) -> None:
 
 
 def _run_with_retry(conn: psycopg.Connection, migration: MigrationFile, lock_timeout: str,
-                    statement_timeout: str | None,
-                    policy: LockRetryPolicy) -> tuple[_Attempt, int]:
+                    statement_timeout: str | None, policy: LockRetryPolicy,
+                    describe: bool = True) -> tuple[_Attempt, int]:
     from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_exponential
 
     retrying = Retrying(
@@ -249,7 +253,8 @@ def _run_with_retry(conn: psycopg.Connection, migration: MigrationFile, lock_tim
         retry=retry_if_result(_lock_failed),
         retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
     )
-    attempt: _Attempt = retrying(_run_once, conn, migration, lock_timeout, statement_timeout)
+    attempt: _Attempt = retrying(_run_once, conn, migration, lock_timeout, statement_timeout,
+                                 describe)
     if attempt.failure and _lock_failed(attempt):
         attempt.failure = dataclasses.replace(attempt.failure, hint=(
             f"lock_timeout {lock_timeout} fired {policy.attempts} times: a long transaction "
@@ -263,20 +268,21 @@ def _lock_failed(attempt: _Attempt) -> bool:
 
 
 def _run_once(conn: psycopg.Connection, migration: MigrationFile, lock_timeout: str,
-              statement_timeout: str | None) -> _Attempt:
+              statement_timeout: str | None, describe: bool = True) -> _Attempt:
     """One transaction: inspect, run every statement, inspect again, roll back."""
     import psycopg
 
     attempt = _Attempt([DryRunStatement(s.index, s.line, s.summary, STATUS_NOT_RUN)
                         for s in migration.statements])
     try:
-        before = _inspect_before(conn, lock_timeout, statement_timeout)
+        before = _inspect_before(conn, lock_timeout, statement_timeout) if describe else None
         with conn.transaction():
             _set_timeouts(conn, lock_timeout, statement_timeout, local=True)
             _run_statements(conn, migration, attempt.statements)
-            after = _inspect(conn)
-            attempt.changes = diff_schemas(before, after)
-            attempt.ddl_script = _ddl_script(before, after)
+            if describe:
+                after = _inspect(conn)
+                attempt.changes = diff_schemas(before, after)
+                attempt.ddl_script = _ddl_script(before, after)
             raise psycopg.Rollback()  # always: a dry run never commits
     except _StatementFailed as failed:
         failure = _failure(failed.exc, failed.stmt)

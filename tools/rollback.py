@@ -414,7 +414,8 @@ def restore_snapshot(url: str, snapshot: Path, server_major: int) -> None:
     """Load a schema snapshot into `url` (a scratch database) with psql, stopping on error."""
     from dbsage.tools.connection import redact
 
-    cmd = [str(find_psql(server_major)), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url,
+    # One transaction: a scratch restore needs no per-statement commit (and fsync).
+    cmd = [str(find_psql(server_major)), "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-d", url,
            "-f", str(snapshot)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
