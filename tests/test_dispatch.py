@@ -137,3 +137,16 @@ def test_errors_become_failed_results(project: Path) -> None:
     result = run("*status", session)
     assert not result.ok and result.exit_code == 2
     assert result.text.startswith("❌") and "s3cret" not in result.text
+
+
+def test_rollback_latest_undoes_the_last_apply(db18: Db, project: Path) -> None:
+    if not hasattr(runner, "run_rollback_task"):
+        pytest.skip("this build has no rollback task yet")
+    migration(project, "20250101000000_t.sql", "create table t (id int);")
+    session = session_for(db18, project, mode="yolo", asker=YesAsker())
+    assert run("*apply-migration supabase/migrations/20250101000000_t.sql", session).ok
+    result = run("*rollback latest", session)
+    assert result.ok, result.report and result.report.error
+    assert db18.scalar("select to_regclass('public.t')") is None
+    status = run("*status", session)
+    assert status.data["pending"] == ["20250101000000_t.sql"]
