@@ -272,7 +272,7 @@ BAD_CASES = [
         id="bad-default-mode"),
     pytest.param(
         edit("purpose: Exercise the loader\n", "purpose: Exercise: the loader  # <-\n"),
-        ["YAML syntax error", "mapping values are not allowed here"],
+        ["YAML syntax error", "mapping values are not allowed"],
         id="yaml-syntax-error"),
     pytest.param(
         edit("\nsteps:\n", "\n" + "  - id: connection_established  # <-\n"
