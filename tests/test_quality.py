@@ -37,3 +37,15 @@ def test_installed_under_the_dbsage_namespace_only() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd="/")
     assert out.stdout.split() == ["True", "True", "None", "None"]
+
+
+def test_every_cli_command_has_help_and_is_in_the_readme() -> None:
+    from dbsage.agent.cli import app, db_app
+
+    readme = (REPO / "README.md").read_text()
+    names = [c.name for c in app.registered_commands] + [g.name for g in app.registered_groups]
+    assert {"apply", "plan", "dry-run", "rollback", "smoke-test", "chat", "db"} <= set(names)
+    for cmd in app.registered_commands + db_app.registered_commands:
+        assert cmd.callback is not None and (cmd.callback.__doc__ or "").strip(), cmd.name
+    for name in names:
+        assert f"dbsage {name}" in readme, name
