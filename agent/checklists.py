@@ -184,7 +184,9 @@ def lint_clean(ctx: RunContext) -> CheckResult:
     from dbsage.tools.analyze import lint_with_squawk
 
     m = ensure_parsed(ctx)
-    findings = lint_with_squawk(m.path, pg_version=_pg_version(ctx))
+    # dbsage runs a transactional file inside one transaction; tell squawk so.
+    findings = lint_with_squawk(m.path, pg_version=_pg_version(ctx),
+                                assume_in_transaction=m.transactional)
     ctx.lint = findings
     errors = [f for f in findings if f.level == "error"]
     text = "; ".join(f"line {f.line}: {f.rule}: {f.message}" for f in (errors or findings)[:5])
@@ -242,32 +244,26 @@ def history_row_present(ctx: RunContext) -> CheckResult:
                  f"dbsage.migration_log={row and row[1]}")
 
 
+def _from_smoke(outcome: Any) -> CheckResult:
+    """A smoke check's outcome as a checklist result (the same catalog query serves both)."""
+    detail = outcome.detail + (f": {', '.join(outcome.items)}" if outcome.items else "")
+    return CheckResult(outcome.status, detail, data={"items": list(outcome.items)})
+
+
 @check("no_invalid_indexes")
 def no_invalid_indexes(ctx: RunContext) -> CheckResult:
     """pg_index.indisvalid is true for every index in user schemas."""
-    rows = _conn(ctx).execute(
-        "SELECT i.indexrelid::regclass::text FROM pg_index i JOIN pg_class c ON "
-        "c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT "
-        f"i.indisvalid AND {USER_SCHEMA_FILTER} ORDER BY 1").fetchall()
-    if not rows:
-        return _ok("every index is valid")
-    names = [r[0] for r in rows]
-    return _fail(f"invalid index(es): {', '.join(names)} (DROP INDEX CONCURRENTLY and recreate)",
-                 items=names)
+    from dbsage.tools.smoke import check_invalid_indexes
+
+    return _from_smoke(check_invalid_indexes(_conn(ctx)))
 
 
 @check("no_not_valid_constraints")
 def no_not_valid_constraints(ctx: RunContext) -> CheckResult:
     """No constraint is left NOT VALID."""
-    rows = _conn(ctx).execute(
-        "SELECT conrelid::regclass::text || '.' || conname FROM pg_constraint co JOIN "
-        "pg_namespace n ON n.oid = co.connamespace WHERE NOT co.convalidated AND "
-        f"co.conrelid <> 0 AND {USER_SCHEMA_FILTER} ORDER BY 1").fetchall()
-    if not rows:
-        return _ok("every constraint is validated")
-    names = [r[0] for r in rows]
-    return _fail(f"NOT VALID constraint(s): {', '.join(names)} (ALTER TABLE ... VALIDATE "
-                 "CONSTRAINT)", items=names)
+    from dbsage.tools.smoke import check_not_valid_constraints
+
+    return _from_smoke(check_not_valid_constraints(_conn(ctx)))
 
 
 @check("no_orphaned_fk_rows")

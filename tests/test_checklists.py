@@ -1,0 +1,68 @@
+"""Checklist items are real checks: they fail when the database says so, and never pass by
+default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import Db
+from helpers import apply, migration
+
+from dbsage.agent.checklists import CHECKS, CheckResult, check, run_check
+
+
+def _checks(report: object) -> dict[str, dict]:  # type: ignore[type-arg]
+    return {c["id"]: c for c in report.checks}  # type: ignore[attr-defined]
+
+
+def test_a_clean_migration_passes_every_item_with_a_reason(db: Db, project: Path) -> None:
+    path = migration(project, "20250101000000_ok.sql",
+                     "create table public.p (id bigint primary key);\n"
+                     "alter table public.p enable row level security;\n")
+    report = apply(db, path, project)
+    assert report.status == "applied" and report.exit_code == 0, report.error
+    checks = _checks(report)
+    assert {c["phase"] for c in checks.values()} == {"pre_conditions", "post_conditions",
+                                                     "acceptance_criteria"}
+    assert all(c["status"] == "pass" and c["detail"] for c in checks.values()), checks
+
+
+def test_not_valid_constraint_and_orphans_fail_after_commit(db: Db, project: Path) -> None:
+    db.execute("create table public.parent (id int primary key); insert into public.parent "
+               "values (1); create table public.child (id int, parent_id int); insert into "
+               "public.child values (1, 1), (2, 99), (3, 98)")
+    path = migration(project, "20250101000000_fk.sql",
+                     "alter table public.child add constraint child_parent_fk foreign key "
+                     "(parent_id) references public.parent (id) not valid;\n")
+    report = apply(db, path, project)
+    assert report.status == "applied"  # it did commit: the report must say so plainly
+    assert report.exit_code == 7
+    checks = _checks(report)
+    assert checks["no_not_valid_constraints"]["status"] == "fail"
+    assert "child_parent_fk" in checks["no_not_valid_constraints"]["detail"]
+    assert checks["no_orphaned_fk_rows"]["status"] == "fail"
+    assert "2 orphaned row(s)" in checks["no_orphaned_fk_rows"]["detail"]
+    assert report.error and report.error["message"].startswith("The migration is committed, but")
+    assert f"*rollback {report.ts}" in report.error["hint"]
+
+
+def test_new_table_without_rls_in_public_is_a_warning_not_a_stop(db18: Db, project: Path) -> None:
+    path = migration(project, "20250101000000_open.sql", "create table public.open (id int);\n")
+    report = apply(db18, path, project)
+    assert report.status == "applied" and report.exit_code == 0
+    rls = _checks(report)["rls_enabled_on_new_tables"]
+    assert rls["status"] == "warn" and "public.open" in rls["detail"]
+    assert any("public.open" in w for w in report.warnings)
+
+
+def test_a_check_that_crashes_fails_instead_of_passing() -> None:
+    @check("test_only_crashing_check")
+    def crashing(ctx: object) -> CheckResult:
+        raise RuntimeError("boom")
+
+    try:
+        result = run_check("test_only_crashing_check", None)  # type: ignore[arg-type]
+        assert result.status == "fail"
+        assert "RuntimeError: boom" in result.detail
+    finally:
+        del CHECKS["test_only_crashing_check"]
