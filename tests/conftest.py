@@ -148,6 +148,12 @@ def db18(pg18: Server) -> Iterator[Db]:
 
 
 @pytest.fixture
+def db15(pg15: Server) -> Iterator[Db]:
+    """A fresh empty database on the PostgreSQL 15 cluster only (pgTAP lives there)."""
+    yield from _new_database(pg15)
+
+
+@pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A project folder as the current directory, with no database variables set."""
     monkeypatch.chdir(tmp_path)

@@ -386,13 +386,14 @@ def test_embedded_server_falls_back_to_plain_mode(conn18: psycopg.Connection,
 
 
 @pytest.fixture
-def tap_conn(conn: psycopg.Connection, db: Db) -> psycopg.Connection:
-    """A connection to a server with pgTAP (Debian's postgresql-15-pgtap on the 15 cluster)."""
-    if not pgtap_available(conn):
-        pytest.skip(f"pgtap is not in pg_available_extensions on {db.server.name} "
-                    "(install postgresql-15-pgtap for the 15 cluster; the embedded 18 "
-                    "server has none)")
-    return conn
+def tap_conn(db15: Db) -> Iterator[psycopg.Connection]:
+    """A connection to the 15 cluster, where Debian's postgresql-15-pgtap provides pgTAP
+    (.ci/run installs it; the embedded 18 server has none, so these tests run on 15 only)."""
+    with psycopg.connect(db15.url, autocommit=True) as conn:
+        if not pgtap_available(conn):
+            pytest.skip("pgtap is not in pg_available_extensions on the 15 cluster: "
+                        "apt-get install postgresql-15-pgtap")
+        yield conn
 
 
 PASSING_TAP = """begin;
