@@ -315,12 +315,21 @@ def rls_enabled_on_new_tables(ctx: RunContext) -> CheckResult:
     if not created:
         return _ok(f"no new table in exposed schema(s) {', '.join(exposed)}")
     conn = _conn(ctx)
-    missing = [t for t in created if _exists(conn, t) and not _rls_on(conn, t)]
+    created = [t for t in created if _is_table(conn, t)]  # `created` also names indexes, ...
+    if not created:
+        return _ok(f"no new table in exposed schema(s) {', '.join(exposed)}")
+    missing = [t for t in created if not _rls_on(conn, t)]
     if missing:
         return CheckResult("warn", f"RLS is off on new table(s) {', '.join(missing)}: anyone "
                            "with the API key can read them (ALTER TABLE ... ENABLE ROW LEVEL "
                            "SECURITY)", data={"items": missing})
     return _ok(f"RLS enabled on {', '.join(created)}")
+
+
+def _is_table(conn: psycopg.Connection, name: str) -> bool:
+    row = conn.execute("SELECT relkind IN ('r', 'p') FROM pg_class WHERE oid = to_regclass(%s)",
+                       (name,)).fetchone()
+    return bool(row and row[0])
 
 
 def _rls_on(conn: psycopg.Connection, table: str) -> bool:

@@ -67,8 +67,20 @@ def print_report(report: RunReport) -> None:
         _print_failure(out, report)
         if report.task == "dry-run" and report.error and report.error.get("line"):
             _print_statements(out, report.statements)
+    if report.follow_up_result is not None:
+        _print_follow_up(out, report)
     for w in report.warnings:
         out.print(f"[yellow]⚠ {w}[/yellow]")
+
+
+def _print_follow_up(out: Console, r: RunReport) -> None:
+    result = r.follow_up_result or {}
+    verdict = "[green]passed[/green]" if result.get("passed") else "[red]failed[/red]"
+    out.print(f"\n{r.follow_up}: {verdict}")
+    marks = {"pass": "[green]✓[/green]", "warn": "[yellow]![/yellow]", "fail": "[red]✗[/red]"}
+    for c in result.get("checks", []):
+        out.print(f"  {marks.get(c['status'], '?')} {c['id']}: ", end="")
+        out.print(c["detail"], markup=False)
 
 
 def _print_success(out: Console, r: RunReport) -> None:

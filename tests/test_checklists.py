@@ -17,7 +17,8 @@ def _checks(report: object) -> dict[str, dict]:  # type: ignore[type-arg]
 
 def test_a_clean_migration_passes_every_item_with_a_reason(db: Db, project: Path) -> None:
     path = migration(project, "20250101000000_ok.sql",
-                     "create table public.p (id bigint primary key);\n"
+                     "create table public.p (id bigint primary key, n text);\n"
+                     "create index p_n_idx on public.p (n);\n"
                      "alter table public.p enable row level security;\n")
     report = apply(db, path, project)
     assert report.status == "applied" and report.exit_code == 0, report.error
@@ -47,11 +48,13 @@ def test_not_valid_constraint_and_orphans_fail_after_commit(db: Db, project: Pat
 
 
 def test_new_table_without_rls_in_public_is_a_warning_not_a_stop(db18: Db, project: Path) -> None:
-    path = migration(project, "20250101000000_open.sql", "create table public.open (id int);\n")
+    path = migration(project, "20250101000000_open.sql",
+                     "create table public.open (id int);\ncreate index open_id on public.open (id);\n")
     report = apply(db18, path, project)
     assert report.status == "applied" and report.exit_code == 0
     rls = _checks(report)["rls_enabled_on_new_tables"]
     assert rls["status"] == "warn" and "public.open" in rls["detail"]
+    assert "open_id" not in rls["detail"]  # an index is not a table
     assert any("public.open" in w for w in report.warnings)
 
 
