@@ -753,7 +753,8 @@ def build_plan(ctx: RunContext) -> dict[str, Any]:
         "tables": {t: {"exists": s.exists, "bytes": s.bytes, "estimated_rows": s.estimated_rows}
                    for t, s in sizes.items()},
         "destructive": [{"kind": o.kind, "table": o.table, "columns": list(o.columns),
-                         "line": o.line, "rows_at_stake": _rows(at_stake, o)}
+                         "line": o.line,
+                         "rows_at_stake": at_stake[o].rows if o in at_stake else None}
                         for o in analysis.destructive],
         "missing_objects": [{"name": x.name, "kind": x.kind, "line": x.line,
                              "reason": x.reason} for x in missing],
@@ -762,13 +763,6 @@ def build_plan(ctx: RunContext) -> dict[str, Any]:
         "dry_run": {"passed": ctx.dry_run.passed, "duration_s": round(ctx.dry_run.duration_s, 4)},
     }
     return plan
-
-
-def _rows(at_stake: Any, op: Any) -> Any:
-    for key, value in (at_stake.items() if isinstance(at_stake, dict) else ()):
-        if key == op or getattr(key, "table", None) == op.table:
-            return getattr(value, "rows", value)
-    return None
 
 
 def write_plan(ctx: RunContext, plan: dict[str, Any]) -> tuple[Path, Path]:

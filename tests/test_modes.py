@@ -215,3 +215,19 @@ def test_answers_file_must_map_ids_to_answers(tmp_path: Path) -> None:
         load_answers(bad)
     with pytest.raises(ConfigError, match="No scripted answer for checkpoint 'x'"):
         asker.ask(Question("x", "?"))
+
+
+def test_plan_counts_the_rows_a_destructive_statement_puts_at_stake(db18: Db,
+                                                                   project: Path) -> None:
+    from dbsage.agent.runner import run_plan
+
+    db18.execute("create table public.old (id int); insert into public.old select "
+                 "generate_series(1, 7)")
+    path = migration(project, "20250101000000_drop.sql", "drop table public.old;\n")
+    report = run_plan(path, RunOptions(db=db18.url, project_dir=project,
+                                       flags={"allow_destructive": True}))
+    assert report.status == "planned", report.error
+    plan = json.loads((project / report.files["plan_json"]).read_text())
+    assert plan["destructive"] == [{"kind": "drop_table", "table": "public.old", "columns": [],
+                                    "line": 1, "rows_at_stake": 7}]
+    assert table_exists(db18, "public.old")  # planning changes nothing
