@@ -11,13 +11,6 @@ from dbsage.agent.report import RunReport
 if TYPE_CHECKING:
     from rich.console import Console
 
-NEXT_STEPS = (
-    ("*smoke-test", "Validate migration"),
-    ("*rls-audit", "Check security"),
-    ("*rollback {ts}", "Undo if needed"),
-)
-
-
 def render_json(report: RunReport) -> str:
     """The --json document."""
     return json.dumps(report.to_dict(), indent=2, default=str)
@@ -60,6 +53,7 @@ def print_report(report: RunReport) -> None:
             if key in report.files:
                 out.print(f"  - {key + ':':<7} {report.files[key]}")
         _print_checks(out, report)
+        _print_next_steps(out, report)
     elif report.status == "applied":
         _print_success(out, report)
         _print_checks(out, report)
@@ -84,22 +78,26 @@ def _print_follow_up(out: Console, r: RunReport) -> None:
 
 
 def _print_success(out: Console, r: RunReport) -> None:
-    out.print("[bold green]✅ Migration Applied Successfully[/bold green]\n")
-    out.print(f"Timestamp: {r.ts}")
-    out.print(f"Migration: {r.path}  (version {r.version}, {len(r.statements)} statement(s), "
-              f"{r.records_affected} row(s), {r.apply_time:.3f}s in transaction"
+    """The task definition's success_output, the statements, then its next_steps."""
+    lines = r.success_text.splitlines() or ["✅ Migration Applied Successfully"]
+    out.print(f"[bold green]{lines[0]}[/bold green]", markup=True)
+    for line in lines[1:]:
+        out.print(line, markup=False)
+    out.print(f"Version:   {r.version} ({len(r.statements)} statement(s), {r.records_affected} "
+              f"row(s), {r.apply_time:.3f}s in transaction"
               f"{', attempts ' + str(r.attempts) if r.attempts > 1 else ''})")
-    out.print(f"Database:  {r.target}")
-    out.print("Snapshots:")
-    for label, key in (("Before:", "before"), ("After:", "after"), ("Diff:", "diff")):
-        if key in r.files:
-            out.print(f"  - {label:<7} {r.files[key]}")
+    out.print(f"Database:  {r.target}", markup=False)
     _print_statements(out, r.statements)
+    _print_next_steps(out, r)
+
+
+def _print_next_steps(out: Console, r: RunReport) -> None:
+    if not r.next_steps:
+        return
+    width = max(len(c) for c, _ in r.next_steps)
     out.print("\nNext steps:")
-    cmds = [(cmd.format(ts=r.ts), text) for cmd, text in NEXT_STEPS]
-    width = max(len(c) for c, _ in cmds)
-    for cmd, text in cmds:
-        out.print(f"  {cmd:<{width}}  - {text}")
+    for cmd, text in r.next_steps:
+        out.print(f"  {cmd:<{width}}  - {text}", markup=False)
 
 
 def _print_checks(out: Console, r: RunReport) -> None:
@@ -126,7 +124,7 @@ def _print_dry_run(out: Console, r: RunReport) -> None:
     if r.ddl:
         out.print("As DDL:")
         out.print(r.ddl, markup=False)
-    out.print(f"\nNext: dbsage apply {r.path}")
+    _print_next_steps(out, r)
 
 
 def _print_smoke(out: Console, r: RunReport) -> None:
@@ -144,6 +142,8 @@ def _print_smoke(out: Console, r: RunReport) -> None:
         out.print(f"  {mark} {t['path']} ({t['mode']}, {t['ran']} test(s))")
         for f in t["failures"] + ([t["error"]] if t["error"] else []):
             out.print(f"      {f}", markup=False)
+    if ok:
+        _print_next_steps(out, r)
 
 
 def _print_statements(out: Console, statements: list[dict[str, Any]]) -> None:

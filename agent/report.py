@@ -34,6 +34,8 @@ class RunReport:
     changes: list[dict[str, Any]] = field(default_factory=list)  # dry-run: schema changes
     ddl: str = ""  # dry-run: the change as one DDL script
     smoke: dict[str, Any] | None = None  # smoke-test: checks and user tests
+    success_text: str = ""  # the definition's success_output, filled in
+    next_steps: list[tuple[str, str]] = field(default_factory=list)  # (command, description)
     follow_up: str | None = None
     follow_up_result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None

@@ -539,6 +539,9 @@ def _values(ctx: RunContext) -> dict[str, str]:
     files = ctx.report.files
     return {"path": str(ctx.path or ""), "target": ctx.report.target or "(not resolved yet)",
             "migration": str(ctx.inputs.get("migration", "")),
+            "statements_run": str(sum(s["status"] == "ok" for s in ctx.report.statements)),
+            "checks_run": str(len((ctx.report.smoke or {}).get("checks", []))),
+            "rollback_script": files.get("rollback", ""),
             "ts": ctx.ts or "{ts}", "snapshot_before": files.get("before", ""),
             "snapshot_after": files.get("after", ""), "snapshot_diff": files.get("diff", "")}
 
@@ -913,6 +916,12 @@ def _after_steps(ctx: RunContext, d: TaskDefinition) -> None:
 def _finish(ctx: RunContext, started: float) -> None:
     import json
 
+    d = ctx.definition
+    if d is not None and ctx.report.exit_code == 0 and ctx.report.error is None:
+        values = _values(ctx)
+        ctx.report.success_text = _format(d.success_output, values)
+        ctx.report.next_steps = [(_format(n.command, values), n.description)
+                                 for n in d.next_steps]
     ctx.report.execution_time = round(time.perf_counter() - started, 4)
     ctx.report.decisions = ctx.policy.decisions_json()
     ctx.report.prompts = ctx.policy.prompts

@@ -143,3 +143,16 @@ def test_without_a_url_the_embedded_server_is_used_and_managed(embedded_project:
     assert run_cli("db", "start", cwd=project).returncode == 0
     again = run_cli("apply", str(path), "--mode", "yolo", cwd=project)
     assert again.returncode == 4, again.stdout
+
+
+def test_success_block_and_next_steps_come_from_the_task_definition(db18: Db,
+                                                                    project: Path) -> None:
+    from dbsage.agent.runner import load_definition
+
+    d = load_definition("apply-migration")
+    path = migration(project, "20250101000000_t.sql", "create table t (id int);")
+    out = run_cli("apply", str(path), "--mode", "yolo", "--db", db18.url, cwd=project)
+    assert out.returncode == 0, out.stdout
+    assert d.success_output.splitlines()[0] in out.stdout
+    for step in d.next_steps:
+        assert step.description in out.stdout
