@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import TYPE_CHECKING, Any
 
 from dbsage.agent.report import RunReport
@@ -175,7 +174,3 @@ def _print_failure(out: Console, r: RunReport) -> None:
         _print_statements(out, r.statements)
     if r.files.get("before"):
         out.print(f"Pre-migration snapshot kept: {r.files['before']}")
-
-
-def stdout_is_terminal() -> bool:
-    return sys.stdin.isatty() and sys.stdout.isatty()

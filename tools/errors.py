@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -111,7 +111,6 @@ class StatementFailure:
     hint: str | None = None
     statement: str = ""
     index: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class MigrationFailedError(DbsageError):
