@@ -20,8 +20,13 @@ from dbsage.tools.errors import DbsageError
 if TYPE_CHECKING:
     import psycopg
 
+    from dbsage.agent.definitions import (
+        ChecklistItemSpec,
+        CheckpointSpec,
+        RetryPolicySpec,
+        TaskSpec,
+    )
     from dbsage.agent.modes import Asker
-    from dbsage.agent.tasks import ChecklistItem, Checkpoint, RetryPolicy, TaskDefinition
     from dbsage.tools.apply import ApplyResult, LockRetryPolicy
     from dbsage.tools.connection import Target
     from dbsage.tools.sqlfile import MigrationFile
@@ -52,7 +57,7 @@ class RunContext:
     report: RunReport
     options: RunOptions
     policy: ModePolicy
-    definition: TaskDefinition | None = None
+    definition: TaskSpec | None = None
     path: Path | None = None
     migration: MigrationFile | None = None
     target: Target | None = None
@@ -79,7 +84,7 @@ class RunContext:
         except ValueError:
             return str(p)
 
-    def retry_policy(self, policy_id: str) -> RetryPolicy | None:
+    def retry_policy(self, policy_id: str) -> RetryPolicySpec | None:
         """A retry policy of the task definition by id."""
         if self.definition is None:
             return None
@@ -483,7 +488,7 @@ class ChecklistFailed(DbsageError):
     exit_code = 6
 
 
-def run_checklist(ctx: RunContext, phase: str, items: list[ChecklistItem]) -> list[str]:
+def run_checklist(ctx: RunContext, phase: str, items: list[ChecklistItemSpec]) -> list[str]:
     """Run every item and report it; return the failed blockers' messages (after-commit phases)
     or raise ChecklistFailed at the first failed blocker (pre-conditions)."""
     from dbsage.agent.checklists import run_check
@@ -527,7 +532,7 @@ def _hint_for(check_id: str) -> str | None:
     }.get(check_id)
 
 
-def _overridden(ctx: RunContext, item: ChecklistItem, detail: str) -> bool:
+def _overridden(ctx: RunContext, item: ChecklistItemSpec, detail: str) -> bool:
     q = Question(f"override_{item.id}", f"{item.error_message}. Continue anyway?",
                  explanation=detail, choices=("yes", "no"), default="no")
     return ctx.policy.override(q, item.override)
@@ -565,12 +570,12 @@ def run_checkpoints(ctx: RunContext, step: str, position: str) -> None:
         handler(ctx, cp)
 
 
-def _applies(ctx: RunContext, cp: Checkpoint) -> bool:
+def _applies(ctx: RunContext, cp: CheckpointSpec) -> bool:
     # yolo meets every checkpoint too: its rules decide, and each decision is logged.
     return ctx.policy.name == "yolo" or ctx.policy.name in cp.modes
 
 
-def _question(ctx: RunContext, cp: Checkpoint, detail: str = "") -> Question:
+def _question(ctx: RunContext, cp: CheckpointSpec, detail: str = "") -> Question:
     values = _values(ctx)
     if cp.kind == "choice":
         labels = tuple(str(i) for i in range(1, len(cp.options) + 1))
@@ -584,7 +589,7 @@ def _question(ctx: RunContext, cp: Checkpoint, detail: str = "") -> Question:
     return Question(cp.id, text, _format(cp.explanation, values), detail, ("yes", "no"), "yes")
 
 
-def _ask_checkpoint(ctx: RunContext, cp: Checkpoint, detail: str = "") -> str:
+def _ask_checkpoint(ctx: RunContext, cp: CheckpointSpec, detail: str = "") -> str:
     answer = ctx.policy.checkpoint(_question(ctx, cp, detail))
     if cp.kind != "choice" and answer == "no":
         raise StopRun(_format(cp.stop_message or f"Stopped at checkpoint {cp.id}.",
@@ -600,13 +605,13 @@ def _statements_with_locks(ctx: RunContext) -> str:
                      f"{a.statement.summary}" for a in analysis.statements)
 
 
-def confirm_apply_checkpoint(ctx: RunContext, cp: Checkpoint) -> None:
+def confirm_apply_checkpoint(ctx: RunContext, cp: CheckpointSpec) -> None:
     """The apply confirmation shows every statement with the lock level it takes."""
     if _applies(ctx, cp):
         _ask_checkpoint(ctx, cp, _statements_with_locks(ctx))
 
 
-def dry_run_checkpoint(ctx: RunContext, cp: Checkpoint) -> None:
+def dry_run_checkpoint(ctx: RunContext, cp: CheckpointSpec) -> None:
     """Ask only when dbsage has no record of a passing dry-run of this exact file."""
     if ctx.options.flags.get("skip_dry_run"):
         ctx.policy.log(cp.id, "skipped", "--no-dry-run: the user chose to apply without one")
@@ -645,7 +650,7 @@ def run_dry_run(ctx: RunContext) -> None:
                       line=f.line, sqlstate=f.sqlstate)
 
 
-def post_menu_checkpoint(ctx: RunContext, cp: Checkpoint) -> None:
+def post_menu_checkpoint(ctx: RunContext, cp: CheckpointSpec) -> None:
     """After success: offer the next commands; run the chosen follow-up."""
     if ctx.report.status != "applied" or not _applies(ctx, cp):
         return
@@ -684,13 +689,13 @@ FOLLOW_UPS: dict[str, Callable[[RunContext], None]] = {
     "*smoke-test": _follow_up_smoke,
     "*rls-audit": _follow_up_rls,
 }
-def confirm_rollback_checkpoint(ctx: RunContext, cp: Checkpoint) -> None:
+def confirm_rollback_checkpoint(ctx: RunContext, cp: CheckpointSpec) -> None:
     """The rollback confirmation shows the reverse script that will run."""
     if _applies(ctx, cp):
         _ask_checkpoint(ctx, cp, resolve_rollback(ctx)["script"].render())
 
 
-SPECIAL_CHECKPOINTS: dict[str, Callable[[RunContext, Checkpoint], Any]] = {
+SPECIAL_CHECKPOINTS: dict[str, Callable[[RunContext, CheckpointSpec], Any]] = {
     "confirm_rollback": confirm_rollback_checkpoint,
     "dry_run_done": dry_run_checkpoint,
     "confirm_apply": confirm_apply_checkpoint,
@@ -842,10 +847,11 @@ def known_checks() -> frozenset[str]:
     return frozenset(CHECKS)
 
 
-def load_definition(task: str) -> TaskDefinition:
-    from dbsage.agent.tasks import load_task
+def load_definition(task: str) -> TaskSpec:
+    """A shipped task definition, validated once per content (agent/definitions.py)."""
+    from dbsage.agent.definitions import load_spec
 
-    return load_task(task, known_checks=known_checks(), known_steps=frozenset(STEPS))
+    return load_spec(task, known_checks=known_checks(), known_steps=frozenset(STEPS))
 
 
 def run_task(ctx: RunContext) -> RunReport:
@@ -888,7 +894,7 @@ def run_task(ctx: RunContext) -> RunReport:
     return ctx.report
 
 
-def _after_steps(ctx: RunContext, d: TaskDefinition) -> None:
+def _after_steps(ctx: RunContext, d: TaskSpec) -> None:
     """Post-conditions and acceptance criteria, on a fresh session."""
     from dbsage.tools.connection import connect
 

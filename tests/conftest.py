@@ -19,6 +19,9 @@ import pytest
 PG15_BIN = Path("/usr/lib/postgresql/15/bin")
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "migrations"
+# Validated task definitions are cached (agent/definitions.py); keep the tests' cache to
+# themselves, also for the dbsage subprocesses they start.
+os.environ.setdefault("DBSAGE_CACHE_DIR", tempfile.mkdtemp(prefix="dbsage-test-cache-"))
 
 
 @dataclass
