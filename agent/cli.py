@@ -112,9 +112,11 @@ def apply_cmd(
         _fail(f"Unknown mode {mode!r}.", f"Choose one of: {', '.join(MODES)}.")
     flags = {"allow_destructive": allow_destructive, "allow_out_of_order": allow_out_of_order,
              "force": force, "skip_dry_run": no_dry_run, "rollback_script": rollback_script}
+    from dbsage.agent.render import warm_up
+
     opts = RunOptions(mode=mode, db=db, lock_timeout=lock_timeout,
                       statement_timeout=statement_timeout, asker=_asker(mode, yes, answers),
-                      flags=flags)
+                      flags=flags, while_waiting=warm_up)
     _exit_with(run_apply(path, opts), as_json)
 
 
@@ -178,9 +180,11 @@ def rollback_cmd(
         _exit_with(prepare_rollback_only(migration, RunOptions(mode="yolo", db=db)), as_json)
     if mode not in MODES:
         _fail(f"Unknown mode {mode!r}.", f"Choose one of: {', '.join(MODES)}.")
+    from dbsage.agent.render import warm_up
+
     opts = RunOptions(mode=mode, db=db, lock_timeout=lock_timeout,
                       statement_timeout=statement_timeout, asker=_asker(mode, yes, answers),
-                      flags={"allow_data_loss": allow_data_loss})
+                      flags={"allow_data_loss": allow_data_loss}, while_waiting=warm_up)
     _exit_with(run_rollback_task(migration, opts), as_json)
 
 

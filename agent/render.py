@@ -15,6 +15,11 @@ def render_json(report: RunReport) -> str:
     return json.dumps(report.to_dict(), indent=2, default=str)
 
 
+def warm_up() -> None:
+    """Load rich now (about 15 ms), e.g. while a run waits for its after-snapshot."""
+    _console()
+
+
 def _console(stderr: bool = False) -> Console:
     from rich.console import Console
 

@@ -48,6 +48,18 @@ class RunOptions:
     asker: Asker | None = None  # None: ask on the console
     flags: dict[str, bool] = field(default_factory=dict)  # allow_destructive, force, ...
     exposed_schemas: tuple[str, ...] = ("public",)
+    # Called once while the run waits for work left running (the after-snapshot): the CLI
+    # loads its renderer then instead of after the run.
+    while_waiting: Callable[[], None] | None = None
+
+
+@dataclass
+class Pending:
+    """Work a step left running: `finish` waits for it, `cancel` stops it."""
+
+    step: str
+    finish: Callable[[], None]
+    cancel: Callable[[], None] = lambda: None
 
 
 @dataclass
@@ -76,6 +88,12 @@ class RunContext:
     inputs: dict[str, Any] = field(default_factory=dict)
     smoke: Any = None
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    early_wanted: bool = False  # start the before-snapshot as soon as the target is known
+    early_snapshot: Any = None  # tools.snapshot.EarlySnapshot until adopted or discarded
+    # Work a step left running (the after-snapshot's pg_dump) and the steps waiting for it:
+    # joined, in order, once the post-conditions and acceptance criteria have run.
+    pending: list[Pending] = field(default_factory=list)
+    step_note: str | None = None  # a step's one-line remark for the report's step entry
 
     def rel(self, p: Path) -> str:
         """A path as the user sees it: relative to the project when inside it."""
@@ -128,6 +146,8 @@ def ensure_connected(ctx: RunContext) -> psycopg.Connection:
     ctx.target = target
     ctx.report.target = target.redacted
     check_not_transaction_pooler(target.url)
+    if ctx.early_wanted and ctx.early_snapshot is None:
+        start_early_snapshot(ctx)
     policy = ctx.retry_policy("connection")
     if policy:
         ctx.conn = connect(target.url, autocommit=True, attempts=policy.attempts,
@@ -183,14 +203,57 @@ def reserve_ts(snapshot_dir: Path) -> str:
     raise DbsageError(f"No free timestamp in {snapshot_dir} within an hour of {now:%Y%m%d%H%M%S}.")
 
 
+def start_early_snapshot(ctx: RunContext) -> None:
+    """Start the before-snapshot now, ahead of the lock (see tools/snapshot.py)."""
+    import os
+
+    from dbsage.tools.snapshot import start_early_snapshot as start
+
+    assert ctx.target is not None
+    ctx.early_wanted = False
+    tmp = ctx.options.project_dir / SNAPSHOT_DIR / f".early-{os.getpid()}.sql"
+    ctx.early_snapshot = start(ctx.target.url, tmp)
+
+
+def discard_early_snapshot(ctx: RunContext) -> None:
+    """Stop and delete an early snapshot the run did not adopt."""
+    early, ctx.early_snapshot = ctx.early_snapshot, None
+    if early is not None:
+        early.discard()
+
+
 def take_snapshot_before(ctx: RunContext) -> None:
-    """pg_dump the schema into the reserved {TS}_before.sql."""
+    """The before-snapshot: the early one when it is still valid under the lock, else pg_dump
+    now, into the reserved {TS}_before.sql."""
+    early, ctx.early_snapshot = ctx.early_snapshot, None
+    if early is not None:
+        dest = _snapshot_dest(ctx, "before")
+        if early.adopt(ensure_connected(ctx), dest) is not None:
+            ctx.report.files["before"] = ctx.rel(dest)
+            ctx.step_note = "started before the lock; no migration committed since: kept"
+            return
+        ctx.step_note = "the early snapshot could not be kept; dumped again under the lock"
     _snapshot(ctx, "before")
 
 
 def take_snapshot_after(ctx: RunContext) -> None:
-    """pg_dump the schema into {TS}_after.sql."""
-    _snapshot(ctx, "after")
+    """Start pg_dump for {TS}_after.sql; it runs while the post-conditions are checked."""
+    import os
+
+    from dbsage.tools.snapshot import start_dump
+
+    assert ctx.target is not None
+    ensure_ts(ctx)
+    dest = ctx.files["after"]
+    running = start_dump(ctx.target.url, dest.with_name(f".{dest.name}.{os.getpid()}.tmp"),
+                         ctx.server_major)
+
+    def finish() -> None:
+        running.finish(dest)
+        ctx.report.files["after"] = ctx.rel(dest)
+
+    ctx.pending.append(Pending("take_snapshot_after", finish, running.cancel))
+    ctx.step_note = "pg_dump started; joined after the post-conditions"
 
 
 def ensure_ts(ctx: RunContext) -> str:
@@ -204,14 +267,19 @@ def ensure_ts(ctx: RunContext) -> str:
     return ctx.ts
 
 
+def _snapshot_dest(ctx: RunContext, which: str) -> Path:
+    ensure_ts(ctx)
+    dest = ctx.files[which]
+    if which == "before":
+        dest.unlink(missing_ok=True)  # the empty reservation made by reserve_ts
+    return dest
+
+
 def _snapshot(ctx: RunContext, which: str) -> None:
     from dbsage.tools.snapshot import take_snapshot
 
     assert ctx.target is not None
-    ensure_ts(ctx)
-    dest = ctx.files[which]
-    if which == "before":
-        dest.unlink()  # the empty reservation made by reserve_ts
+    dest = _snapshot_dest(ctx, which)
     take_snapshot(ctx.target.url, dest, ctx.server_major)
     ctx.report.files[which] = ctx.rel(dest)
 
@@ -265,13 +333,25 @@ def apply_migration(ctx: RunContext) -> None:
 
 
 def diff_snapshots(ctx: RunContext) -> None:
-    """Write the unified diff of the before and after snapshots."""
+    """Write the unified diff of the before and after snapshots (once both exist)."""
     from dbsage.tools.diff import diff_snapshots as diff
 
-    result = diff(ctx.files["before"], ctx.files["after"], ctx.files["diff"])
-    ctx.report.files["diff"] = ctx.rel(result.path)
-    if not result.changed:
-        ctx.report.warnings.append("The migration did not change the schema (empty diff).")
+    def write() -> None:
+        result = diff(ctx.files["before"], ctx.files["after"], ctx.files["diff"])
+        ctx.report.files["diff"] = ctx.rel(result.path)
+        if not result.changed:
+            ctx.report.warnings.append("The migration did not change the schema (empty diff).")
+
+    run_after_pending(ctx, "diff_snapshots", write)
+
+
+def run_after_pending(ctx: RunContext, step: str, work: Callable[[], None]) -> None:
+    """Run `work` now, or queue it behind the work steps left running (it needs their files)."""
+    if ctx.pending:
+        ctx.pending.append(Pending(step, work))
+        ctx.step_note = "waits for the after-snapshot"
+    else:
+        work()
 
 
 def release_lock(ctx: RunContext) -> None:
@@ -340,9 +420,14 @@ ROLLBACK_DIR = Path("supabase") / "rollback"
 
 def save_destroyed_data(ctx: RunContext) -> None:
     """Step (apply): before a destructive migration, save exactly the data it destroys."""
+    from dbsage.tools.sqlfile import DATA_DESTROYING_KINDS
+
+    m = ensure_parsed(ctx)
+    if not any(s.kind in DATA_DESTROYING_KINDS for s in m.statements):
+        return  # nothing to look at closer (and no need to load tools/rollback.py)
     from dbsage.tools.rollback import destructive_targets, save_data
 
-    targets = destructive_targets(ensure_parsed(ctx))
+    targets = destructive_targets(m)
     if not targets:
         return
     dest = ctx.options.project_dir / SNAPSHOT_DIR / f"{ensure_ts(ctx)}_data"
@@ -363,8 +448,6 @@ def prepare_rollback_step(ctx: RunContext) -> None:
     against 0.25 s for the whole shell procedure). --rollback-script writes it now, e.g. to
     review it in the same pull request as the migration.
     """
-    from dbsage.tools.rollback import prepare_rollback
-
     assert ctx.target is not None and ctx.ts is not None
     dest = ctx.options.project_dir / ROLLBACK_DIR / f"{ctx.ts}_rollback.sql"
     if not ctx.options.flags.get("rollback_script") and not dest.exists():
@@ -373,6 +456,13 @@ def prepare_rollback_step(ctx: RunContext) -> None:
             f"{ctx.rel(ctx.files['after'])}); the reverse script is derived from them by "
             f"`dbsage rollback {ctx.ts}` (preview: --prepare-only).")
         return
+    run_after_pending(ctx, "prepare_rollback", lambda: _write_rollback_script(ctx, dest))
+
+
+def _write_rollback_script(ctx: RunContext, dest: Path) -> None:
+    from dbsage.tools.rollback import prepare_rollback
+
+    assert ctx.target is not None
     try:
         result = prepare_rollback(ctx.target.url, ctx.files["before"], ctx.files["after"], dest,
                                   server_major=ctx.server_major)
@@ -622,7 +712,8 @@ def dry_run_checkpoint(ctx: RunContext, cp: CheckpointSpec) -> None:
                        f"({record.ran_at:%Y-%m-%d %H:%M:%S})", "record")
         return
     if ctx.policy.name == "yolo":
-        ctx.policy.log(cp.id, "run", "yolo: no dry-run on record, so one runs first")
+        ctx.policy.log(cp.id, "run", "yolo: no dry-run on record, so one runs first (pass or "
+                       "fail only; nextval() calls in it leave gaps in sequences)")
         run_dry_run(ctx)
         return
     _ask_checkpoint(ctx, cp)
@@ -634,15 +725,34 @@ def _passing_dry_run(ctx: RunContext) -> Any:
     return find_passing_dry_run(ensure_connected(ctx), ensure_parsed(ctx).checksum)
 
 
+# Statements whose locks the analysis cannot see: they may take anything.
+_OPAQUE_KINDS = frozenset({"DoStmt", "CallStmt", "SelectStmt", "ExecuteStmt"})
+
+
+def let_early_snapshot_finish_if_in_the_way(ctx: RunContext) -> None:
+    """The early pg_dump holds ACCESS SHARE on every table until it ends. A statement that
+    needs ACCESS EXCLUSIVE on an existing table (or may, unseen) would queue behind it, so
+    such a dry-run waits for pg_dump first; any other runs alongside it."""
+    from dbsage.agent.checklists import _analysis
+
+    if ctx.early_snapshot is None:
+        return
+    analysis = _analysis(ctx)
+    if analysis.strongest_lock == "ACCESS EXCLUSIVE" or any(
+            a.statement.kind in _OPAQUE_KINDS for a in analysis.statements):
+        ctx.early_snapshot.wait_for_dump()
+
+
 def run_dry_run(ctx: RunContext) -> None:
     """Run the migration in a transaction that is rolled back; stop if it fails."""
     from dbsage.tools.dryrun import dry_run_migration
 
     acquire_lock(ctx)
+    let_early_snapshot_finish_if_in_the_way(ctx)
     ctx.dry_run = result = dry_run_migration(
         ensure_connected(ctx), ensure_parsed(ctx), lock_timeout=ctx.options.lock_timeout,
         statement_timeout=ctx.options.statement_timeout, retry=lock_retry_policy(ctx),
-        describe_changes=False)
+        describe_changes=False, observe=False)  # a gate: pass or fail is all it needs
     if not result.passed:
         f = result.failure
         raise StopRun(f"The dry-run failed at {ctx.path}:{f.line}: {f.message} "
@@ -857,14 +967,18 @@ def load_definition(task: str) -> TaskSpec:
 def run_task(ctx: RunContext) -> RunReport:
     """pre-conditions → steps (with checkpoints) → post-conditions → acceptance criteria.
 
-    Steps marked `always` run whatever happened. The report carries every item's result, every
-    decision and the error, if any; DbsageError never escapes.
+    Steps marked `always` run whatever happened. A step may leave work running (the
+    after-snapshot's pg_dump): the post-conditions and acceptance criteria are checked while
+    it runs, then it is joined, before the `always` steps release the lock. The report carries
+    every item's result, every decision and the error, if any; DbsageError never escapes.
     """
     assert ctx.definition is not None
     d = ctx.definition
     started = time.perf_counter()
     main = [s.id for s in d.steps if not s.always]
     always = [s.id for s in d.steps if s.always]
+    # Nobody is asked anything before the snapshot in yolo, so it can start at once.
+    ctx.early_wanted = ctx.policy.name == "yolo" and "take_snapshot_before" in main
     completed = False
     try:
         run_checklist(ctx, "pre_conditions", d.pre_conditions)
@@ -875,16 +989,19 @@ def run_task(ctx: RunContext) -> RunReport:
             _timed(ctx, name)
             run_checkpoints(ctx, name, "after")
         completed = True
+        _after_steps(ctx, d)
+        _join_pending(ctx)
     except DbsageError as exc:
         _fail(ctx, exc)
     finally:
+        _cancel_pending(ctx)
+        discard_early_snapshot(ctx)
         for name in always:
             try:
                 _timed(ctx, name)
             except Exception as exc:  # cleanup must not hide the run's own outcome
                 ctx.report.warnings.append(f"{name} failed: {exc}")
     if completed:
-        _after_steps(ctx, d)
         try:
             for name in always:
                 run_checkpoints(ctx, name, "after")
@@ -894,18 +1011,39 @@ def run_task(ctx: RunContext) -> RunReport:
     return ctx.report
 
 
-def _after_steps(ctx: RunContext, d: TaskSpec) -> None:
-    """Post-conditions and acceptance criteria, on a fresh session."""
-    from dbsage.tools.connection import connect
+def _join_pending(ctx: RunContext) -> None:
+    """Wait for the work steps left running, in order; a failure stops the rest."""
+    idle, ctx.options.while_waiting = ctx.options.while_waiting, None
+    if ctx.pending and idle is not None:
+        try:
+            idle()
+        except Exception as exc:  # only ever a head start for the caller: never fail the run
+            ctx.report.warnings.append(f"while waiting: {type(exc).__name__}: {exc}")
+    while ctx.pending:
+        work = ctx.pending[0]
+        t0 = time.perf_counter()
+        status = "failed"
+        try:
+            work.finish()
+            status = "ok"
+        finally:
+            ctx.pending.pop(0)
+            ctx.report.steps.append({"step": f"{work.step} (joined)", "status": status,
+                                     "duration_ms": round((time.perf_counter() - t0) * 1000, 2)})
 
+
+def _cancel_pending(ctx: RunContext) -> None:
+    """After a failure nothing waits for the work left running: stop it."""
+    while ctx.pending:
+        ctx.pending.pop(0).cancel()
+
+
+def _after_steps(ctx: RunContext, d: TaskSpec) -> None:
+    """Post-conditions and acceptance criteria, on the run's own session."""
     if not (d.post_conditions or d.acceptance_criteria):
         return
-    assert ctx.target is not None
-    with connect(ctx.target.url, autocommit=True) as conn:
-        ctx.conn = conn
-        failed = (run_checklist(ctx, "post_conditions", d.post_conditions)
-                  + run_checklist(ctx, "acceptance_criteria", d.acceptance_criteria))
-    ctx.conn = None
+    failed = (run_checklist(ctx, "post_conditions", d.post_conditions)
+              + run_checklist(ctx, "acceptance_criteria", d.acceptance_criteria))
     if not failed:
         return
     if d.task == "apply-migration":
@@ -947,8 +1085,11 @@ def _timed(ctx: RunContext, name: str) -> None:
         status = "failed"
         raise
     finally:
-        ctx.report.steps.append({"step": name, "status": status,
-                                 "duration_ms": round((time.perf_counter() - t0) * 1000, 2)})
+        entry: dict[str, Any] = {"step": name, "status": status,
+                                 "duration_ms": round((time.perf_counter() - t0) * 1000, 2)}
+        if ctx.step_note:
+            entry["note"], ctx.step_note = ctx.step_note, None
+        ctx.report.steps.append(entry)
 
 
 def _fail(ctx: RunContext, exc: DbsageError) -> None:

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 from dbsage.tools.errors import ConnectionFailedError, PoolerError
 
@@ -65,6 +65,25 @@ def host_port(url: str) -> tuple[str, str]:
         return host, port
     kv = dict(re.findall(r"(\w+)\s*=\s*('[^']*'|\S+)", url))
     return kv.get("host", "localhost").strip("'"), kv.get("port", "5432").strip("'")
+
+
+def libpq_argv_env(url: str, environ: Mapping[str, str] | None = None) -> tuple[str, dict[str, str]]:
+    """The URL for a libpq program's command line, and its environment.
+
+    A password in a postgres:// URL moves to PGPASSWORD, so it never shows in `ps`.
+    """
+    env = dict(os.environ if environ is None else environ)
+    env.setdefault("PGAPPNAME", APPLICATION_NAME)
+    if "://" not in url:
+        return url, env
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url, env
+    env["PGPASSWORD"] = unquote(parts.password)
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{user}@{host}" if user else host
+    return urlunsplit(parts._replace(netloc=netloc)), env
 
 
 def resolve_target(db: str | None = None, environ: Mapping[str, str] | None = None) -> Target | None:

@@ -33,7 +33,7 @@ from psycopg import sql
 
 from dbsage.tools.errors import DbsageError
 from dbsage.tools.snapshot import BOOKKEEPING_SCHEMAS
-from dbsage.tools.sqlfile import MigrationFile, Statement
+from dbsage.tools.sqlfile import DATA_DESTROYING_KINDS, MigrationFile, Statement
 
 if TYPE_CHECKING:
     import psycopg
@@ -492,6 +492,8 @@ def _rv(rv: Any, columns: tuple[str, ...] | None, reason: str, line: int) -> Dat
 
 def _targets_of(node: Any, line: int) -> list[DataTarget]:
     kind = type(node).__name__
+    if kind not in DATA_DESTROYING_KINDS:
+        return []
     if kind == "DropStmt" and node.removeType.name == "OBJECT_TABLE":
         names = [[str(p.sval) for p in obj] for obj in node.objects]
         return [DataTarget(n[-2] if len(n) > 1 else None, n[-1], None, "drop table", line)

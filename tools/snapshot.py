@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dbsage.tools.errors import SnapshotError
+
+if TYPE_CHECKING:
+    import psycopg
 
 # Bookkeeping schemas are not the user's schema: keep them out of snapshots and diffs.
 BOOKKEEPING_SCHEMAS = ("dbsage", "supabase_migrations")
@@ -43,6 +48,7 @@ class SnapshotResult:
     duration_s: float
 
 
+@functools.lru_cache(maxsize=8)
 def _version_of(path: Path) -> tuple[int, int]:
     out = subprocess.run([str(path), "--version"], capture_output=True, text=True, check=True)
     m = _VERSION.search(out.stdout)
@@ -86,35 +92,252 @@ def normalise_dump(text: str, server_major: int) -> str:
     return text
 
 
+def _dump_command(tool: PgDump, url: str, out: Path, snapshot_id: str | None,
+                  exclude_schemas: tuple[str, ...]) -> list[str]:
+    cmd = [str(tool.path), "--schema-only", "--clean", "--if-exists", "--no-password",
+           f"--file={out}"]
+    if tool.has_restrict_key:
+        cmd.append(f"--restrict-key={RESTRICT_KEY}")
+    if snapshot_id:
+        cmd.append(f"--snapshot={snapshot_id}")
+    cmd += [f"--exclude-schema={s}" for s in exclude_schemas]
+    return [*cmd, "--dbname", url]
+
+
+def _needs_normalising(tool: PgDump, server_major: int) -> bool:
+    return not tool.has_restrict_key or (tool.major >= 17 and server_major < 17)
+
+
+@dataclass
+class RunningDump:
+    """A `pg_dump --schema-only` running in the background into a temporary file."""
+
+    proc: subprocess.Popen[bytes]
+    tool: PgDump
+    tmp: Path
+    server_major: int
+    started: float
+
+    @property
+    def done(self) -> bool:
+        return self.proc.poll() is not None
+
+    def wait(self) -> None:
+        """Wait for pg_dump to exit; SnapshotError (password redacted) if it failed."""
+        err = b""
+        if self.proc.stderr is not None and not self.proc.stderr.closed:
+            err = self.proc.stderr.read()  # until pg_dump exits; it writes little there
+            self.proc.stderr.close()
+        self.proc.wait()
+        if self.proc.returncode != 0:
+            from dbsage.tools.connection import redact
+
+            self.tmp.unlink(missing_ok=True)
+            raise SnapshotError(
+                f"pg_dump failed (exit {self.proc.returncode}): "
+                f"{redact(err.decode(errors='replace').strip())}",
+                hint="Check disk space, the pg_dump version and that the role may read the schema.")
+
+    def finish(self, dest: Path) -> SnapshotResult:
+        """Wait, normalise, and move the dump to `dest` (never overwriting a snapshot)."""
+        self.wait()
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if _needs_normalising(self.tool, self.server_major):
+                data = normalise_dump(self.tmp.read_text(), self.server_major).encode()
+                with dest.open("xb") as f:
+                    f.write(data)
+            else:
+                os.link(self.tmp, dest)  # atomic, and fails if dest exists
+        except FileExistsError:
+            raise SnapshotError(f"{dest} exists already; dbsage never overwrites a snapshot.") from None
+        finally:
+            self.tmp.unlink(missing_ok=True)
+        return SnapshotResult(dest, self.tool, dest.stat().st_size,
+                              time.perf_counter() - self.started)
+
+    def cancel(self) -> None:
+        """Stop pg_dump if it still runs and delete its output (safe to call twice)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        if self.proc.stderr is not None and not self.proc.stderr.closed:
+            self.proc.stderr.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def start_dump(url: str, tmp: Path, server_major: int, *, snapshot_id: str | None = None,
+               pg_dump: PgDump | None = None,
+               exclude_schemas: tuple[str, ...] = BOOKKEEPING_SCHEMAS) -> RunningDump:
+    """Start `pg_dump --schema-only --clean --if-exists` into `tmp` and return at once.
+
+    `snapshot_id` dumps the database as a snapshot exported by another session saw it.
+    """
+    from dbsage.tools.connection import libpq_argv_env
+
+    tool = pg_dump or find_pg_dump(server_major)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    argv_url, env = libpq_argv_env(url)
+    cmd = _dump_command(tool, argv_url, tmp, snapshot_id, exclude_schemas)
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=env)
+    return RunningDump(proc, tool, tmp, server_major, time.perf_counter())
+
+
 def dump_schema(url: str, server_major: int, *, pg_dump: PgDump | None = None,
                 exclude_schemas: tuple[str, ...] = BOOKKEEPING_SCHEMAS) -> tuple[str, PgDump]:
     """Run `pg_dump --schema-only --clean --if-exists` and return its normalised text."""
-    tool = pg_dump or find_pg_dump(server_major)
-    cmd = [str(tool.path), "--schema-only", "--clean", "--if-exists", "--no-password"]
-    if tool.has_restrict_key:
-        cmd.append(f"--restrict-key={RESTRICT_KEY}")
-    cmd += [f"--exclude-schema={s}" for s in exclude_schemas]
-    cmd += ["--dbname", url]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        from dbsage.tools.connection import redact
+    import tempfile
 
-        raise SnapshotError(
-            f"pg_dump failed (exit {proc.returncode}): {redact(proc.stderr.strip())}",
-            hint="Check disk space, the pg_dump version and that the role may read the schema.")
-    return normalise_dump(proc.stdout, server_major), tool
+    with tempfile.TemporaryDirectory(prefix="dbsage-dump-") as tmp:
+        running = start_dump(url, Path(tmp) / "dump.sql", server_major, pg_dump=pg_dump,
+                             exclude_schemas=exclude_schemas)
+        running.wait()
+        text = running.tmp.read_text()
+    return normalise_dump(text, server_major), running.tool
 
 
 def take_snapshot(url: str, dest: Path, server_major: int, *,
                   pg_dump: PgDump | None = None) -> SnapshotResult:
     """Write a normalised schema-only snapshot to `dest` (never overwriting one)."""
-    started = time.perf_counter()
-    text, tool = dump_schema(url, server_major, pg_dump=pg_dump)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    data = text.encode()
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    return start_dump(url, tmp, server_major, pg_dump=pg_dump).finish(dest)
+
+
+# --- the early before-snapshot ----------------------------------------------------------------
+#
+# The before-snapshot is most of a run's time, and starting it only once the migration lock is
+# held puts Python's start-up (about 0.1 s of imports and connecting) in front of it. So a run
+# that asks nobody anything starts it as soon as the file has parsed: a psql session exports
+# a snapshot (`pg_export_snapshot`) and pg_dump dumps exactly what that snapshot sees. Once
+# the run holds the lock, `adopt` compares dbsage's history as the exported snapshot saw it
+# with the history now: every schema change a dbsage run makes commits together with a
+# history row, so equal histories mean no migration committed in between and the dump is
+# what a dump taken under the lock would be. Otherwise it is discarded and dumped again.
+
+_EXPORT_SQL = ("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\n"
+               "SELECT pg_export_snapshot(), current_setting('server_version_num');\n")
+_HISTORY_TABLES = {
+    "dbsage.migration_log": "SELECT count(*)::text || ':' || coalesce(max(id)::text, '') "
+                            "FROM dbsage.migration_log",
+    "supabase_migrations.schema_migrations": (
+        "SELECT count(*)::text || ':' || md5(coalesce(string_agg(version, ',' ORDER BY version),"
+        " '')) FROM supabase_migrations.schema_migrations"),
+}
+
+
+def _any_psql() -> Path | None:
+    """The bundled psql 18 (talks to every server we support), else one on PATH."""
+    import shutil
+
+    from dbsage.tools.embedded import bin_dir
+    from dbsage.tools.errors import DbsageError
+
     try:
-        with dest.open("xb") as f:
-            f.write(data)
-    except FileExistsError:
-        raise SnapshotError(f"{dest} exists already; dbsage never overwrites a snapshot.") from None
-    return SnapshotResult(dest, tool, len(data), time.perf_counter() - started)
+        bundled = bin_dir() / "psql"
+        if bundled.exists():
+            return bundled
+    except DbsageError:
+        pass
+    found = shutil.which("psql")
+    return Path(found) if found else None
+
+
+def history_state(conn: psycopg.Connection) -> tuple[str, ...]:
+    """Row counts and keys of both history tables, as this transaction's snapshot sees them."""
+    present = [name for name in _HISTORY_TABLES
+               if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone() == (True,)]
+    state: list[str] = []
+    for name in present:
+        row = conn.execute(_HISTORY_TABLES[name]).fetchone()
+        state.append(f"{name}={row[0] if row else ''}")
+    return tuple(state)
+
+
+@dataclass
+class EarlySnapshot:
+    """A before-snapshot started ahead of the lock from a snapshot a psql session exported."""
+
+    exporter: subprocess.Popen[str]
+    snapshot_id: str
+    server_major: int
+    dump: RunningDump
+
+    def wait_for_dump(self) -> None:
+        """Let pg_dump finish (its table locks are released then); errors surface in adopt."""
+        self.dump.proc.wait()
+
+    def adopt(self, conn: psycopg.Connection, dest: Path) -> SnapshotResult | None:
+        """Under the migration lock: the snapshot at `dest`, or None when it cannot be used."""
+        try:
+            self.dump.wait()
+            if not self._history_unchanged(conn):
+                return None
+            return self.dump.finish(dest)
+        except SnapshotError:
+            return None
+        finally:
+            self.discard()
+
+    def _history_unchanged(self, conn: psycopg.Connection) -> bool:
+        import psycopg
+        from psycopg import sql
+
+        if self.exporter.poll() is not None:  # the exported snapshot is gone with its session
+            return False
+        try:
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(
+                    sql.Literal(self.snapshot_id)))
+                then = history_state(conn)
+        except psycopg.Error:
+            return False
+        return then == history_state(conn)
+
+    def discard(self) -> None:
+        """End the exporting session, stop pg_dump if it runs, delete what it wrote."""
+        if self.exporter.poll() is None:
+            try:
+                assert self.exporter.stdin is not None
+                self.exporter.stdin.close()  # psql ends its session (and the transaction)
+                self.exporter.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.exporter.kill()
+                self.exporter.wait()
+        self.dump.cancel()
+
+
+def start_early_snapshot(url: str, tmp: Path, *, timeout_s: float = 5.0) -> EarlySnapshot | None:
+    """Export a snapshot from a psql session and start pg_dump on it; None if that cannot be
+    done (no psql, no answer within `timeout_s`, no pg_dump for the server): the run then
+    dumps under the lock as usual."""
+    import selectors
+
+    from dbsage.tools.connection import libpq_argv_env
+
+    psql = _any_psql()
+    if psql is None:
+        return None
+    argv_url, env = libpq_argv_env(url)
+    env.setdefault("PGCONNECT_TIMEOUT", "10")
+    exporter = subprocess.Popen(
+        [str(psql), "-X", "-q", "-A", "-t", "-w", "-v", "ON_ERROR_STOP=1", "-d", argv_url],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env=env)
+    assert exporter.stdin is not None and exporter.stdout is not None
+    try:
+        exporter.stdin.write(_EXPORT_SQL)
+        exporter.stdin.flush()
+        with selectors.DefaultSelector() as sel:
+            sel.register(exporter.stdout, selectors.EVENT_READ)
+            answer = exporter.stdout.readline() if sel.select(timeout_s) else ""
+        snapshot_id, _, version = answer.strip().partition("|")
+        server_major = int(version) // 10000
+        tool = find_pg_dump(server_major)
+        dump = start_dump(url, tmp, server_major, snapshot_id=snapshot_id, pg_dump=tool)
+    except (OSError, ValueError, SnapshotError, subprocess.SubprocessError):
+        exporter.kill()
+        exporter.wait()
+        return None
+    return EarlySnapshot(exporter, snapshot_id, server_major, dump)

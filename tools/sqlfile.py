@@ -16,6 +16,11 @@ MAX_FILE_BYTES = 64 * 1024 * 1024
 _VERSION_NAME = re.compile(r"^(?P<version>\d+)_(?P<name>.+)$")
 _META_COMMAND = re.compile(r"^[ \t]*\\(?P<cmd>[a-zA-Z!?]+)", re.MULTILINE)
 
+#: Statement kinds that can destroy rows or columns; tools/rollback.py looks closer at these
+#: (which DROP, which ALTER TABLE sub-command, UPDATE without WHERE) and at nothing else.
+DATA_DESTROYING_KINDS = frozenset({"DropStmt", "AlterTableStmt", "TruncateStmt", "DeleteStmt",
+                                   "UpdateStmt"})
+
 
 @dataclass(frozen=True)
 class Statement:
