@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -277,7 +278,13 @@ def db_stop(db: DbOption = None) -> None:
 
 def main() -> None:
     """Console entry point."""
-    app()
+    try:
+        app()
+    finally:
+        # The command is done. The interpreter's teardown would still walk every object the
+        # run created (about 50,000) in garbage-collection passes: ~40 ms on every command.
+        # Freezing them skips those passes; atexit handlers and flushing run as usual.
+        gc.freeze()
 
 
 if __name__ == "__main__":
