@@ -287,3 +287,32 @@ def test_transaction_pooler_is_refused(project: Path, port: str) -> None:
                                         project_dir=project))
     assert report.error and report.error["error"] == "PoolerError"
     assert "pw" not in str(report.to_dict())
+
+
+def test_writing_history_does_not_lock_readers_of_the_supabase_history(db: Db, project: Path
+                                                                       ) -> None:
+    """Once the history tables are complete, the migration transaction only inserts into them:
+    no ALTER TABLE (ACCESS EXCLUSIVE) that would block `supabase migration list` until commit."""
+    from datetime import UTC, datetime
+
+    import psycopg
+
+    from dbsage.tools.history import HistoryRecord, record_applied
+
+    first = migration(project, "20300101000000_a.sql", "create table public.a (id int);\n")
+    assert apply(db, first, project).status == "applied"
+    rec = HistoryRecord(ts="20300101000001", version="20300101000001", name="b", path="b.sql",
+                        checksum="x", mode="yolo", started_at=datetime.now(UTC),
+                        duration_ms=1.0, rows_affected=0, statements=["select 1"],
+                        snapshot_before=None, snapshot_after=None, diff_patch=None)
+    with db.connect() as writer, db.connect() as reader:
+        with writer.transaction():
+            record_applied(writer, rec)
+            reader.execute("SET lock_timeout = '300ms'")
+            try:
+                rows = reader.execute("SELECT count(*) FROM supabase_migrations.schema_migrations"
+                                      ).fetchone()
+            except psycopg.errors.LockNotAvailable:
+                pytest.fail("recording history locked out readers of schema_migrations")
+            assert rows == (1,)  # the uncommitted row is not visible; the reader was not blocked
+            raise psycopg.Rollback()

@@ -138,10 +138,32 @@ def latest_applied_version(conn: psycopg.Connection) -> str | None:
     return row[0] if row else None
 
 
-def record_applied(conn: psycopg.Connection, rec: HistoryRecord) -> None:
-    """Insert both history rows; call inside the migration's transaction."""
+# Both tables with every column and index dbsage writes: the DDL above is then a no-op.
+_HISTORY_READY_SQL = """
+SELECT to_regclass('dbsage.migration_log_version_idx') IS NOT NULL
+   AND (SELECT count(*) FROM pg_attribute
+        WHERE attrelid = to_regclass('supabase_migrations.schema_migrations')
+          AND attname IN ('version', 'statements', 'name') AND attnum > 0
+          AND NOT attisdropped) = 3
+"""
+
+
+def ensure_history_tables(conn: psycopg.Connection) -> None:
+    """Create or complete both history tables, only when something is missing.
+
+    `ALTER TABLE ... ADD COLUMN IF NOT EXISTS` takes ACCESS EXCLUSIVE even when the column
+    exists; run inside a migration's transaction it would block every reader of the Supabase
+    history (Studio, `supabase migration list`) until the migration commits.
+    """
+    if conn.execute(_HISTORY_READY_SQL).fetchone() == (True,):
+        return
     conn.execute(SUPABASE_HISTORY_DDL)
     conn.execute(DBSAGE_LOG_DDL)
+
+
+def record_applied(conn: psycopg.Connection, rec: HistoryRecord) -> None:
+    """Insert both history rows; call inside the migration's transaction."""
+    ensure_history_tables(conn)
     conn.execute("INSERT INTO supabase_migrations.schema_migrations (version, statements, name) "
                  "VALUES (%s, %s, %s)", (rec.version, rec.statements, rec.name))
     params: dict[str, Any] = {**rec.__dict__, "statement_count": len(rec.statements)}

@@ -901,11 +901,11 @@ def _version_name(conn: psycopg.Connection, version: str) -> str:
 
 
 def _record_rollback(conn: psycopg.Connection, rec: dict[str, Any]) -> None:
-    from dbsage.tools.history import DBSAGE_LOG_DDL
+    from dbsage.tools.history import ensure_history_tables
 
     conn.execute("DELETE FROM supabase_migrations.schema_migrations WHERE version = %s",
                  (rec["version"],))
-    conn.execute(DBSAGE_LOG_DDL)
+    ensure_history_tables(conn)
     conn.execute(
         """INSERT INTO dbsage.migration_log (ts, event, version, name, path, checksum, status,
                mode, started_at, duration_ms, rows_affected, statements, snapshot_before,
