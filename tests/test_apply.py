@@ -305,14 +305,13 @@ def test_writing_history_does_not_lock_readers_of_the_supabase_history(db: Db, p
                         checksum="x", mode="yolo", started_at=datetime.now(UTC),
                         duration_ms=1.0, rows_affected=0, statements=["select 1"],
                         snapshot_before=None, snapshot_after=None, diff_patch=None)
-    with db.connect() as writer, db.connect() as reader:
-        with writer.transaction():
-            record_applied(writer, rec)
-            reader.execute("SET lock_timeout = '300ms'")
-            try:
-                rows = reader.execute("SELECT count(*) FROM supabase_migrations.schema_migrations"
-                                      ).fetchone()
-            except psycopg.errors.LockNotAvailable:
-                pytest.fail("recording history locked out readers of schema_migrations")
-            assert rows == (1,)  # the uncommitted row is not visible; the reader was not blocked
-            raise psycopg.Rollback()
+    with db.connect() as writer, db.connect() as reader, writer.transaction():
+        record_applied(writer, rec)
+        reader.execute("SET lock_timeout = '300ms'")
+        try:
+            rows = reader.execute("SELECT count(*) FROM supabase_migrations.schema_migrations"
+                                  ).fetchone()
+        except psycopg.errors.LockNotAvailable:
+            pytest.fail("recording history locked out readers of schema_migrations")
+        assert rows == (1,)  # the uncommitted row is not visible; the reader was not blocked
+        raise psycopg.Rollback()
