@@ -26,6 +26,7 @@ from dbsage.agent.commands import (
 )
 from dbsage.agent.dispatch import MODE_HELP, ChatSession, DispatchResult, execute, migration_files
 from dbsage.agent.modes import Question, YesAsker
+from dbsage.tools.errors import Terminated
 
 if TYPE_CHECKING:
     from dbsage.agent.report import RunReport
@@ -258,6 +259,8 @@ def run_repl(session: ChatSession) -> int:
     while True:
         try:
             line = prompt.prompt(f"dara[{session.mode}]> ")
+        except Terminated:
+            raise
         except KeyboardInterrupt:
             continue
         except EOFError:
@@ -265,9 +268,13 @@ def run_repl(session: ChatSession) -> int:
             return 0
         try:
             result = handle_line(line, session)
+        except Terminated:
+            raise
         except KeyboardInterrupt:
             _print("⏹ Interrupted. If a run was in progress, its transaction was rolled back.")
             continue
+        if result is not None and result.report is not None and result.report.exit_code == 143:
+            raise Terminated  # SIGTERM arrived during the run: it stopped cleanly, now leave
         if result is not None and result.exit:
             return 0
 

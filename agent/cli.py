@@ -223,7 +223,13 @@ def chat_cmd(
 
     if mode not in MODES:
         _fail(f"Unknown mode {mode!r}.", f"Choose one of: {', '.join(MODES)}.")
-    raise typer.Exit(run_chat(db=db, mode=mode, script=script))
+    from dbsage.tools.errors import Terminated
+
+    try:
+        code = run_chat(db=db, mode=mode, script=script)
+    except Terminated:
+        code = 143  # SIGTERM ends the chat (a run in it has stopped cleanly first)
+    raise typer.Exit(code)
 
 
 @db_app.command("url")
@@ -276,8 +282,19 @@ def db_stop(db: DbOption = None) -> None:
     typer.echo("Embedded PostgreSQL stopped.")
 
 
+def _stop_cleanly(signum: int, frame: object) -> None:
+    # SIGTERM (a CI job cancelled, a container stopped) stops a run like Ctrl-C: the open
+    # transaction rolls back, the lock is released, temporary files are removed.
+    from dbsage.tools.errors import Terminated
+
+    raise Terminated
+
+
 def main() -> None:
     """Console entry point."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _stop_cleanly)
     try:
         app()
     finally:

@@ -306,10 +306,15 @@ def apply_migration(ctx: RunContext) -> None:
             snapshot_before=ctx.report.files.get("before"),
             snapshot_after=ctx.rel(ctx.files["after"]), diff_patch=ctx.rel(ctx.files["diff"])))
 
+    def progress(r: Any) -> None:
+        ctx.report.statements[r.index - 1].update(status=r.status, rows_affected=r.rows_affected,
+                                                  duration_ms=round(r.duration_ms, 3))
+
     try:
         ctx.apply_result = run(ctx.conn, m, lock_timeout=ctx.options.lock_timeout,
                                statement_timeout=ctx.options.statement_timeout,
-                               retry=lock_retry_policy(ctx), before_commit=record)
+                               retry=lock_retry_policy(ctx), before_commit=record,
+                               on_statement=progress)
     except MigrationFailedError as exc:
         for row in exc.data.get("statements") or []:
             ctx.report.statements[row["index"] - 1].update(
@@ -993,6 +998,13 @@ def run_task(ctx: RunContext) -> RunReport:
         _join_pending(ctx)
     except DbsageError as exc:
         _fail(ctx, exc)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (the CLI raises Terminated)
+        from dbsage.tools.errors import Terminated
+
+        error = _interrupted(ctx)
+        error.exit_code = 143 if isinstance(exc, Terminated) else 130
+        _fail(ctx, error)
+        ctx.report.exit_code = error.exit_code  # also after a commit: the run did not finish
     finally:
         _cancel_pending(ctx)
         discard_early_snapshot(ctx)
@@ -1103,6 +1115,29 @@ def _fail(ctx: RunContext, exc: DbsageError) -> None:
     ctx.report.error = {k: (redact(v) if isinstance(v, str) else v)
                         for k, v in exc.to_dict().items() if k != "statements"}
     ctx.report.exit_code = exc.exit_code
+
+
+def _interrupted(ctx: RunContext) -> DbsageError:
+    """What an interrupt left behind (an open transaction has been rolled back by then)."""
+    from dbsage.tools.errors import RunInterrupted
+
+    if ctx.report.status in ("applied", "rolled_back"):
+        return RunInterrupted("Interrupted after the commit; the steps after it did not finish.")
+    steps = ctx.report.steps
+    if steps and steps[-1]["step"] == "apply_migration":  # stopped while a statement ran
+        running = next((s for s in ctx.report.statements if s["status"] == "not_run"), None)
+        if running is not None:
+            running["status"] = "interrupted"
+    m = ctx.migration
+    if m is None or m.transactional or ctx.report.task != "apply-migration":
+        return RunInterrupted("Interrupted. Nothing was committed: the database is unchanged.")
+    ran = [str(s["line"]) for s in ctx.report.statements if s["status"] == "ok"]
+    done = f"the statements at line(s) {', '.join(ran)} are committed" if ran else "none of them "\
+        "finished"
+    return RunInterrupted(
+        f"Interrupted. This file runs outside a transaction: {done}; the rest did not run.",
+        hint="An interrupted CREATE INDEX CONCURRENTLY leaves an INVALID index: *smoke-test "
+             "finds it; DROP INDEX CONCURRENTLY it, then apply the remaining statements.")
 
 
 def _ran_sql(ctx: RunContext) -> bool:

@@ -67,23 +67,27 @@ class _Retryable(Exception):
 
 
 BeforeCommit = Callable[["psycopg.Connection", list[StatementResult]], None]
+OnStatement = Callable[[StatementResult], None]
 
 
 def apply_migration(conn: psycopg.Connection, migration: MigrationFile, *,
                     lock_timeout: str = "1s", statement_timeout: str | None = None,
                     retry: LockRetryPolicy | None = None,
-                    before_commit: BeforeCommit | None = None) -> ApplyResult:
+                    before_commit: BeforeCommit | None = None,
+                    on_statement: OnStatement | None = None) -> ApplyResult:
     """Run the migration's statements on an autocommit connection.
 
     A transactional migration runs in one transaction; `before_commit` runs inside it (the
     history rows), so all of it commits or none does. A lock timeout rolls everything back and
     retries with backoff. A file made only of non-transactional statements runs them one by
-    one, then `before_commit` in its own transaction.
+    one, then `before_commit` in its own transaction. `on_statement` hears of each statement
+    that finished (so an interrupted run can tell what ran).
     """
     if migration.transactional:
         return _apply_in_transaction(conn, migration, lock_timeout, statement_timeout,
-                                     retry or LockRetryPolicy(), before_commit)
-    return _apply_one_by_one(conn, migration, lock_timeout, statement_timeout, before_commit)
+                                     retry or LockRetryPolicy(), before_commit, on_statement)
+    return _apply_one_by_one(conn, migration, lock_timeout, statement_timeout, before_commit,
+                             on_statement)
 
 
 def _set_timeouts(conn: psycopg.Connection, lock_timeout: str, statement_timeout: str | None,
@@ -95,7 +99,8 @@ def _set_timeouts(conn: psycopg.Connection, lock_timeout: str, statement_timeout
 
 def _apply_in_transaction(conn: psycopg.Connection, migration: MigrationFile, lock_timeout: str,
                           statement_timeout: str | None, policy: LockRetryPolicy,
-                          before_commit: BeforeCommit | None) -> ApplyResult:
+                          before_commit: BeforeCommit | None,
+                          on_statement: OnStatement | None = None) -> ApplyResult:
     from tenacity import (
         RetryError,
         Retrying,
@@ -116,7 +121,7 @@ def _apply_in_transaction(conn: psycopg.Connection, migration: MigrationFile, lo
         for attempt in retrying:
             with attempt:
                 results = _run_transaction(conn, migration, lock_timeout, statement_timeout,
-                                           before_commit)
+                                           before_commit, on_statement)
     except RetryError as exc:
         last = exc.last_attempt.exception()
         assert isinstance(last, _Retryable)
@@ -135,8 +140,8 @@ def _apply_in_transaction(conn: psycopg.Connection, migration: MigrationFile, lo
 
 
 def _run_transaction(conn: psycopg.Connection, migration: MigrationFile, lock_timeout: str,
-                     statement_timeout: str | None,
-                     before_commit: BeforeCommit | None) -> list[StatementResult]:
+                     statement_timeout: str | None, before_commit: BeforeCommit | None,
+                     on_statement: OnStatement | None = None) -> list[StatementResult]:
     import psycopg
 
     results = [StatementResult(s.index, s.line, s.summary, "not_run")
@@ -146,6 +151,8 @@ def _run_transaction(conn: psycopg.Connection, migration: MigrationFile, lock_ti
             _set_timeouts(conn, lock_timeout, statement_timeout, local=True)
             for stmt, res in zip(migration.statements, results, strict=True):
                 _run_statement(conn, stmt, res)
+                if on_statement:
+                    on_statement(res)
             if before_commit:
                 before_commit(conn, results)
     except psycopg.Error as exc:
@@ -171,8 +178,8 @@ def _run_statement(conn: psycopg.Connection, stmt: Statement, res: StatementResu
 
 
 def _apply_one_by_one(conn: psycopg.Connection, migration: MigrationFile, lock_timeout: str,
-                      statement_timeout: str | None,
-                      before_commit: BeforeCommit | None) -> ApplyResult:
+                      statement_timeout: str | None, before_commit: BeforeCommit | None,
+                      on_statement: OnStatement | None = None) -> ApplyResult:
     import psycopg
 
     started = time.perf_counter()
@@ -193,6 +200,8 @@ def _apply_one_by_one(conn: psycopg.Connection, migration: MigrationFile, lock_t
                     hint=_hint(failure, stmt))
                 err.data["statements"] = [r.__dict__ for r in results]
                 raise err from None
+            if on_statement:
+                on_statement(res)
         if before_commit:
             with conn.transaction():
                 before_commit(conn, results)

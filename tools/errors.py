@@ -130,3 +130,13 @@ class MigrationFailedError(DbsageError):
 
 class LockTimeoutExhaustedError(MigrationFailedError):
     """lock_timeout kept firing: every retry was rolled back."""
+
+
+class RunInterrupted(DbsageError):
+    """The run was stopped by Ctrl-C or SIGTERM; what was committed is said in the report."""
+
+    exit_code = 130
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be so that a run stops the same clean way."""
