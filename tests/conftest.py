@@ -3,6 +3,7 @@ when Debian's binaries are on the machine. Each test gets its own database."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import pwd
 import shutil
@@ -21,7 +22,9 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "migrations"
 # Validated task definitions are cached (agent/definitions.py); keep the tests' cache to
 # themselves, also for the dbsage subprocesses they start.
-os.environ.setdefault("DBSAGE_CACHE_DIR", tempfile.mkdtemp(prefix="dbsage-test-cache-"))
+if "DBSAGE_CACHE_DIR" not in os.environ:
+    os.environ["DBSAGE_CACHE_DIR"] = tempfile.mkdtemp(prefix="dbsage-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["DBSAGE_CACHE_DIR"], ignore_errors=True)
 
 
 @dataclass
