@@ -154,3 +154,16 @@ exec {real} "$@"
                             ).fetchone() == (True,)
     snapshots = project / "supabase" / "snapshots"
     assert not [p.name for p in snapshots.iterdir() if p.name.startswith(".")]
+
+
+def test_no_early_snapshot_while_another_migration_holds_the_lock(db18: Db, tmp_path: Path
+                                                                  ) -> None:
+    """Its statements must not queue behind this run's pg_dump; this run stops at the lock."""
+    with connect(db18.url, autocommit=True) as other:
+        acquire_lock(other)
+        assert start_early_snapshot(db18.url, tmp_path / "x.sql") is None
+    assert not (tmp_path / "x.sql").exists()
+    early = start_early_snapshot(db18.url, tmp_path / "y.sql")  # lock free again
+    assert early is not None
+    early.discard()
+    assert not (tmp_path / "y.sql").exists()

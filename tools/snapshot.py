@@ -215,8 +215,13 @@ def take_snapshot(url: str, dest: Path, server_major: int, *,
 # history row, so equal histories mean no migration committed in between and the dump is
 # what a dump taken under the lock would be. Otherwise it is discarded and dumped again.
 
+# Also: is the migration lock held? Then another migration is running: its statements must not
+# queue behind this pg_dump's ACCESS SHARE locks, and this run will stop at the lock anyway.
 _EXPORT_SQL = ("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\n"
-               "SELECT pg_export_snapshot(), current_setting('server_version_num');\n")
+               "SELECT pg_export_snapshot(), current_setting('server_version_num'), "
+               "(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
+               "objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = "
+               "hashtext('{key}')::bigint);\n")
 _HISTORY_TABLES = {
     "dbsage.migration_log": "SELECT count(*)::text || ':' || coalesce(max(id)::text, '') "
                             "FROM dbsage.migration_log",
@@ -310,8 +315,8 @@ class EarlySnapshot:
 
 def start_early_snapshot(url: str, tmp: Path, *, timeout_s: float = 5.0) -> EarlySnapshot | None:
     """Export a snapshot from a psql session and start pg_dump on it; None if that cannot be
-    done (no psql, no answer within `timeout_s`, no pg_dump for the server): the run then
-    dumps under the lock as usual."""
+    done (no psql, no answer within `timeout_s`, no pg_dump for the server) or should not be
+    (another migration holds the lock): the run then goes on as without it."""
     import selectors
 
     from dbsage.tools.connection import libpq_argv_env
@@ -327,12 +332,16 @@ def start_early_snapshot(url: str, tmp: Path, *, timeout_s: float = 5.0) -> Earl
         env=env)
     assert exporter.stdin is not None and exporter.stdout is not None
     try:
-        exporter.stdin.write(_EXPORT_SQL)
+        from dbsage.tools.lock import MIGRATION_LOCK_KEY
+
+        exporter.stdin.write(_EXPORT_SQL.format(key=MIGRATION_LOCK_KEY))
         exporter.stdin.flush()
         with selectors.DefaultSelector() as sel:
             sel.register(exporter.stdout, selectors.EVENT_READ)
             answer = exporter.stdout.readline() if sel.select(timeout_s) else ""
-        snapshot_id, _, version = answer.strip().partition("|")
+        snapshot_id, version, lock_holders = answer.strip().split("|")
+        if int(lock_holders):
+            raise ValueError("another migration holds the lock")
         server_major = int(version) // 10000
         tool = find_pg_dump(server_major)
         dump = start_dump(url, tmp, server_major, snapshot_id=snapshot_id, pg_dump=tool)
