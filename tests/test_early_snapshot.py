@@ -167,3 +167,26 @@ def test_no_early_snapshot_while_another_migration_holds_the_lock(db18: Db, tmp_
     assert early is not None
     early.discard()
     assert not (tmp_path / "y.sql").exists()
+
+
+@pytest.mark.parametrize(("sql", "waits"), [
+    ("alter table public.accounts add column note text;\n", True),  # ACCESS EXCLUSIVE
+    ("do $$ begin perform 1; end $$;\n", True),  # locks unseen by the analysis
+    ("create table public.other (id int);\n", False),
+    ("create index accounts_id_name_idx on public.accounts (id, name);\n", False),  # SHARE
+])
+def test_the_gate_dry_run_waits_for_the_early_dump_only_when_it_would_queue_behind_it(
+        db18: Db, project: Path, monkeypatch: pytest.MonkeyPatch, sql: str, waits: bool) -> None:
+    db18.execute(SCHEMA)
+    calls: list[str] = []
+    wait = EarlySnapshot.wait_for_dump
+
+    def recorded(self: EarlySnapshot) -> None:
+        calls.append("wait")
+        wait(self)
+
+    monkeypatch.setattr(EarlySnapshot, "wait_for_dump", recorded)
+    report = run_apply(migration(project, "20300101000000_m.sql", sql), _yolo(db18, project))
+    assert report.status == "applied", report.error
+    assert bool(calls) is waits
+    assert "kept" in _step(report, "take_snapshot_before")["note"]
