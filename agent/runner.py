@@ -94,6 +94,8 @@ class RunContext:
     # joined, in order, once the post-conditions and acceptance criteria have run.
     pending: list[Pending] = field(default_factory=list)
     step_note: str | None = None  # a step's one-line remark for the report's step entry
+    data_targets: list[Any] = field(default_factory=list)  # what the migration destroys
+    saved_data: list[Any] = field(default_factory=list)  # and what was saved of it
 
     def rel(self, p: Path) -> str:
         """A path as the user sees it: relative to the project when inside it."""
@@ -314,8 +316,13 @@ def apply_migration(ctx: RunContext) -> None:
         ctx.apply_result = run(ctx.conn, m, lock_timeout=ctx.options.lock_timeout,
                                statement_timeout=ctx.options.statement_timeout,
                                retry=lock_retry_policy(ctx), before_commit=record,
-                               on_statement=progress)
-    except MigrationFailedError as exc:
+                               on_statement=progress, before_statements=_data_saver(ctx))
+    except DbsageError as exc:  # a failed statement, or saving the data failed (rolled back)
+        # With the connection gone (even during COMMIT) the outcome is unknown: keep the data.
+        if getattr(exc, "rolled_back", True) and not (ctx.conn.broken or ctx.conn.closed):
+            _report_saved_data(ctx, committed=False)
+        if not isinstance(exc, MigrationFailedError):
+            raise
         for row in exc.data.get("statements") or []:
             ctx.report.statements[row["index"] - 1].update(
                 status=row["status"], rows_affected=row["rows_affected"],
@@ -323,6 +330,9 @@ def apply_migration(ctx: RunContext) -> None:
         if exc.rolled_back:
             ctx.report.notices.append("Everything was rolled back: the database is unchanged.")
         raise
+    # Any other error (a broken connection, an interrupt) leaves the saved data alone: whether
+    # the commit happened is not known here, and losing it would be worse than a stray folder.
+    _report_saved_data(ctx, committed=True)
     res = ctx.apply_result
     for r in res.statements:
         ctx.report.statements[r.index - 1].update(status=r.status, rows_affected=r.rows_affected,
@@ -424,23 +434,54 @@ ROLLBACK_DIR = Path("supabase") / "rollback"
 
 
 def save_destroyed_data(ctx: RunContext) -> None:
-    """Step (apply): before a destructive migration, save exactly the data it destroys."""
+    """Step (apply): find the data a destructive migration destroys; apply_migration saves it
+    inside the migration's own transaction, so no write can slip in between."""
     from dbsage.tools.sqlfile import DATA_DESTROYING_KINDS
 
     m = ensure_parsed(ctx)
     if not any(s.kind in DATA_DESTROYING_KINDS for s in m.statements):
         return  # nothing to look at closer (and no need to load tools/rollback.py)
-    from dbsage.tools.rollback import destructive_targets, save_data
+    from dbsage.tools.rollback import destructive_targets
 
     targets = destructive_targets(m)
-    if not targets:
-        return
+    if targets:
+        ctx.data_targets = targets
+        ctx.step_note = (f"{len(targets)} target(s); saved inside the migration's transaction, "
+                         "before its first statement")
+
+
+def _data_saver(ctx: RunContext) -> Callable[[psycopg.Connection], None] | None:
+    """The hook that saves the destroyed data in the migration's transaction (each attempt)."""
+    if not ctx.data_targets:
+        return None
+    import shutil
+
+    from dbsage.tools.rollback import lock_for_saving, save_data
+
     dest = ctx.options.project_dir / SNAPSHOT_DIR / f"{ensure_ts(ctx)}_data"
-    saved = save_data(ensure_connected(ctx), targets, dest)
-    if saved:
+
+    def save(conn: psycopg.Connection) -> None:
+        shutil.rmtree(dest, ignore_errors=True)  # a rolled-back attempt of this run
+        lock_for_saving(conn, ctx.data_targets)
+        ctx.saved_data = save_data(conn, ctx.data_targets, dest)
+
+    return save
+
+
+def _report_saved_data(ctx: RunContext, committed: bool) -> None:
+    """Keep the saved data with a committed migration; drop it with a rolled-back one."""
+    import shutil
+
+    if not ctx.data_targets or ctx.ts is None:
+        return
+    dest = ctx.options.project_dir / SNAPSHOT_DIR / f"{ctx.ts}_data"
+    if not committed:
+        shutil.rmtree(dest, ignore_errors=True)  # nothing was destroyed
+        return
+    if ctx.saved_data:
         ctx.report.files["data"] = ctx.rel(dest)
         ctx.report.notices.append(
-            f"Saved {sum(x.rows for x in saved)} row(s) the migration destroys to "
+            f"Saved {sum(x.rows for x in ctx.saved_data)} row(s) the migration destroys to "
             f"{ctx.rel(dest)} (for *rollback {ctx.ts}).")
 
 

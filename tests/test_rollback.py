@@ -368,3 +368,40 @@ def test_apply_rollback_needs_the_lock_and_is_all_or_nothing(db18: Db, project: 
     assert db18.scalar("select count(*) from supabase_migrations.schema_migrations") == 1
     assert db18.scalar("select count(*) from dbsage.migration_log "
                        "where event = 'rollback'") == 0
+
+
+def test_rows_written_just_before_the_migration_are_saved_and_come_back(
+        db: Db, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The data is saved inside the migration's own transaction (under a SHARE lock), so a
+    write that commits after the pipeline's earlier steps is still in it."""
+    from dbsage.agent import runner
+    from dbsage.agent.runner import RunOptions, run_rollback_task
+
+    db.execute(PROFILES)
+    planned = runner.STEPS["save_destroyed_data"]
+
+    def plan_then_someone_writes(ctx: runner.RunContext) -> None:
+        planned(ctx)
+        db.execute("insert into public.profiles values (101, 'late@example.com', 'late'); "
+                   "update public.profiles set nickname = 'renamed' where id = 1")
+
+    monkeypatch.setitem(runner.STEPS, "save_destroyed_data", plan_then_someone_writes)
+    ts, saved = _apply_with_saved_data(db, project, f"{VERSION}_drop_nickname.sql",
+                                       "alter table public.profiles drop column nickname;\n")
+    assert [(s.table, s.rows) for s in saved] == [("profiles", 101)]
+    monkeypatch.undo()
+    report = run_rollback_task(ts, RunOptions(mode="yolo", db=db.url, project_dir=project))
+    assert report.status == "rolled_back", report.error
+    nicknames = _nicknames(db)
+    assert nicknames[101] == "late" and nicknames[1] == "renamed" and len(nicknames) == 101
+
+
+def test_a_failed_migration_keeps_no_saved_data(db18: Db, project: Path) -> None:
+    db18.execute(PROFILES)
+    path = migration(project, f"{VERSION}_fails.sql",
+                     "alter table public.profiles drop column nickname;\nselect 1/0;\n")
+    report = apply(db18, path, project)
+    assert report.status == "failed"
+    assert "data" not in report.files
+    assert not list((project / "supabase" / "snapshots").glob("*_data"))
+    assert len(_nicknames(db18)) == 100

@@ -68,24 +68,31 @@ class _Retryable(Exception):
 
 BeforeCommit = Callable[["psycopg.Connection", list[StatementResult]], None]
 OnStatement = Callable[[StatementResult], None]
+BeforeStatements = Callable[["psycopg.Connection"], None]
 
 
 def apply_migration(conn: psycopg.Connection, migration: MigrationFile, *,
                     lock_timeout: str = "1s", statement_timeout: str | None = None,
                     retry: LockRetryPolicy | None = None,
                     before_commit: BeforeCommit | None = None,
-                    on_statement: OnStatement | None = None) -> ApplyResult:
+                    on_statement: OnStatement | None = None,
+                    before_statements: BeforeStatements | None = None) -> ApplyResult:
     """Run the migration's statements on an autocommit connection.
 
     A transactional migration runs in one transaction; `before_commit` runs inside it (the
     history rows), so all of it commits or none does. A lock timeout rolls everything back and
     retries with backoff. A file made only of non-transactional statements runs them one by
     one, then `before_commit` in its own transaction. `on_statement` hears of each statement
-    that finished (so an interrupted run can tell what ran).
+    that finished (so an interrupted run can tell what ran). `before_statements` runs inside
+    the transaction before the first statement, again on every retry (saving the data the
+    migration destroys, under the same lock_timeout).
     """
     if migration.transactional:
         return _apply_in_transaction(conn, migration, lock_timeout, statement_timeout,
-                                     retry or LockRetryPolicy(), before_commit, on_statement)
+                                     retry or LockRetryPolicy(), before_commit, on_statement,
+                                     before_statements)
+    if before_statements:  # nothing that destroys data runs outside a transaction
+        before_statements(conn)
     return _apply_one_by_one(conn, migration, lock_timeout, statement_timeout, before_commit,
                              on_statement)
 
@@ -100,7 +107,8 @@ def _set_timeouts(conn: psycopg.Connection, lock_timeout: str, statement_timeout
 def _apply_in_transaction(conn: psycopg.Connection, migration: MigrationFile, lock_timeout: str,
                           statement_timeout: str | None, policy: LockRetryPolicy,
                           before_commit: BeforeCommit | None,
-                          on_statement: OnStatement | None = None) -> ApplyResult:
+                          on_statement: OnStatement | None = None,
+                          before_statements: BeforeStatements | None = None) -> ApplyResult:
     from tenacity import (
         RetryError,
         Retrying,
@@ -121,7 +129,7 @@ def _apply_in_transaction(conn: psycopg.Connection, migration: MigrationFile, lo
         for attempt in retrying:
             with attempt:
                 results = _run_transaction(conn, migration, lock_timeout, statement_timeout,
-                                           before_commit, on_statement)
+                                           before_commit, on_statement, before_statements)
     except RetryError as exc:
         last = exc.last_attempt.exception()
         assert isinstance(last, _Retryable)
@@ -141,7 +149,9 @@ def _apply_in_transaction(conn: psycopg.Connection, migration: MigrationFile, lo
 
 def _run_transaction(conn: psycopg.Connection, migration: MigrationFile, lock_timeout: str,
                      statement_timeout: str | None, before_commit: BeforeCommit | None,
-                     on_statement: OnStatement | None = None) -> list[StatementResult]:
+                     on_statement: OnStatement | None = None,
+                     before_statements: BeforeStatements | None = None
+                     ) -> list[StatementResult]:
     import psycopg
 
     results = [StatementResult(s.index, s.line, s.summary, "not_run")
@@ -149,6 +159,8 @@ def _run_transaction(conn: psycopg.Connection, migration: MigrationFile, lock_ti
     try:
         with conn.transaction():
             _set_timeouts(conn, lock_timeout, statement_timeout, local=True)
+            if before_statements:
+                before_statements(conn)
             for stmt, res in zip(migration.statements, results, strict=True):
                 _run_statement(conn, stmt, res)
                 if on_statement:

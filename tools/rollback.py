@@ -582,13 +582,30 @@ def _merge(conn: psycopg.Connection, targets: Iterable[DataTarget]) -> list[_Pla
     return list(plans.values())
 
 
+# Statements that take ACCESS EXCLUSIVE on their table anyway: holding SHARE on it from the
+# save on only starts the writers' wait a little earlier, and makes the saved rows exactly the
+# rows the statement destroys. DELETE and UPDATE take no such lock; blocking every writer
+# for a whole migration for them would cost more than the gap it closes.
+_SHARE_LOCK_BEFORE_SAVING = frozenset({"drop table", "drop column", "alter column type",
+                                       "truncate"})
+
+
+def lock_for_saving(conn: psycopg.Connection, targets: Sequence[DataTarget]) -> None:
+    """Inside the migration's transaction, before `save_data`: SHARE-lock (no writes until
+    commit) every existing table a DROP, ALTER COLUMN TYPE or TRUNCATE will destroy data in."""
+    for plan in _merge(conn, [t for t in targets if t.reason in _SHARE_LOCK_BEFORE_SAVING]):
+        conn.execute(sql.SQL("LOCK TABLE {}.{} IN SHARE MODE").format(
+            sql.Identifier(plan.schema), sql.Identifier(plan.table)))
+
+
 def save_data(conn: psycopg.Connection, targets: Sequence[DataTarget],
               dest_dir: Path) -> list[SavedData]:
     """Save the data `targets` would destroy as CSV files plus `manifest.json` in `dest_dir`.
 
     A column target saves the key columns and the affected columns; a whole table (or a table
-    without a usable key) saves every column. Runs in one REPEATABLE READ transaction; call it
-    before the migration, while holding the migration lock. Nothing is written for no targets.
+    without a usable key) saves every column. Inside a caller's transaction (the migration's
+    own, after `lock_for_saving`) it reads what that transaction sees; alone it runs in one
+    REPEATABLE READ transaction. Nothing is written for no targets.
     """
     import psycopg
 
