@@ -240,15 +240,12 @@ def take_snapshot_before(ctx: RunContext) -> None:
 
 def take_snapshot_after(ctx: RunContext) -> None:
     """Start pg_dump for {TS}_after.sql; it runs while the post-conditions are checked."""
-    import os
-
-    from dbsage.tools.snapshot import start_dump
+    from dbsage.tools.snapshot import start_snapshot
 
     assert ctx.target is not None
     ensure_ts(ctx)
     dest = ctx.files["after"]
-    running = start_dump(ctx.target.url, dest.with_name(f".{dest.name}.{os.getpid()}.tmp"),
-                         ctx.server_major)
+    running = start_snapshot(ctx.target.url, dest, ctx.server_major)
 
     def finish() -> None:
         running.finish(dest)
@@ -458,7 +455,7 @@ def _data_saver(ctx: RunContext) -> Callable[[psycopg.Connection], None] | None:
 
     from dbsage.tools.rollback import lock_for_saving, save_data
 
-    dest = ctx.options.project_dir / SNAPSHOT_DIR / f"{ensure_ts(ctx)}_data"
+    dest = _saved_data_dir(ctx)
 
     def save(conn: psycopg.Connection) -> None:
         shutil.rmtree(dest, ignore_errors=True)  # a rolled-back attempt of this run
@@ -468,13 +465,17 @@ def _data_saver(ctx: RunContext) -> Callable[[psycopg.Connection], None] | None:
     return save
 
 
+def _saved_data_dir(ctx: RunContext) -> Path:
+    return ctx.options.project_dir / SNAPSHOT_DIR / f"{ensure_ts(ctx)}_data"
+
+
 def _report_saved_data(ctx: RunContext, committed: bool) -> None:
     """Keep the saved data with a committed migration; drop it with a rolled-back one."""
     import shutil
 
     if not ctx.data_targets or ctx.ts is None:
         return
-    dest = ctx.options.project_dir / SNAPSHOT_DIR / f"{ctx.ts}_data"
+    dest = _saved_data_dir(ctx)
     if not committed:
         shutil.rmtree(dest, ignore_errors=True)  # nothing was destroyed
         return

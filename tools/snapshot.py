@@ -197,11 +197,17 @@ def dump_schema(url: str, server_major: int, *, pg_dump: PgDump | None = None,
     return normalise_dump(text, server_major), running.tool
 
 
+def start_snapshot(url: str, dest: Path, server_major: int, *,
+                   pg_dump: PgDump | None = None) -> RunningDump:
+    """Start the snapshot for `dest` into a temporary file beside it; `.finish(dest)` ends it."""
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    return start_dump(url, tmp, server_major, pg_dump=pg_dump)
+
+
 def take_snapshot(url: str, dest: Path, server_major: int, *,
                   pg_dump: PgDump | None = None) -> SnapshotResult:
     """Write a normalised schema-only snapshot to `dest` (never overwriting one)."""
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    return start_dump(url, tmp, server_major, pg_dump=pg_dump).finish(dest)
+    return start_snapshot(url, dest, server_major, pg_dump=pg_dump).finish(dest)
 
 
 # --- the early before-snapshot ----------------------------------------------------------------
