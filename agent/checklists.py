@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from dbsage.tools.catalog import USER_SCHEMA_FILTER as USER_SCHEMA_FILTER  # for runner.py
 from dbsage.tools.errors import DbsageError
 
 if TYPE_CHECKING:
@@ -19,9 +20,6 @@ if TYPE_CHECKING:
     from dbsage.agent.runner import RunContext
 
 Status = Literal["pass", "warn", "fail"]
-USER_SCHEMA_FILTER = ("n.nspname NOT IN ('pg_catalog', 'information_schema', 'dbsage', "
-                      "'supabase_migrations') AND n.nspname NOT LIKE 'pg_toast%%' AND "
-                      "n.nspname NOT LIKE 'pg_temp%%'")
 
 
 @dataclass
@@ -81,9 +79,9 @@ def _conn(ctx: RunContext) -> psycopg.Connection:
 @check("connection_established")
 def connection_established(ctx: RunContext) -> CheckResult:
     """The target answers a query on the run's session."""
-    conn = _conn(ctx)
-    row = conn.execute("SELECT 1").fetchone()
-    if row != (1,):
+    from dbsage.tools.catalog import answers
+
+    if not answers(_conn(ctx)):
         return _fail("the database did not answer SELECT 1")
     return _ok(f"connected to {ctx.report.target} (PostgreSQL {ctx.report.server_version})")
 
@@ -215,14 +213,11 @@ def _analysis(ctx: RunContext) -> Any:
 @check("transaction_committed")
 def transaction_committed(ctx: RunContext) -> CheckResult:
     """A fresh session sees the migration's history row: the transaction really committed."""
-    from dbsage.tools.connection import connect
+    from dbsage.tools.history import recorded_in_new_session
 
     if ctx.report.status != "applied" or ctx.target is None:
         return _fail("the migration did not commit")
-    with connect(ctx.target.url, autocommit=True) as other:
-        row = other.execute("SELECT count(*) FROM supabase_migrations.schema_migrations "
-                            "WHERE version = %s", (ctx.report.version,)).fetchone()
-    if row and row[0] == 1:
+    if recorded_in_new_session(ctx.target.url, ctx.report.version or "") == 1:
         return _ok("committed: visible from a new session")
     return _fail("a new session does not see the migration's history row")
 
@@ -230,18 +225,16 @@ def transaction_committed(ctx: RunContext) -> CheckResult:
 @check("history_row_present")
 def history_row_present(ctx: RunContext) -> CheckResult:
     """Both history rows exist, with this file's checksum and this run's TS."""
+    from dbsage.tools.history import applied_rows
+
     m = ctx.migration
     if m is None or ctx.report.status != "applied":
         return _fail("nothing was applied, so nothing was recorded")
-    row = _conn(ctx).execute(
-        "SELECT (SELECT count(*) FROM supabase_migrations.schema_migrations WHERE version = %s),"
-        " (SELECT count(*) FROM dbsage.migration_log WHERE version = %s AND ts = %s AND "
-        "checksum = %s AND event = 'apply')",
-        (ctx.report.version, ctx.report.version, ctx.ts, m.checksum)).fetchone()
-    if row == (1, 1):
+    rows = applied_rows(_conn(ctx), ctx.report.version or "", ctx.ts or "", m.checksum)
+    if (rows.schema_migrations, rows.migration_log) == (1, 1):
         return _ok(f"version {ctx.report.version} recorded in supabase_migrations and dbsage")
-    return _fail(f"history rows found: supabase_migrations={row and row[0]}, "
-                 f"dbsage.migration_log={row and row[1]}")
+    return _fail(f"history rows found: supabase_migrations={rows.schema_migrations}, "
+                 f"dbsage.migration_log={rows.migration_log}")
 
 
 def _from_smoke(outcome: Any) -> CheckResult:
@@ -269,56 +262,32 @@ def no_not_valid_constraints(ctx: RunContext) -> CheckResult:
 @check("no_orphaned_fk_rows")
 def no_orphaned_fk_rows(ctx: RunContext) -> CheckResult:
     """Foreign keys on the tables the migration touched have no orphaned rows."""
-    from psycopg import sql
+    from dbsage.tools.catalog import foreign_key_orphans
 
     tables = sorted({t for s in _analysis(ctx).statements for t in s.tables})
     if not tables:
         return _ok("the migration touches no table")
-    conn = _conn(ctx)
-    fks = conn.execute(
-        "SELECT co.conname, co.conrelid::regclass::text, co.confrelid::regclass::text, "
-        "array(SELECT attname FROM unnest(co.conkey) WITH ORDINALITY k(n, o) JOIN pg_attribute a "
-        "ON a.attrelid = co.conrelid AND a.attnum = k.n ORDER BY k.o), "
-        "array(SELECT attname FROM unnest(co.confkey) WITH ORDINALITY k(n, o) JOIN pg_attribute a "
-        "ON a.attrelid = co.confrelid AND a.attnum = k.n ORDER BY k.o) "
-        "FROM pg_constraint co WHERE co.contype = 'f' AND (co.conrelid = ANY(%(t)s::regclass[]) "
-        "OR co.confrelid = ANY(%(t)s::regclass[]))",
-        {"t": [t for t in tables if _exists(conn, t)]}).fetchall()
-    orphans = []
-    for name, child, parent, ccols, pcols in fks:
-        query = sql.SQL("SELECT count(*) FROM {child} c WHERE {notnull} AND NOT EXISTS "
-                        "(SELECT 1 FROM {parent} p WHERE {match})").format(
-            child=sql.SQL(child), parent=sql.SQL(parent),
-            notnull=sql.SQL(" AND ").join(sql.SQL("c.{} IS NOT NULL").format(sql.Identifier(c))
-                                          for c in ccols),
-            match=sql.SQL(" AND ").join(
-                sql.SQL("p.{} = c.{}").format(sql.Identifier(p), sql.Identifier(c))
-                for p, c in zip(pcols, ccols, strict=True)))
-        row = conn.execute(query).fetchone()
-        if row and row[0]:
-            orphans.append(f"{child}.{name}: {row[0]} orphaned row(s)")
+    found = foreign_key_orphans(_conn(ctx), tables)
+    orphans = [f"{o.child}.{o.constraint}: {o.rows} orphaned row(s)" for o in found.orphans]
     if orphans:
         return _fail("; ".join(orphans), items=orphans)
-    return _ok(f"{len(fks)} foreign key(s) checked, no orphaned rows")
-
-
-def _exists(conn: psycopg.Connection, table: str) -> bool:
-    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
-    return bool(row and row[0])
+    return _ok(f"{found.checked} foreign key(s) checked, no orphaned rows")
 
 
 @check("rls_enabled_on_new_tables")
 def rls_enabled_on_new_tables(ctx: RunContext) -> CheckResult:
     """Tables the migration created in exposed schemas have row level security enabled."""
+    from dbsage.tools.catalog import is_table, rls_enabled
+
     exposed = ctx.options.exposed_schemas
     created = [t for t in _analysis(ctx).created if t.split(".")[0] in exposed]
     if not created:
         return _ok(f"no new table in exposed schema(s) {', '.join(exposed)}")
     conn = _conn(ctx)
-    created = [t for t in created if _is_table(conn, t)]  # `created` also names indexes, ...
+    created = [t for t in created if is_table(conn, t)]  # `created` also names indexes, ...
     if not created:
         return _ok(f"no new table in exposed schema(s) {', '.join(exposed)}")
-    missing = [t for t in created if not _rls_on(conn, t)]
+    missing = [t for t in created if not rls_enabled(conn, t)]
     if missing:
         return CheckResult("warn", f"RLS is off on new table(s) {', '.join(missing)}: anyone "
                            "with the API key can read them (ALTER TABLE ... ENABLE ROW LEVEL "
@@ -326,22 +295,10 @@ def rls_enabled_on_new_tables(ctx: RunContext) -> CheckResult:
     return _ok(f"RLS enabled on {', '.join(created)}")
 
 
-def _is_table(conn: psycopg.Connection, name: str) -> bool:
-    row = conn.execute("SELECT relkind IN ('r', 'p') FROM pg_class WHERE oid = to_regclass(%s)",
-                       (name,)).fetchone()
-    return bool(row and row[0])
-
-
-def _rls_on(conn: psycopg.Connection, table: str) -> bool:
-    row = conn.execute("SELECT relrowsecurity FROM pg_class WHERE oid = to_regclass(%s)",
-                       (table,)).fetchone()
-    return bool(row and row[0])
-
-
 @check("database_unchanged")
 def database_unchanged(ctx: RunContext) -> CheckResult:
     """After a dry-run: the schema fingerprint equals the one taken before it."""
-    from dbsage.agent.runner import schema_fingerprint
+    from dbsage.tools.catalog import schema_fingerprint
 
     if ctx.fingerprint_before is None:
         return _fail("no fingerprint was taken before the dry-run")
@@ -395,14 +352,13 @@ def no_data_loss(ctx: RunContext) -> CheckResult:
 @check("rollback_recorded")
 def rollback_recorded(ctx: RunContext) -> CheckResult:
     """The version left supabase_migrations and dbsage logged the rollback event."""
+    from dbsage.tools.history import rollback_rows
+
     plan = ctx.rollback
     if plan is None or ctx.report.status != "rolled_back":
         return _fail("nothing was rolled back")
-    row = _conn(ctx).execute(
-        "SELECT (SELECT count(*) FROM supabase_migrations.schema_migrations WHERE version = %s),"
-        " (SELECT count(*) FROM dbsage.migration_log WHERE ts = %s AND event = 'rollback')",
-        (plan["version"], ctx.ts)).fetchone()
-    if row == (0, 1):
+    rows = rollback_rows(_conn(ctx), plan["version"], ctx.ts or "")
+    if (rows.schema_migrations, rows.migration_log) == (0, 1):
         return _ok(f"version {plan['version']} marked reverted; rollback {ctx.ts} logged")
-    return _fail(f"history after rollback: schema_migrations rows={row and row[0]}, "
-                 f"rollback log rows={row and row[1]}")
+    return _fail(f"history after rollback: schema_migrations rows={rows.schema_migrations}, "
+                 f"rollback log rows={rows.migration_log}")

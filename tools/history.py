@@ -80,6 +80,23 @@ class HistoryRecord:
     diff_patch: str | None
 
 
+@dataclass(frozen=True)
+class HistoryRows:
+    """How many rows each history table holds for one run (see the functions returning it)."""
+
+    schema_migrations: int
+    migration_log: int
+
+
+@dataclass(frozen=True)
+class ApplyRun:
+    """What dbsage's log says one apply run applied."""
+
+    version: str
+    name: str
+    path: str
+
+
 def find_applied(conn: psycopg.Connection, version: str) -> AppliedMigration | None:
     """The history of `version`, or None when it was never applied (or no history exists)."""
     tables = conn.execute(
@@ -174,3 +191,45 @@ def record_applied(conn: psycopg.Connection, rec: HistoryRecord) -> None:
            VALUES (%(ts)s, 'apply', %(version)s, %(name)s, %(path)s, %(checksum)s, 'applied',
                %(mode)s, %(started_at)s, %(duration_ms)s, %(rows_affected)s, %(statement_count)s,
                %(snapshot_before)s, %(snapshot_after)s, %(diff_patch)s)""", params)
+
+
+def recorded_in_new_session(url: str, version: str) -> int:
+    """Rows of `version` in the Supabase history as a new session sees them: only what committed.
+
+    Opens (and closes) a session of its own on `url`.
+    """
+    from dbsage.tools.connection import connect
+
+    with connect(url, autocommit=True) as other:
+        row = other.execute("SELECT count(*) FROM supabase_migrations.schema_migrations "
+                            "WHERE version = %s", (version,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def applied_rows(conn: psycopg.Connection, version: str, ts: str, checksum: str) -> HistoryRows:
+    """The Supabase history rows of `version`, and dbsage's 'apply' rows of run `ts` with `checksum`."""
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM supabase_migrations.schema_migrations WHERE version = %s),"
+        " (SELECT count(*) FROM dbsage.migration_log WHERE version = %s AND ts = %s AND "
+        "checksum = %s AND event = 'apply')",
+        (version, version, ts, checksum)).fetchone()
+    assert row is not None
+    return HistoryRows(int(row[0]), int(row[1]))
+
+
+def rollback_rows(conn: psycopg.Connection, version: str, ts: str) -> HistoryRows:
+    """The Supabase history rows of `version` (0 once reverted), and dbsage's 'rollback' rows of
+    run `ts`."""
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM supabase_migrations.schema_migrations WHERE version = %s),"
+        " (SELECT count(*) FROM dbsage.migration_log WHERE ts = %s AND event = 'rollback')",
+        (version, ts)).fetchone()
+    assert row is not None
+    return HistoryRows(int(row[0]), int(row[1]))
+
+
+def find_apply_run(conn: psycopg.Connection, ts: str) -> ApplyRun | None:
+    """The version, name and file path apply run `ts` recorded, or None when there is no such run."""
+    row = conn.execute("SELECT version, name, path FROM dbsage.migration_log WHERE ts = %s AND "
+                       "event = 'apply' ORDER BY id DESC LIMIT 1", (ts,)).fetchone()
+    return ApplyRun(row[0], row[1], row[2]) if row else None

@@ -1,0 +1,109 @@
+"""Catalog questions about the target: does a relation exist, is RLS on, are rows orphaned under
+a foreign key, and a fingerprint of the user schemas. Read-only; nothing here prints."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import psycopg
+
+USER_SCHEMA_FILTER = ("n.nspname NOT IN ('pg_catalog', 'information_schema', 'dbsage', "
+                      "'supabase_migrations') AND n.nspname NOT LIKE 'pg_toast%%' AND "
+                      "n.nspname NOT LIKE 'pg_temp%%'")
+
+
+@dataclass(frozen=True)
+class OrphanedRows:
+    """Rows of `child` whose foreign key `constraint` points at no row of `parent`."""
+
+    constraint: str
+    child: str
+    parent: str
+    rows: int
+
+
+@dataclass(frozen=True)
+class ForeignKeyOrphans:
+    """The foreign keys on or to some tables, and those with orphaned rows."""
+
+    checked: int  # foreign keys looked at
+    orphans: tuple[OrphanedRows, ...]
+
+
+def answers(conn: psycopg.Connection) -> bool:
+    """The server answers `SELECT 1` on this session."""
+    row = conn.execute("SELECT 1").fetchone()
+    return row == (1,)
+
+
+def relation_exists(conn: psycopg.Connection, name: str) -> bool:
+    """`name` (as `to_regclass` reads it) names an existing relation."""
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
+    return bool(row and row[0])
+
+
+def is_table(conn: psycopg.Connection, name: str) -> bool:
+    """`name` is an ordinary or partitioned table (not an index, view, sequence, ...)."""
+    row = conn.execute("SELECT relkind IN ('r', 'p') FROM pg_class WHERE oid = to_regclass(%s)",
+                       (name,)).fetchone()
+    return bool(row and row[0])
+
+
+def rls_enabled(conn: psycopg.Connection, table: str) -> bool:
+    """Row level security is enabled on `table`."""
+    row = conn.execute("SELECT relrowsecurity FROM pg_class WHERE oid = to_regclass(%s)",
+                       (table,)).fetchone()
+    return bool(row and row[0])
+
+
+def foreign_key_orphans(conn: psycopg.Connection, tables: Sequence[str]) -> ForeignKeyOrphans:
+    """Count the orphaned rows under every foreign key on or to the existing `tables`."""
+    from psycopg import sql
+
+    fks = conn.execute(
+        "SELECT co.conname, co.conrelid::regclass::text, co.confrelid::regclass::text, "
+        "array(SELECT attname FROM unnest(co.conkey) WITH ORDINALITY k(n, o) JOIN pg_attribute a "
+        "ON a.attrelid = co.conrelid AND a.attnum = k.n ORDER BY k.o), "
+        "array(SELECT attname FROM unnest(co.confkey) WITH ORDINALITY k(n, o) JOIN pg_attribute a "
+        "ON a.attrelid = co.confrelid AND a.attnum = k.n ORDER BY k.o) "
+        "FROM pg_constraint co WHERE co.contype = 'f' AND (co.conrelid = ANY(%(t)s::regclass[]) "
+        "OR co.confrelid = ANY(%(t)s::regclass[]))",
+        {"t": [t for t in tables if relation_exists(conn, t)]}).fetchall()
+    orphans = []
+    for name, child, parent, ccols, pcols in fks:
+        query = sql.SQL("SELECT count(*) FROM {child} c WHERE {notnull} AND NOT EXISTS "
+                        "(SELECT 1 FROM {parent} p WHERE {match})").format(
+            child=sql.SQL(child), parent=sql.SQL(parent),
+            notnull=sql.SQL(" AND ").join(sql.SQL("c.{} IS NOT NULL").format(sql.Identifier(c))
+                                          for c in ccols),
+            match=sql.SQL(" AND ").join(
+                sql.SQL("p.{} = c.{}").format(sql.Identifier(p), sql.Identifier(c))
+                for p, c in zip(pcols, ccols, strict=True)))
+        row = conn.execute(query).fetchone()
+        if row and row[0]:
+            orphans.append(OrphanedRows(name, child, parent, int(row[0])))
+    return ForeignKeyOrphans(len(fks), tuple(orphans))
+
+
+def schema_fingerprint(conn: psycopg.Connection) -> str:
+    """md5 over the user schemas' relations, columns, constraints, indexes, policies, functions."""
+    row = conn.execute(f"""
+        SELECT md5(coalesce(string_agg(x, '|' ORDER BY x), '')) FROM (
+          SELECT n.nspname || '.' || c.relname || ':' || c.relkind::text || ':' ||
+                 c.relrowsecurity::text || ':' || coalesce((SELECT string_agg(a.attname || ' ' ||
+                 format_type(a.atttypid, a.atttypmod) || a.attnotnull::text, ',' ORDER BY a.attnum)
+                 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT
+                 a.attisdropped), '') AS x
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {USER_SCHEMA_FILTER}
+          UNION ALL SELECT co.conname || pg_get_constraintdef(co.oid) FROM pg_constraint co
+            JOIN pg_namespace n ON n.oid = co.connamespace WHERE {USER_SCHEMA_FILTER}
+          UNION ALL SELECT pol.polname || coalesce(pg_get_expr(pol.polqual, pol.polrelid), '')
+            FROM pg_policy pol JOIN pg_class c ON c.oid = pol.polrelid JOIN pg_namespace n ON
+            n.oid = c.relnamespace WHERE {USER_SCHEMA_FILTER}
+          UNION ALL SELECT p.proname || md5(coalesce(p.prosrc, '')) FROM pg_proc p
+            JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {USER_SCHEMA_FILTER}
+        ) s""").fetchone()
+    return str(row[0]) if row else ""
