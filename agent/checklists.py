@@ -1,6 +1,6 @@
 """The check registry: every checklist item of a task definition runs one of these.
 
-A check is `function(ctx) -> CheckResult`. It never passes by default: a check that cannot
+A check is `function(state) -> CheckResult`. It never passes by default: a check that cannot
 tell (no connection, no migration) fails and says why.
 """
 
@@ -8,32 +8,31 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from dbsage.tools.catalog import USER_SCHEMA_FILTER as USER_SCHEMA_FILTER  # for runner.py
 from dbsage.tools.errors import DbsageError
 
 if TYPE_CHECKING:
     import psycopg
 
-    from dbsage.agent.runner import RunContext
+    from dbsage.agent.state import RunState
+    from dbsage.tools.analyze import MigrationAnalysis
 
 Status = Literal["pass", "warn", "fail"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class CheckResult:
     """The outcome of one checklist item."""
 
     status: Status
     detail: str
     duration_ms: float = 0.0
-    data: dict[str, Any] = field(default_factory=dict)
     error: DbsageError | None = None  # the error behind a failure, kept for its exit code
 
 
-CheckFn = Callable[["RunContext"], CheckResult]
+CheckFn = Callable[["RunState"], CheckResult]
 CHECKS: dict[str, CheckFn] = {}
 
 
@@ -47,81 +46,80 @@ def check(check_id: str) -> Callable[[CheckFn], CheckFn]:
     return register
 
 
-def run_check(check_id: str, ctx: RunContext) -> CheckResult:
+def run_check(check_id: str, state: RunState) -> CheckResult:
     """Run one registered check; an error inside it is a failure, never a pass."""
     t0 = time.perf_counter()
     try:
-        result = CHECKS[check_id](ctx)
+        result = CHECKS[check_id](state)
     except DbsageError as exc:
         result = CheckResult("fail", exc.message, error=exc)
     except Exception as exc:  # a broken check must be visible, not silently green
         result = CheckResult("fail", f"the check itself failed: {type(exc).__name__}: {exc}")
-    result.duration_ms = round((time.perf_counter() - t0) * 1000, 2)
-    return result
+    return replace(result, duration_ms=round((time.perf_counter() - t0) * 1000, 2))
 
 
 def _ok(detail: str) -> CheckResult:
     return CheckResult("pass", detail)
 
 
-def _fail(detail: str, **data: Any) -> CheckResult:
-    return CheckResult("fail", detail, data=data)
+def _fail(detail: str) -> CheckResult:
+    return CheckResult("fail", detail)
 
 
-def _conn(ctx: RunContext) -> psycopg.Connection:
-    from dbsage.agent.runner import ensure_connected
+def _conn(state: RunState) -> psycopg.Connection:
+    from dbsage.agent.resources import ensure_connected
 
-    return ensure_connected(ctx)
+    return ensure_connected(state)
 
 
 # --- pre-conditions -------------------------------------------------------------------------
 
 @check("connection_established")
-def connection_established(ctx: RunContext) -> CheckResult:
+def connection_established(state: RunState) -> CheckResult:
     """The target answers a query on the run's session."""
     from dbsage.tools.catalog import answers
 
-    if not answers(_conn(ctx)):
+    if not answers(_conn(state)):
         return _fail("the database did not answer SELECT 1")
-    return _ok(f"connected to {ctx.report.target} (PostgreSQL {ctx.report.server_version})")
+    return _ok(f"connected to {state.target_label} (PostgreSQL {state.server_version})")
 
 
 @check("file_parses")
-def file_parses(ctx: RunContext) -> CheckResult:
+def file_parses(state: RunState) -> CheckResult:
     """The migration file parses with PostgreSQL's parser (errors carry file:line:col)."""
-    from dbsage.agent.runner import ensure_parsed
+    from dbsage.agent.resources import ensure_parsed
 
-    m = ensure_parsed(ctx)
+    m = ensure_parsed(state)
     kind = "one transaction" if m.transactional else "one by one, outside a transaction"
     return _ok(f"{len(m.statements)} statement(s), to run in {kind}")
 
 
 @check("not_applied_yet")
-def not_applied_yet(ctx: RunContext) -> CheckResult:
+def not_applied_yet(state: RunState) -> CheckResult:
     """The version is not in the history (checked again once the lock is held).
 
     An applied version fails as AlreadyAppliedError, or DriftError when the file changed.
     """
-    from dbsage.agent.runner import ensure_parsed
+    from dbsage.agent.resources import ensure_parsed
     from dbsage.tools.history import ensure_not_applied
 
-    m = ensure_parsed(ctx)
+    m = ensure_parsed(state)
     if m.version is None:
         return _ok("the file has no version digits; it will be recorded under the run's TS")
-    ensure_not_applied(_conn(ctx), m.version, m.checksum, [s.sql for s in m.statements],
+    ensure_not_applied(_conn(state), m.version, m.checksum, [s.sql for s in m.statements],
                        str(m.path))
     return _ok(f"version {m.version} is not applied yet")
 
 
 @check("checksum_unchanged")
-def checksum_unchanged(ctx: RunContext) -> CheckResult:
+def checksum_unchanged(state: RunState) -> CheckResult:
     """If the version is applied, the file is byte-for-byte what was applied (no drift)."""
-    from dbsage.agent.runner import ensure_parsed
+    from dbsage.agent.resources import ensure_parsed
     from dbsage.tools.errors import DriftError
     from dbsage.tools.history import find_applied
 
-    m = ensure_parsed(ctx)
-    applied = find_applied(_conn(ctx), m.version) if m.version else None
+    m = ensure_parsed(state)
+    applied = find_applied(_conn(state), m.version) if m.version else None
     if applied is None:
         return _ok("not applied before: nothing to compare")
     if applied.checksum is None:
@@ -137,13 +135,13 @@ def checksum_unchanged(ctx: RunContext) -> CheckResult:
 
 
 @check("migration_order")
-def migration_order(ctx: RunContext) -> CheckResult:
+def migration_order(state: RunState) -> CheckResult:
     """The version is newer than every applied version."""
-    from dbsage.agent.runner import ensure_parsed
+    from dbsage.agent.resources import ensure_parsed
     from dbsage.tools.history import latest_applied_version
 
-    m = ensure_parsed(ctx)
-    latest = latest_applied_version(_conn(ctx))
+    m = ensure_parsed(state)
+    latest = latest_applied_version(_conn(state))
     if m.version is None or latest is None:
         return _ok("no applied versions to compare with" if latest is None else
                    "the file has no version; it gets the run's TS, the newest")
@@ -151,88 +149,84 @@ def migration_order(ctx: RunContext) -> CheckResult:
         return _ok(f"{m.version} is newer than the latest applied {latest}")
     if m.version == latest:
         return _ok(f"{m.version} is the latest applied version (see not_applied_yet)")
-    return _fail(f"{m.version} is older than the latest applied version {latest}: out of order",
-                 latest=latest)
+    return _fail(f"{m.version} is older than the latest applied version {latest}: out of order")
 
 
 @check("lock_available")
-def lock_available(ctx: RunContext) -> CheckResult:
+def lock_available(state: RunState) -> CheckResult:
     """No other session holds the migration lock (a peek; the lock step takes it)."""
     from dbsage.tools.lock import ensure_lock_free
 
-    ensure_lock_free(_conn(ctx))
+    ensure_lock_free(_conn(state))
     return _ok("no other migration is running")
 
 
 @check("no_destructive_statements")
-def no_destructive_statements(ctx: RunContext) -> CheckResult:
+def no_destructive_statements(state: RunState) -> CheckResult:
     """No DROP TABLE/COLUMN, rewriting type change, TRUNCATE, DELETE/UPDATE without WHERE."""
-    ops = _analysis(ctx).destructive
+    ops = _analysis(state).destructive
     if not ops:
         return _ok("no statement destroys data")
     listed = "; ".join(f"line {o.line}: {o.kind.replace('_', ' ')} {o.table}"
                        + (f" ({', '.join(o.columns)})" if o.columns else "") for o in ops)
-    return _fail(f"destructive statement(s): {listed}", count=len(ops))
+    return _fail(f"destructive statement(s): {listed}")
 
 
 @check("lint_clean")
-def lint_clean(ctx: RunContext) -> CheckResult:
+def lint_clean(state: RunState) -> CheckResult:
     """squawk finds no error-level problem (warnings are reported, not blocking)."""
-    from dbsage.agent.runner import ensure_parsed
+    from dbsage.agent.resources import ensure_parsed
     from dbsage.tools.analyze import lint_with_squawk
 
-    m = ensure_parsed(ctx)
+    m = ensure_parsed(state)
     # dbsage runs a transactional file inside one transaction; tell squawk so.
-    findings = lint_with_squawk(m.path, pg_version=_pg_version(ctx),
+    findings = lint_with_squawk(m.path, pg_version=_pg_version(state),
                                 assume_in_transaction=m.transactional)
-    ctx.lint = findings
+    state.lint = findings
     errors = [f for f in findings if f.level == "error"]
     text = "; ".join(f"line {f.line}: {f.rule}: {f.message}" for f in (errors or findings)[:5])
     if errors:
-        return _fail(f"squawk: {len(errors)} error(s): {text}", count=len(errors))
+        return _fail(f"squawk: {len(errors)} error(s): {text}")
     if findings:
         return CheckResult("warn", f"squawk: {len(findings)} warning(s): {text}")
     return _ok("squawk found nothing")
 
 
-def _pg_version(ctx: RunContext) -> str | None:
-    return f"{ctx.server_major}.0" if ctx.server_major else None
+def _pg_version(state: RunState) -> str | None:
+    return f"{state.server_major}.0" if state.server_major else None
 
 
-def _analysis(ctx: RunContext) -> Any:
-    from dbsage.agent.runner import ensure_parsed
-    from dbsage.tools.analyze import analyze_migration
+def _analysis(state: RunState) -> MigrationAnalysis:
+    from dbsage.agent.resources import analysis_of
 
-    if ctx.analysis is None:
-        ctx.analysis = analyze_migration(ensure_parsed(ctx))
-    return ctx.analysis
+    return analysis_of(state)
 
 
 # --- post-conditions and acceptance criteria ------------------------------------------------
 
 @check("transaction_committed")
-def transaction_committed(ctx: RunContext) -> CheckResult:
+def transaction_committed(state: RunState) -> CheckResult:
     """A fresh session sees the migration's history row: the transaction really committed."""
     from dbsage.tools.history import recorded_in_new_session
 
-    if ctx.report.status != "applied" or ctx.target is None:
+    if state.status != "applied" or state.target is None:
         return _fail("the migration did not commit")
-    if recorded_in_new_session(ctx.target.url, ctx.report.version or "") == 1:
+    if recorded_in_new_session(state.target.url, state.version or "") == 1:
         return _ok("committed: visible from a new session")
     return _fail("a new session does not see the migration's history row")
 
 
 @check("history_row_present")
-def history_row_present(ctx: RunContext) -> CheckResult:
+def history_row_present(state: RunState) -> CheckResult:
     """Both history rows exist, with this file's checksum and this run's TS."""
     from dbsage.tools.history import applied_rows
 
-    m = ctx.migration
-    if m is None or ctx.report.status != "applied":
+    m = state.migration
+    if m is None or state.status != "applied":
         return _fail("nothing was applied, so nothing was recorded")
-    rows = applied_rows(_conn(ctx), ctx.report.version or "", ctx.ts or "", m.checksum)
+    rows = applied_rows(_conn(state), state.version or "", state.ts or "", m.checksum)
     if (rows.schema_migrations, rows.migration_log) == (1, 1):
-        return _ok(f"version {ctx.report.version} recorded in supabase_migrations and dbsage")
+        return _ok(f"version {state.version} recorded in supabase_migrations and dbsage")
     return _fail(f"history rows found: supabase_migrations={rows.schema_migrations}, "
                  f"dbsage.migration_log={rows.migration_log}")
 
@@ -240,50 +234,50 @@ def history_row_present(ctx: RunContext) -> CheckResult:
 def _from_smoke(outcome: Any) -> CheckResult:
     """A smoke check's outcome as a checklist result (the same catalog query serves both)."""
     detail = outcome.detail + (f": {', '.join(outcome.items)}" if outcome.items else "")
-    return CheckResult(outcome.status, detail, data={"items": list(outcome.items)})
+    return CheckResult(outcome.status, detail)
 
 
 @check("no_invalid_indexes")
-def no_invalid_indexes(ctx: RunContext) -> CheckResult:
+def no_invalid_indexes(state: RunState) -> CheckResult:
     """pg_index.indisvalid is true for every index in user schemas."""
     from dbsage.tools.smoke import check_invalid_indexes
 
-    return _from_smoke(check_invalid_indexes(_conn(ctx)))
+    return _from_smoke(check_invalid_indexes(_conn(state)))
 
 
 @check("no_not_valid_constraints")
-def no_not_valid_constraints(ctx: RunContext) -> CheckResult:
+def no_not_valid_constraints(state: RunState) -> CheckResult:
     """No constraint is left NOT VALID."""
     from dbsage.tools.smoke import check_not_valid_constraints
 
-    return _from_smoke(check_not_valid_constraints(_conn(ctx)))
+    return _from_smoke(check_not_valid_constraints(_conn(state)))
 
 
 @check("no_orphaned_fk_rows")
-def no_orphaned_fk_rows(ctx: RunContext) -> CheckResult:
+def no_orphaned_fk_rows(state: RunState) -> CheckResult:
     """Foreign keys on the tables the migration touched have no orphaned rows."""
     from dbsage.tools.catalog import foreign_key_orphans
 
-    tables = sorted({t for s in _analysis(ctx).statements for t in s.tables})
+    tables = sorted({t for s in _analysis(state).statements for t in s.tables})
     if not tables:
         return _ok("the migration touches no table")
-    found = foreign_key_orphans(_conn(ctx), tables)
+    found = foreign_key_orphans(_conn(state), tables)
     orphans = [f"{o.child}.{o.constraint}: {o.rows} orphaned row(s)" for o in found.orphans]
     if orphans:
-        return _fail("; ".join(orphans), items=orphans)
+        return _fail("; ".join(orphans))
     return _ok(f"{found.checked} foreign key(s) checked, no orphaned rows")
 
 
 @check("rls_enabled_on_new_tables")
-def rls_enabled_on_new_tables(ctx: RunContext) -> CheckResult:
+def rls_enabled_on_new_tables(state: RunState) -> CheckResult:
     """Tables the migration created in exposed schemas have row level security enabled."""
     from dbsage.tools.catalog import is_table, rls_enabled
 
-    exposed = ctx.options.exposed_schemas
-    created = [t for t in _analysis(ctx).created if t.split(".")[0] in exposed]
+    exposed = state.options.exposed_schemas
+    created = [t for t in _analysis(state).created if t.split(".")[0] in exposed]
     if not created:
         return _ok(f"no new table in exposed schema(s) {', '.join(exposed)}")
-    conn = _conn(ctx)
+    conn = _conn(state)
     created = [t for t in created if is_table(conn, t)]  # `created` also names indexes, ...
     if not created:
         return _ok(f"no new table in exposed schema(s) {', '.join(exposed)}")
@@ -291,74 +285,73 @@ def rls_enabled_on_new_tables(ctx: RunContext) -> CheckResult:
     if missing:
         return CheckResult("warn", f"RLS is off on new table(s) {', '.join(missing)}: anyone "
                            "with the API key can read them (ALTER TABLE ... ENABLE ROW LEVEL "
-                           "SECURITY)", data={"items": missing})
+                           "SECURITY)")
     return _ok(f"RLS enabled on {', '.join(created)}")
 
 
 @check("database_unchanged")
-def database_unchanged(ctx: RunContext) -> CheckResult:
+def database_unchanged(state: RunState) -> CheckResult:
     """After a dry-run: the schema fingerprint equals the one taken before it."""
     from dbsage.tools.catalog import schema_fingerprint
 
-    if ctx.fingerprint_before is None:
+    if state.fingerprint_before is None:
         return _fail("no fingerprint was taken before the dry-run")
-    after = schema_fingerprint(_conn(ctx))
-    if after == ctx.fingerprint_before:
+    after = schema_fingerprint(_conn(state))
+    if after == state.fingerprint_before:
         return _ok("schema fingerprint unchanged: the transaction was rolled back")
-    return _fail(f"schema fingerprint changed ({ctx.fingerprint_before} -> {after})")
+    return _fail(f"schema fingerprint changed ({state.fingerprint_before} -> {after})")
 
 
 @check("smoke_checks_pass")
-def smoke_checks_pass(ctx: RunContext) -> CheckResult:
+def smoke_checks_pass(state: RunState) -> CheckResult:
     """Every built-in smoke check and user test passed (warnings allowed)."""
-    smoke = ctx.smoke
+    smoke = state.smoke
     if smoke is None:
         return _fail("the smoke checks did not run")
     bad = [f"{c.id}: {c.detail}" for c in smoke.checks if c.status == "fail"]
     bad += [f"{t.path}: {t.error or '; '.join(t.failures)}" for t in smoke.user_tests
             if not t.passed]
     if bad:
-        return _fail("; ".join(bad), items=bad)
+        return _fail("; ".join(bad))
     warns = sum(c.status == "warn" for c in smoke.checks)
     return _ok(f"{len(smoke.checks)} check(s) and {len(smoke.user_tests)} user test(s) passed"
                + (f", {warns} warning(s)" if warns else ""))
 
 
 @check("rollback_target_valid")
-def rollback_target_valid(ctx: RunContext) -> CheckResult:
+def rollback_target_valid(state: RunState) -> CheckResult:
     """The TS names an applied, not yet rolled back run, and its reverse script is known."""
-    from dbsage.agent.runner import resolve_rollback
+    from dbsage.agent.steps import resolve_rollback
 
-    plan = resolve_rollback(ctx)
-    n = len(plan["script"].all_statements)
-    return _ok(f"run {plan['applied_ts']} applied version {plan['version']} ({plan['name']}); "
-               f"{n} reverse statement(s) from {plan['source']}, {len(plan['saved'])} saved "
+    plan = resolve_rollback(state)
+    n = len(plan.script.all_statements)
+    return _ok(f"run {plan.applied_ts} applied version {plan.version} ({plan.name}); "
+               f"{n} reverse statement(s) from {plan.source}, {len(plan.saved)} saved "
                "data set(s) to restore")
 
 
 @check("no_data_loss")
-def no_data_loss(ctx: RunContext) -> CheckResult:
+def no_data_loss(state: RunState) -> CheckResult:
     """The rollback drops no table or column that holds rows."""
-    from dbsage.agent.runner import resolve_rollback
+    from dbsage.agent.steps import resolve_rollback
     from dbsage.tools.rollback import rows_at_stake
 
-    losses = [x for x in rows_at_stake(_conn(ctx), resolve_rollback(ctx)["script"]) if x.rows]
+    losses = [x for x in rows_at_stake(_conn(state), resolve_rollback(state).script) if x.rows]
     if not losses:
         return _ok("the rollback drops nothing that holds data")
-    return _fail("the rollback would lose data: " + "; ".join(x.describe() for x in losses),
-                 items=[x.describe() for x in losses])
+    return _fail("the rollback would lose data: " + "; ".join(x.describe() for x in losses))
 
 
 @check("rollback_recorded")
-def rollback_recorded(ctx: RunContext) -> CheckResult:
+def rollback_recorded(state: RunState) -> CheckResult:
     """The version left supabase_migrations and dbsage logged the rollback event."""
     from dbsage.tools.history import rollback_rows
 
-    plan = ctx.rollback
-    if plan is None or ctx.report.status != "rolled_back":
+    plan = state.rollback
+    if plan is None or state.status != "rolled_back":
         return _fail("nothing was rolled back")
-    rows = rollback_rows(_conn(ctx), plan["version"], ctx.ts or "")
+    rows = rollback_rows(_conn(state), plan.version, state.ts or "")
     if (rows.schema_migrations, rows.migration_log) == (0, 1):
-        return _ok(f"version {plan['version']} marked reverted; rollback {ctx.ts} logged")
+        return _ok(f"version {plan.version} marked reverted; rollback {state.ts} logged")
     return _fail(f"history after rollback: schema_migrations rows={rows.schema_migrations}, "
                  f"rollback log rows={rows.migration_log}")
