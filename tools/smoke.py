@@ -120,6 +120,7 @@ class HistoryState:
     unverified: list[str]  # applied versions without a dbsage checksum (e.g. by the Supabase CLI)
     ignored: list[str]  # files in supabase/migrations/ without a leading version
     duplicates: list[str]  # files whose version another file already has
+    applied: list[str] = field(default_factory=list)  # files whose version is applied
 
 
 # --------------------------------------------------------------------------- helpers
@@ -289,6 +290,14 @@ def check_rls_enabled(conn: psycopg.Connection[Any],
         "LEVEL SECURITY.")
 
 
+def rls_check_url(url: str, exposed_schemas: Sequence[str] = ("public",)) -> CheckOutcome:
+    """`check_rls_enabled` on a session of its own to `url`."""
+    from dbsage.tools.connection import connect
+
+    with connect(url, autocommit=True) as conn:
+        return check_rls_enabled(conn, exposed_schemas)
+
+
 def migration_version(path: Path) -> str | None:
     """The version of a migration file: its name's leading digits (None if it has none)."""
     m = _VERSION.match(path.name)
@@ -319,7 +328,17 @@ def read_history_state(conn: psycopg.Connection[Any], project_dir: Path) -> Hist
             unverified.append(version)
         elif hashlib.sha256(files[version].read_bytes()).hexdigest() != logged:
             drifted.append(files[version].name)
-    return HistoryState(pending, missing, drifted, unverified, ignored, duplicates)
+    applied_files = sorted(files[v].name for v in files if v in applied)
+    return HistoryState(pending, missing, drifted, unverified, ignored, duplicates,
+                        applied_files)
+
+
+def history_state_url(url: str, project_dir: Path) -> HistoryState:
+    """`read_history_state` on a session of its own to `url`."""
+    from dbsage.tools.connection import connect
+
+    with connect(url, autocommit=True) as conn:
+        return read_history_state(conn, project_dir)
 
 
 def _applied_checksums(conn: psycopg.Connection[Any]) -> dict[str, str | None]:
@@ -586,3 +605,12 @@ def run_smoke_test(conn: psycopg.Connection[Any], project_dir: Path, *,
     user_tests = run_user_tests(conn, project_dir)
     passed = (all(c.status != "fail" for c in checks) and all(t.passed for t in user_tests))
     return SmokeReport(checks, user_tests, passed)
+
+
+def smoke_test_url(url: str, project_dir: Path, *,
+                   exposed_schemas: Sequence[str] = ("public",)) -> SmokeReport:
+    """`run_smoke_test` on a session of its own to `url`."""
+    from dbsage.tools.connection import connect
+
+    with connect(url, autocommit=True) as conn:
+        return run_smoke_test(conn, project_dir, exposed_schemas=exposed_schemas)
