@@ -10,9 +10,49 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import psycopg
 
-USER_SCHEMA_FILTER = ("n.nspname NOT IN ('pg_catalog', 'information_schema', 'dbsage', "
-                      "'supabase_migrations') AND n.nspname NOT LIKE 'pg_toast%%' AND "
-                      "n.nspname NOT LIKE 'pg_temp%%'")
+# --- the one definition of "user schemas" -----------------------------------------------------
+#
+# A user schema is any schema that is neither PostgreSQL's own nor dbsage's or the Supabase CLI's
+# bookkeeping. PostgreSQL owns information_schema and every schema named pg_* (pg_catalog,
+# pg_toast, each session's pg_temp_N and pg_toast_temp_N; no one else may create a pg_* schema).
+# Supabase's platform schemas are user schemas in that sense (a migration may well add a trigger
+# on auth.users, and a dry-run must show its lock), but their health is not the user's to fix:
+# the smoke checks leave them out (`platform=False`).
+
+#: PostgreSQL's schemas by name (the rule covers every other pg_* schema too).
+SYSTEM_SCHEMAS: tuple[str, ...] = ("pg_catalog", "information_schema", "pg_toast")
+#: dbsage's log and the Supabase CLI's history: kept out of snapshots, diffs and fingerprints.
+BOOKKEEPING_SCHEMAS: tuple[str, ...] = ("dbsage", "supabase_migrations")
+#: Schemas Supabase creates and manages for its services.
+PLATFORM_SCHEMAS: tuple[str, ...] = (
+    "auth", "storage", "realtime", "extensions", "graphql", "graphql_public", "vault",
+    "pgsodium", "pgsodium_masks", "supabase_functions", "net", "cron", "pgbouncer",
+    "_realtime", "_analytics",
+)
+#: Every schema excluded by name from the user schemas (besides the pg_* rule).
+EXCLUDED_SCHEMAS: tuple[str, ...] = SYSTEM_SCHEMAS + BOOKKEEPING_SCHEMAS
+
+
+def excluded_schemas(*, platform: bool = True) -> tuple[str, ...]:
+    """The schemas excluded by name; without `platform`, Supabase's platform schemas too."""
+    return EXCLUDED_SCHEMAS if platform else EXCLUDED_SCHEMAS + PLATFORM_SCHEMAS
+
+
+def is_user_schema(name: str, *, platform: bool = True) -> bool:
+    """`name` is a user schema (see above); the same rule as `user_schemas_sql`."""
+    return not name.startswith("pg_") and name not in excluded_schemas(platform=platform)
+
+
+def user_schemas_sql(column: str = "n.nspname", *, platform: bool = True) -> str:
+    """A SQL condition: the schema name in `column` is a user schema (see above).
+
+    It holds no placeholder and no `%`, so it composes into queries with or without parameters.
+    """
+    names = ", ".join(f"'{s}'" for s in excluded_schemas(platform=platform))
+    return f"{column} !~ '^pg_' AND {column} NOT IN ({names})"
+
+
+USER_SCHEMA_FILTER = user_schemas_sql()
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from dbsage.tools.apply import (
     _run_statement,
     _set_timeouts,
 )
+from dbsage.tools.catalog import EXCLUDED_SCHEMAS, user_schemas_sql
 from dbsage.tools.errors import (
     ConfigError,
     ConnectionFailedError,
@@ -49,8 +50,6 @@ STATUS_FAILED = "failed"
 STATUS_NOT_RUN = "not_run"
 STATUS_PARSED_ONLY = "validated by parsing only"
 
-# Schemas whose objects are not the user's schema: PostgreSQL's own and the migration history.
-EXCLUDED_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast", "dbsage", "supabase_migrations")
 # Transaction control a migration may hold: it stays inside dbsage's transaction.
 _ALLOWED_TXN_KINDS = frozenset({"SAVEPOINT", "RELEASE", "ROLLBACK_TO"})
 
@@ -70,15 +69,15 @@ CREATE TABLE IF NOT EXISTS dbsage.dry_run_log (
 CREATE INDEX IF NOT EXISTS dry_run_log_checksum_idx ON dbsage.dry_run_log (checksum, id);
 """
 
-_USER_RELATIONS_SQL = """
+_USER_RELATIONS_SQL = f"""
 SELECT c.oid, n.nspname || '.' || c.relname
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+WHERE {user_schemas_sql()}
 """
 
 # Relation locks of this backend in this database; system catalogs (oid < 16384) are the locks
 # of this very query and of PostgreSQL's own catalog access, not the migration's.
-_OWN_LOCKS_SQL = """
+_OWN_LOCKS_SQL = f"""
 SELECT l.relation::oid::bigint, l.mode, n.nspname, c.relname
 FROM pg_locks l
 LEFT JOIN pg_class c ON c.oid = l.relation
@@ -86,13 +85,12 @@ LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND l.relation::oid::bigint >= 16384
-  AND (n.nspname IS NULL OR (n.nspname NOT IN ('pg_catalog', 'information_schema')
-                             AND n.nspname NOT LIKE 'pg_toast%'))
+  AND (n.nspname IS NULL OR ({user_schemas_sql()}))
 """
 
-_SEQUENCES_SQL = """
+_SEQUENCES_SQL = f"""
 SELECT schemaname || '.' || sequencename, last_value FROM pg_sequences
-WHERE schemaname NOT IN ('dbsage', 'supabase_migrations')
+WHERE {user_schemas_sql("schemaname")}
 """
 
 
@@ -349,7 +347,7 @@ def _inspect(conn: psycopg.Connection) -> Any:
     from results.schemainspect import PostgreSQL
 
     inspected = PostgreSQL(conn.cursor())
-    for schema in EXCLUDED_SCHEMAS:
+    for schema in EXCLUDED_SCHEMAS:  # PostgreSQL's own and the bookkeeping schemas
         inspected.exclude_schema(schema)
     return inspected
 

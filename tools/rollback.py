@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
+from dbsage.tools.catalog import BOOKKEEPING_SCHEMAS
 from dbsage.tools.errors import DbsageError
-from dbsage.tools.snapshot import BOOKKEEPING_SCHEMAS
 from dbsage.tools.sqlfile import DATA_DESTROYING_KINDS, MigrationFile, Statement
 
 if TYPE_CHECKING:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, LiteralString, ParamSpec, cast
 import psycopg
 from psycopg import sql
 
+from dbsage.tools.catalog import excluded_schemas, user_schemas_sql
 from dbsage.tools.errors import DbsageError
 
 if TYPE_CHECKING:
@@ -29,18 +30,12 @@ Status = Literal["pass", "warn", "fail"]
 TestMode = Literal["pgtap", "plain"]
 P = ParamSpec("P")
 
-# Never "user" schemas: PostgreSQL's own (every pg_* schema, incl. other sessions' temp
-# schemas), dbsage's and the Supabase CLI's bookkeeping, and Supabase's platform schemas.
-EXCLUDED_SCHEMAS: tuple[str, ...] = (
-    "information_schema", "dbsage", "supabase_migrations",
-    "auth", "storage", "realtime", "extensions", "graphql", "graphql_public", "vault",
-    "pgsodium", "pgsodium_masks", "supabase_functions", "net", "cron", "pgbouncer",
-    "_realtime", "_analytics",
-)
 SEQUENCE_LIMIT = 0.8
 LOCK_TIMEOUT = "5s"
 _VERSION = re.compile(r"^(\d+)")
-_USER_SCHEMA = "n.nspname !~ '^pg_' AND n.nspname <> ALL(%(excluded)s::text[])"
+# The user schemas without Supabase's platform schemas: their health is not the user's to fix.
+_USER_SCHEMA = user_schemas_sql(platform=False)
+EXCLUDED_SCHEMAS = excluded_schemas(platform=False)  # by name; tools/hotpaths.py reads it
 # psql meta-commands that only change psql's output; anything else (\i, \c, ...) is an error.
 _COSMETIC_META = {"set", "unset", "pset", "timing", "echo", "qecho", "t", "x", "a", "o"}
 _META_LINE = re.compile(r"^[ \t]*\\(?P<cmd>[a-zA-Z!?]+)[^\n]*", re.MULTILINE)
@@ -146,7 +141,7 @@ def _rows(conn: psycopg.Connection[Any], query: LiteralString,
           params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
     """Run a catalog query in a rolled-back transaction (leaves the connection as it was)."""
     with conn.transaction(force_rollback=True):
-        return conn.execute(query, {"excluded": list(EXCLUDED_SCHEMAS), **(params or {})}).fetchall()
+        return conn.execute(query, params or {}).fetchall()
 
 
 def _outcome(check_id: str, title: str, bad: Status, items: list[str], ok_detail: str,

@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dbsage.tools.catalog import BOOKKEEPING_SCHEMAS
 from dbsage.tools.errors import SnapshotError
 
 if TYPE_CHECKING:
     import psycopg
 
-# Bookkeeping schemas are not the user's schema: keep them out of snapshots and diffs.
-BOOKKEEPING_SCHEMAS = ("dbsage", "supabase_migrations")
+# Snapshots leave out the bookkeeping schemas (tools/catalog.py), so a diff shows only the
+# user's change; pg_dump leaves out PostgreSQL's own schemas itself.
 # pg_dump 17.6+/18 write `\restrict <random key>`; a fixed key keeps snapshots byte-stable.
 RESTRICT_KEY = "dbsage"
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
