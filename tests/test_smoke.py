@@ -27,10 +27,12 @@ from dbsage.tools.smoke import (
     migration_version,
     parse_tap,
     pgtap_available,
+    read_history_state,
     run_smoke_test,
     run_user_test,
     run_user_tests,
 )
+from dbsage.tools.sqlfile import read_migration
 
 
 @pytest.fixture
@@ -226,6 +228,17 @@ def _record(conn: psycopg.Connection, path: Path, checksum: str | None = None) -
 def test_migration_version_is_the_leading_digits() -> None:
     assert migration_version(Path("20250101000000_create_todos.sql")) == "20250101000000"
     assert migration_version(Path("notes.sql")) is None
+
+
+def test_a_file_without_a_name_part_has_no_version_for_status_as_for_apply(
+        conn: psycopg.Connection, project: Path) -> None:
+    """It used to have one here and none in apply (which records it under the run's TS), so
+    *status called it pending for ever; by the Supabase CLI's rule it has none."""
+    path = _migration(project, "20250101000000.sql", "select 1;\n")
+    assert migration_version(path) is None
+    assert read_migration(path).version is None
+    state = read_history_state(conn, project)
+    assert (state.ignored, state.pending) == (["20250101000000.sql"], [])
 
 
 def test_history_without_table_makes_everything_pending(conn: psycopg.Connection,

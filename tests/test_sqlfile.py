@@ -169,3 +169,11 @@ def test_version_name_checksum(tmp_path: Path) -> None:
     assert (m.version, m.name) == ("20250101000000", "create_todos")
     assert m.checksum == hashlib.sha256(b"select 1;").hexdigest()
     assert split_version_name(Path("no_digits.sql")) == (None, "no_digits")
+
+
+def test_the_version_follows_the_supabase_cli_rule() -> None:
+    """`^([0-9]+)_(.*)\\.sql$`: a file the CLI skips has no version for dbsage either."""
+    assert split_version_name(Path("20250101000000.sql")) == (None, "20250101000000")
+    assert split_version_name(Path("20250101000000_.sql")) == ("20250101000000", "")
+    assert split_version_name(Path("20250101000000_a.b.sql")) == ("20250101000000", "a.b")
+    assert split_version_name(Path("2025_notes.txt")) == (None, "2025_notes")

@@ -22,6 +22,7 @@ from psycopg import sql
 
 from dbsage.tools.catalog import excluded_schemas, user_schemas_sql
 from dbsage.tools.errors import DbsageError
+from dbsage.tools.sqlfile import migration_version
 
 if TYPE_CHECKING:
     from pglast.ast import RawStmt
@@ -32,7 +33,6 @@ P = ParamSpec("P")
 
 SEQUENCE_LIMIT = 0.8
 LOCK_TIMEOUT = "5s"
-_VERSION = re.compile(r"^(\d+)")
 # The user schemas without Supabase's platform schemas: their health is not the user's to fix.
 _USER_SCHEMA = user_schemas_sql(platform=False)
 EXCLUDED_SCHEMAS = excluded_schemas(platform=False)  # by name; tools/hotpaths.py reads it
@@ -113,7 +113,7 @@ class HistoryState:
     missing: list[str]
     drifted: list[str]
     unverified: list[str]  # applied versions without a dbsage checksum (e.g. by the Supabase CLI)
-    ignored: list[str]  # files in supabase/migrations/ without a leading version
+    ignored: list[str]  # files in supabase/migrations/ without a version (sqlfile's rule)
     duplicates: list[str]  # files whose version another file already has
     applied: list[str] = field(default_factory=list)  # files whose version is applied
 
@@ -291,12 +291,6 @@ def rls_check_url(url: str, exposed_schemas: Sequence[str] = ("public",)) -> Che
 
     with connect(url, autocommit=True) as conn:
         return check_rls_enabled(conn, exposed_schemas)
-
-
-def migration_version(path: Path) -> str | None:
-    """The version of a migration file: its name's leading digits (None if it has none)."""
-    m = _VERSION.match(path.name)
-    return m.group(1) if m else None
 
 
 def read_history_state(conn: psycopg.Connection[Any], project_dir: Path) -> HistoryState:

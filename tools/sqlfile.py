@@ -13,7 +13,10 @@ from typing import Any
 from dbsage.tools.errors import MigrationFileError, TransactionShapeError
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
-_VERSION_NAME = re.compile(r"^(?P<version>\d+)_(?P<name>.+)$")
+#: The Supabase CLI's rule for a migration file name: `<digits>_<name>.sql`. A file that does
+#: not match (`20250101000000.sql`, `notes.sql`) has no version: the CLI skips it, `status` lists
+#: it as ignored, and apply records it under the run's TS.
+MIGRATION_FILE_NAME = re.compile(r"^([0-9]+)_(.*)\.sql$")
 _META_COMMAND = re.compile(r"^[ \t]*\\(?P<cmd>[a-zA-Z!?]+)", re.MULTILINE)
 
 #: Statement kinds that can destroy rows or columns; tools/rollback.py looks closer at these
@@ -61,9 +64,15 @@ class MigrationFile:
 
 
 def split_version_name(path: Path) -> tuple[str | None, str]:
-    """`20250101000000_create_todos.sql` -> ("20250101000000", "create_todos")."""
-    m = _VERSION_NAME.match(path.stem)
-    return (m["version"], m["name"]) if m else (None, path.stem)
+    """`20250101000000_create_todos.sql` -> ("20250101000000", "create_todos"); a name the
+    Supabase CLI would skip -> (None, its stem)."""
+    m = MIGRATION_FILE_NAME.match(path.name)
+    return (m[1], m[2]) if m else (None, path.stem)
+
+
+def migration_version(path: Path) -> str | None:
+    """The version of a migration file by the Supabase CLI's rule (None if it has none)."""
+    return split_version_name(path)[0]
 
 
 def read_migration(path: str | Path) -> MigrationFile:
