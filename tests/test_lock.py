@@ -74,3 +74,29 @@ def test_busy_lock_report_names_the_holder(db18: Db, project: Path) -> None:
     assert report["error"]["holder_since"]
     assert db18.scalar("select to_regclass('public.x')") is None
     assert not list((project / "supabase").glob("snapshots/*_after.sql"))
+
+
+def test_one_lock_predicate_for_the_holder_the_own_session_and_psql(db18: Db) -> None:
+    """tools.lock's predicate, as find_lock_holder, holds_lock and the early snapshot's count
+    use it, sees the lock whichever session holds it, and only that key."""
+    from dbsage.tools.lock import (
+        acquire_lock,
+        find_lock_holder,
+        holder_count_sql,
+        holds_lock,
+        release_lock,
+    )
+
+    with db18.connect() as mine, db18.connect() as other:
+        assert not holds_lock(mine) and find_lock_holder(other) is None
+        acquire_lock(mine)
+        other.execute("select pg_advisory_lock(hashtext('dbsage:other'))")
+        assert holds_lock(mine) and not holds_lock(other)
+        holder = find_lock_holder(other)
+        assert holder is not None and holder.pid == mine.info.backend_pid
+        assert find_lock_holder(mine) is None  # its own lock is not "another migration"
+        assert other.execute(f"select {holder_count_sql()}").fetchone() == (1,)  # type: ignore[arg-type]
+        assert other.execute(f"select {holder_count_sql('dbsage:other')}").fetchone() == (1,)  # type: ignore[arg-type]
+        release_lock(mine)
+        assert not holds_lock(mine)
+        assert other.execute(f"select {holder_count_sql()}").fetchone() == (0,)  # type: ignore[arg-type]

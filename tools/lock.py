@@ -13,15 +13,35 @@ if TYPE_CHECKING:
 
 MIGRATION_LOCK_KEY = "dbsage:migrate"
 
-# A one-argument advisory lock on bigint k shows in pg_locks as classid = high 32 bits,
-# objid = low 32 bits, objsubid = 1; hashtext() is int4, sign-extended to bigint.
-_HOLDER_SQL = """
+
+
+def held_lock_sql(key_sql: str = "%s", alias: str = "l") -> str:
+    """SQL condition: the pg_locks row `alias` is the granted session advisory lock on the key
+    that `key_sql` gives (a placeholder by default, or a quoted literal).
+
+    A one-argument advisory lock on bigint k shows in pg_locks as classid = high 32 bits,
+    objid = low 32 bits, objsubid = 1; hashtext() is int4, sign-extended to bigint.
+    """
+    return (f"{alias}.locktype = 'advisory' AND {alias}.granted AND {alias}.objsubid = 1 "
+            f"AND (({alias}.classid::bigint << 32) | {alias}.objid::bigint) = "
+            f"hashtext({key_sql})::bigint")
+
+
+def holder_count_sql(key: str = MIGRATION_LOCK_KEY) -> str:
+    """A parameterless SQL expression: how many sessions hold the lock on `key` (for psql)."""
+    literal = "'" + key.replace("'", "''") + "'"
+    return f"(SELECT count(*) FROM pg_locks l WHERE {held_lock_sql(literal)})"
+
+
+_HOLDER_SQL = f"""
 SELECT l.pid, a.application_name, a.backend_start, a.usename, a.client_addr::text, a.state
 FROM pg_locks l JOIN pg_stat_activity a USING (pid)
-WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-  AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtext(%s)::bigint
+WHERE {held_lock_sql()}
   AND l.pid <> pg_backend_pid()
 LIMIT 1
+"""
+_HELD_HERE_SQL = f"""
+SELECT EXISTS (SELECT FROM pg_locks l WHERE {held_lock_sql()} AND l.pid = pg_backend_pid())
 """
 
 
@@ -83,6 +103,12 @@ def find_lock_holder(conn: psycopg.Connection, key: str = MIGRATION_LOCK_KEY) ->
     """Who holds the lock, from pg_locks joined to pg_stat_activity."""
     row = conn.execute(_HOLDER_SQL, (key,)).fetchone()
     return LockHolder(*row) if row else None
+
+
+def holds_lock(conn: psycopg.Connection, key: str = MIGRATION_LOCK_KEY) -> bool:
+    """This session holds the lock on `key`."""
+    row = conn.execute(_HELD_HERE_SQL, (key,)).fetchone()
+    return bool(row and row[0])
 
 
 def release_lock(conn: psycopg.Connection, key: str = MIGRATION_LOCK_KEY) -> bool:

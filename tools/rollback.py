@@ -846,17 +846,6 @@ def _history_exists(conn: psycopg.Connection) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-def _holds_lock(conn: psycopg.Connection) -> bool:
-    from dbsage.tools.lock import MIGRATION_LOCK_KEY
-
-    row = conn.execute(
-        "SELECT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory' AND granted "
-        "AND pid = pg_backend_pid() AND objsubid = 1 "
-        "AND ((classid::bigint << 32) | objid::bigint) = hashtext(%s)::bigint)",
-        (MIGRATION_LOCK_KEY,)).fetchone()
-    return bool(row and row[0])
-
-
 def apply_rollback(conn: psycopg.Connection, script: ReverseScript, saved: Sequence[SavedData],
                    version: str, *, ts: str, mode: str = "yolo", path: str = "",
                    snapshot_before: str | None = None, snapshot_after: str | None = None,
@@ -870,7 +859,9 @@ def apply_rollback(conn: psycopg.Connection, script: ReverseScript, saved: Seque
     """
     import psycopg
 
-    if not conn.autocommit or not _holds_lock(conn):
+    from dbsage.tools.lock import holds_lock
+
+    if not conn.autocommit or not holds_lock(conn):
         raise RollbackError("apply_rollback needs an autocommit connection that holds the "
                             "migration lock.", hint="Acquire it with tools.lock.acquire_lock.")
     started_at = datetime.now(UTC)

@@ -225,10 +225,7 @@ def take_snapshot(url: str, dest: Path, server_major: int, *,
 # Also: is the migration lock held? Then another migration is running: its statements must not
 # queue behind this pg_dump's ACCESS SHARE locks, and this run will stop at the lock anyway.
 _EXPORT_SQL = ("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\n"
-               "SELECT pg_export_snapshot(), current_setting('server_version_num'), "
-               "(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
-               "objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = "
-               "hashtext('{key}')::bigint);\n")
+               "SELECT pg_export_snapshot(), current_setting('server_version_num'), {holders};\n")
 _HISTORY_TABLES = {
     "dbsage.migration_log": "SELECT count(*)::text || ':' || coalesce(max(id)::text, '') "
                             "FROM dbsage.migration_log",
@@ -339,9 +336,9 @@ def start_early_snapshot(url: str, tmp: Path, *, timeout_s: float = 5.0) -> Earl
         env=env)
     assert exporter.stdin is not None and exporter.stdout is not None
     try:
-        from dbsage.tools.lock import MIGRATION_LOCK_KEY
+        from dbsage.tools.lock import holder_count_sql
 
-        exporter.stdin.write(_EXPORT_SQL.format(key=MIGRATION_LOCK_KEY))
+        exporter.stdin.write(_EXPORT_SQL.format(holders=holder_count_sql()))
         exporter.stdin.flush()
         with selectors.DefaultSelector() as sel:
             sel.register(exporter.stdout, selectors.EVENT_READ)
