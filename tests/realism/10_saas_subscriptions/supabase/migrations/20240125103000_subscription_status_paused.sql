@@ -1,0 +1,2 @@
+-- Stripe added "paused" (pause_collection / trial without payment method).
+alter type public.subscription_status add value 'paused';
