@@ -17,6 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+pytest_plugins = ["supabase_shaped"]
 PG15_BIN = Path("/usr/lib/postgresql/15/bin")
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "migrations"
