@@ -178,19 +178,42 @@ def ensure_history_tables(conn: psycopg.Connection) -> None:
     conn.execute(DBSAGE_LOG_DDL)
 
 
+_LOG_SQL = """
+INSERT INTO dbsage.migration_log (ts, event, version, name, path, checksum, status, mode,
+    started_at, duration_ms, rows_affected, statements, snapshot_before, snapshot_after,
+    diff_patch)
+VALUES (%(ts)s, %(event)s, %(version)s, %(name)s, %(path)s, %(checksum)s, %(status)s, %(mode)s,
+    %(started_at)s, %(duration_ms)s, %(rows_affected)s, %(statement_count)s,
+    %(snapshot_before)s, %(snapshot_after)s, %(diff_patch)s)
+"""
+
+
+def _log(conn: psycopg.Connection, rec: HistoryRecord, event: str, status: str) -> None:
+    """The one INSERT into dbsage.migration_log: an apply or a rollback."""
+    params: dict[str, Any] = {**rec.__dict__, "event": event, "status": status,
+                              "statement_count": len(rec.statements)}
+    conn.execute(_LOG_SQL, params)
+
+
 def record_applied(conn: psycopg.Connection, rec: HistoryRecord) -> None:
     """Insert both history rows; call inside the migration's transaction."""
     ensure_history_tables(conn)
     conn.execute("INSERT INTO supabase_migrations.schema_migrations (version, statements, name) "
                  "VALUES (%s, %s, %s)", (rec.version, rec.statements, rec.name))
-    params: dict[str, Any] = {**rec.__dict__, "statement_count": len(rec.statements)}
-    conn.execute(
-        """INSERT INTO dbsage.migration_log (ts, event, version, name, path, checksum, status,
-               mode, started_at, duration_ms, rows_affected, statements, snapshot_before,
-               snapshot_after, diff_patch)
-           VALUES (%(ts)s, 'apply', %(version)s, %(name)s, %(path)s, %(checksum)s, 'applied',
-               %(mode)s, %(started_at)s, %(duration_ms)s, %(rows_affected)s, %(statement_count)s,
-               %(snapshot_before)s, %(snapshot_after)s, %(diff_patch)s)""", params)
+    _log(conn, rec, "apply", "applied")
+
+
+def record_rolled_back(conn: psycopg.Connection, rec: HistoryRecord) -> None:
+    """Take the version out of the Supabase history (as `supabase migration repair --status
+    reverted` does) and log the rollback run `rec.ts`; call inside the rollback's transaction.
+
+    `rec.checksum` is the reverse script's, `rec.statements` its statements and
+    `rec.rows_affected` the rows its saved data put back.
+    """
+    conn.execute("DELETE FROM supabase_migrations.schema_migrations WHERE version = %s",
+                 (rec.version,))
+    ensure_history_tables(conn)
+    _log(conn, rec, "rollback", "rolled_back")
 
 
 def recorded_in_new_session(url: str, version: str) -> int:

@@ -859,6 +859,7 @@ def apply_rollback(conn: psycopg.Connection, script: ReverseScript, saved: Seque
     """
     import psycopg
 
+    from dbsage.tools.history import HistoryRecord, record_rolled_back
     from dbsage.tools.lock import holds_lock
 
     if not conn.autocommit or not holds_lock(conn):
@@ -880,13 +881,14 @@ def apply_rollback(conn: psycopg.Connection, script: ReverseScript, saved: Seque
             for current in script.deferred:
                 conn.execute(current.sql)  # type: ignore[arg-type,unused-ignore]
             current = None
-            duration_ms = (time.perf_counter() - t0) * 1000
-            _record_rollback(conn, {
-                "ts": ts, "version": version, "name": name, "path": path,
-                "checksum": script.checksum, "mode": mode, "started_at": started_at,
-                "duration_ms": duration_ms, "rows": sum(r.rows for r in restored),
-                "statements": len(script.all_statements), "snapshot_before": snapshot_before,
-                "snapshot_after": snapshot_after, "diff_patch": diff_patch})
+            record_rolled_back(conn, HistoryRecord(
+                ts=ts, version=version, name=name, path=path, checksum=script.checksum,
+                mode=mode, started_at=started_at,
+                duration_ms=(time.perf_counter() - t0) * 1000,
+                rows_affected=sum(r.rows for r in restored),
+                statements=[s.sql for s in script.all_statements],
+                snapshot_before=snapshot_before, snapshot_after=snapshot_after,
+                diff_patch=diff_patch))
     except psycopg.Error as exc:
         raise _failed(exc, current, script) from None
     return RollbackResult(version, name, len(script.all_statements), restored,
@@ -906,21 +908,6 @@ def _version_name(conn: psycopg.Connection, version: str) -> str:
         raise RollbackError(f"Migration {version} is not applied; there is nothing to roll back.",
                             version=version)
     return str(row[0])
-
-
-def _record_rollback(conn: psycopg.Connection, rec: dict[str, Any]) -> None:
-    from dbsage.tools.history import ensure_history_tables
-
-    conn.execute("DELETE FROM supabase_migrations.schema_migrations WHERE version = %s",
-                 (rec["version"],))
-    ensure_history_tables(conn)
-    conn.execute(
-        """INSERT INTO dbsage.migration_log (ts, event, version, name, path, checksum, status,
-               mode, started_at, duration_ms, rows_affected, statements, snapshot_before,
-               snapshot_after, diff_patch)
-           VALUES (%(ts)s, 'rollback', %(version)s, %(name)s, %(path)s, %(checksum)s,
-               'rolled_back', %(mode)s, %(started_at)s, %(duration_ms)s, %(rows)s,
-               %(statements)s, %(snapshot_before)s, %(snapshot_after)s, %(diff_patch)s)""", rec)
 
 
 def _failed(exc: Exception, stmt: Statement | None, script: ReverseScript) -> RollbackFailedError:
