@@ -9,8 +9,9 @@ import psycopg
 import pytest
 from conftest import Db, _new_database
 
+from dbsage.tools.binaries import bundled_bin_dir, find_pg_dump
 from dbsage.tools.errors import SnapshotError
-from dbsage.tools.snapshot import dump_schema, find_pg_dump, normalise_dump, take_snapshot
+from dbsage.tools.snapshot import dump_schema, normalise_dump, take_snapshot
 
 SCHEMA = """
 create table public.parent (id bigint generated always as identity primary key, name text);
@@ -55,9 +56,7 @@ def test_normalise_removes_random_restrict_keys_and_new_settings() -> None:
 def test_bundled_pg_dump_18_snapshot_restores_on_pg15(pg15: object, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """pg_dump 18 writes SET transaction_timeout; PostgreSQL 15 rejects it unless normalised."""
-    from dbsage.tools.embedded import bin_dir
-
-    monkeypatch.setenv("DBSAGE_PG_DUMP", str(bin_dir() / "pg_dump"))
+    monkeypatch.setenv("DBSAGE_PG_DUMP", str(bundled_bin_dir() / "pg_dump"))
     gen = _new_database(pg15)  # type: ignore[arg-type]
     src = next(gen)
     gen2 = _new_database(pg15)  # type: ignore[arg-type]

@@ -12,15 +12,13 @@ below and the test suite checks them against `pg_locks` on real servers.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dbsage.tools.errors import DbsageError, MigrationFileError
+from dbsage.tools.errors import DbsageError, LintUnavailableError, MigrationFileError
 from dbsage.tools.sqlfile import MigrationFile, Statement
 
 if TYPE_CHECKING:
@@ -176,12 +174,6 @@ _SERIAL_TYPES = frozenset({"serial", "serial2", "serial4", "serial8", "smallseri
 
 DESTRUCTIVE_KINDS = ("drop_table", "drop_column", "alter_type", "truncate",
                      "delete_without_where", "update_without_where", "drop_schema")
-
-
-class LintUnavailableError(DbsageError):
-    """The squawk binary (from the squawk-cli wheel) cannot be found."""
-
-    exit_code = 2
 
 
 class LintFailedError(DbsageError):
@@ -963,24 +955,6 @@ def analyze_migration(migration: MigrationFile) -> MigrationAnalysis:
 # --------------------------------------------------------------------------- squawk
 
 
-def squawk_binary() -> Path:
-    """Path of the squawk executable installed by the squawk-cli wheel.
-
-    Raises:
-        LintUnavailableError: when neither the virtualenv nor PATH has squawk.
-    """
-    local = Path(sys.executable).parent / "squawk"
-    if local.is_file():
-        return local
-    found = shutil.which("squawk")
-    if found:
-        return Path(found)
-    raise LintUnavailableError(
-        "squawk is not installed: dbsage cannot lint the migration.",
-        hint="Install it in dbsage's environment: pip install squawk-cli",
-    )
-
-
 # dbsage sets lock_timeout and statement_timeout itself for every migration it applies.
 DEFAULT_EXCLUDED_RULES: tuple[str, ...] = ("require-lock-timeout", "require-statement-timeout")
 
@@ -1015,7 +989,9 @@ def lint_with_squawk(
     p = Path(path)
     if not p.is_file():
         raise MigrationFileError(f"{p}: no such file.", path=str(p))
-    cmd = [str(squawk_binary()), "--reporter", "json"]
+    from dbsage.tools.binaries import find_squawk
+
+    cmd = [str(find_squawk()), "--reporter", "json"]
     if pg_version:
         cmd += ["--pg-version", pg_version]
     if exclude:

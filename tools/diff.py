@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,9 +34,11 @@ def diff_snapshots(before: Path, after: Path, dest: Path) -> DiffResult:
 def _unified_diff(before: Path, after: Path) -> str:
     # GNU diff is linear on large, nearly equal dumps; difflib can take seconds on
     # 100k-line snapshots, so it is only the fallback where no diff binary exists.
-    exe = shutil.which("diff")
+    from dbsage.tools.binaries import find_diff
+
+    exe = find_diff()
     if exe:
-        proc = subprocess.run([exe, "-u", "--label", before.name, "--label", after.name,
+        proc = subprocess.run([str(exe), "-u", "--label", before.name, "--label", after.name,
                                str(before), str(after)], capture_output=True, text=True)
         if proc.returncode in (0, 1):
             return proc.stdout

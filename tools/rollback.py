@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import re
 import secrets
 import subprocess
@@ -394,24 +393,9 @@ def scratch_database(url: str) -> Iterator[str]:
                 sql.Identifier(name)))
 
 
-def find_psql(server_major: int) -> Path:
-    """The bundled psql 18 (reads dumps of every server up to 18), else the server's own."""
-    from dbsage.tools.embedded import bin_dir
-
-    override = os.environ.get("DBSAGE_PSQL")
-    if override:
-        return Path(override)
-    if server_major <= 18:
-        return bin_dir() / "psql"
-    same = Path(f"/usr/lib/postgresql/{server_major}/bin/psql")
-    if same.exists():
-        return same
-    raise ScratchDatabaseError(f"No psql can restore a PostgreSQL {server_major} snapshot.",
-                               hint="Install the server's client tools or set DBSAGE_PSQL.")
-
-
 def restore_snapshot(url: str, snapshot: Path, server_major: int) -> None:
     """Load a schema snapshot into `url` (a scratch database) with psql, stopping on error."""
+    from dbsage.tools.binaries import find_psql
     from dbsage.tools.connection import redact
 
     # One transaction: a scratch restore needs no per-statement commit (and fsync).

