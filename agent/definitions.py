@@ -1,96 +1,142 @@
-"""Validated task definitions as plain frozen dataclasses, cached by content.
+"""The task schema: what a `task_definitions/*.yaml` file may say, as plain frozen dataclasses.
 
-`agent/tasks.py` validates a YAML definition with pydantic and reports every problem with its
-file and line. Importing pydantic and building those models costs about 90 ms, a third of the
-whole shell procedure dbsage is measured against, and the shipped definitions are the same on
-every run. So the engine runs on these dataclasses: on the first load of a given file (same
-bytes, same schema code, same check and step registries) the validated definition is written
-as JSON to the cache; later loads read that JSON and never import pydantic or yaml.
+These classes are the one declaration of the shape: field names, types (`Literal[...]` for the
+closed sets), defaults and, in field metadata, the per-field rules:
+
+- `pattern`, `ge`, `le`, `min_length`: constraints pydantic itself reads from a dataclass
+  field's metadata (the names of its `Field()` arguments) and enforces while validating;
+- `names`: the registry (a key of the `known` mapping) the value, or each dict value, must name;
+  agent/tasks.py checks it against the registries the caller passes;
+- `yaml_default`: the value when the YAML omits the key, for a field that stays positional in
+  Python because a required field follows it (a dataclass default is impossible there).
+
+agent/tasks.py validates the YAML into these classes with pydantic (strict, unknown keys refused:
+`__pydantic_config__` below is a plain dict, so this module imports no pydantic) and reports
+every problem with its file and line. Importing pydantic and yaml costs about 90 ms and the
+shipped definitions are the same on every run, so the first load of a file (same bytes, same
+schema code, same registries) writes the validated definition as JSON to the cache; later loads
+read that JSON and never import pydantic or yaml.
 """
 
-from __future__ import annotations
-
+import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Collection
-from dataclasses import dataclass, field, fields
+from collections.abc import Collection, Mapping
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal, get_args
 
-CACHE_FORMAT = "1"
-_NESTED = "nested"  # dataclass field metadata: the spec class of a nested object or list
+CACHE_FORMAT = "3"
+
+Mode = Literal["yolo", "interactive", "preflight"]
+Severity = Literal["warn", "fail"]
+OverrideFlag = Literal["allow_out_of_order", "allow_destructive", "force", "allow_data_loss"]
+FieldType = Literal["string", "path", "integer", "number", "boolean", "object", "array"]
+#: The error kinds the engine tells apart (it maps exceptions and SQLSTATEs onto them).
+ErrorKind = Literal[
+    "connection_failed",  # ConnectionFailedError
+    "lock_busy",  # LockBusyError: another migration holds the advisory lock
+    "lock_timeout",  # SQLSTATE 55P03 lock_not_available (lock_timeout fired)
+    "query_syntax_error",  # MigrationFileError: the file does not parse
+    "transaction_rollback",  # MigrationFailedError: a statement failed, all rolled back
+    "snapshot_failed",  # SnapshotError
+]
+
+_ID = {"pattern": r"^[a-z][a-z0-9_]*$"}
 
 
-def _nested(cls: type) -> dict[str, type]:
-    return {_NESTED: cls}
+class _Strict:
+    """Base of every spec: pydantic validates strictly (no coercion) and refuses unknown keys."""
 
-
-@dataclass(frozen=True)
-class InputFieldSpec:
-    """A task input."""
-
-    name: str
-    type: str
-    source: str
-    required: bool
-    validation: str
-
-
-@dataclass(frozen=True)
-class OutputFieldSpec:
-    """A task output."""
-
-    name: str
-    type: str
-    destination: str
-    persisted: bool
+    __pydantic_config__: ClassVar[dict[str, Any]] = {"strict": True, "extra": "forbid"}
 
 
 @dataclass(frozen=True)
-class ChecklistItemSpec:
-    """A pre-condition, post-condition or acceptance criterion backed by a registered check."""
+class InputFieldSpec(_Strict):
+    """A task input (AIOS `Entrada`). The engine asks for a required `User Input` one that is
+    missing, with `validation` as the hint."""
 
-    id: str
+    name: str = field(metadata=_ID)
+    type: FieldType
+    source: str = "User Input"
+    required: bool = True
+    validation: str = ""
+
+
+@dataclass(frozen=True)
+class OutputFieldSpec(_Strict):
+    """A task output (AIOS `Saída`): documentation, under `about`."""
+
+    name: str = field(metadata=_ID)
+    type: FieldType
+    destination: str = "Return value"
+    persisted: bool = False
+
+
+@dataclass(frozen=True)
+class ChecklistItemSpec(_Strict):
+    """A pre-condition, post-condition or acceptance criterion, backed by a registered check.
+
+    A failing `blocker` stops the run with `error_message` and `hint`; a non-blocker with
+    `severity: warn` is reported as a warning, with `fail` as a failure that does not stop.
+    `override`: the flag with which yolo goes on anyway (interactive asks, pre-flight batches it).
+    """
+
+    id: str = field(metadata=_ID)
     text: str
-    check: str
-    blocker: bool
+    check: str = field(metadata={"names": "checks"})
+    blocker: bool = field(metadata={"yaml_default": True})
     error_message: str
-    severity: str
-    override: str | None
+    severity: Severity = "fail"
+    override: OverrideFlag | None = None
+    hint: str | None = None
 
 
 @dataclass(frozen=True)
-class StepSpec:
-    """A registered step; `always` steps run even after a failure."""
+class StepSpec(_Strict):
+    """A registered step; `always` steps run even after a failure (cleanup); `retry` names a
+    policy of error_handling.retry."""
 
-    id: str
-    always: bool
-    retry: str | None
-    description: str
+    id: str = field(metadata={"names": "steps"})
+    always: bool = False
+    retry: str | None = None
+    description: str = ""
 
 
 @dataclass(frozen=True)
-class ChoiceSpec:
-    """One option of a `choice` checkpoint."""
+class ChoiceSpec(_Strict):
+    """One option of a `choice` checkpoint: a `*command` shown, the registered follow-up run."""
 
     label: str
-    command: str | None
+    command: str | None = None
+    run: str | None = field(default=None, metadata={"names": "follow_ups"})
+
+
+def _interactive_only() -> list[Mode]:
+    return ["interactive"]
 
 
 @dataclass(frozen=True)
-class CheckpointSpec:
-    """A question asked before or after a step, in the listed modes."""
+class CheckpointSpec(_Strict):
+    """A question asked before or after a step, in the listed modes, by a registered action.
 
-    id: str
-    before_step: str | None
-    after_step: str | None
-    kind: str
+    `confirm`: yes/no; no stops the run with `stop_message`. `notice`: shown, not asked.
+    `choice`: a menu of `options`. Several checkpoints at one position are asked in file order.
+    `detail` names the registered provider of what is shown above the question.
+    """
+
+    id: str = field(metadata=_ID)
+    before_step: str | None = field(metadata={"yaml_default": None})
+    after_step: str | None = field(metadata={"yaml_default": None})
+    kind: Literal["confirm", "notice", "choice"] = field(metadata={"yaml_default": "confirm"})
     question: str
     explanation: str
-    options: list[ChoiceSpec] = field(metadata=_nested(ChoiceSpec))
+    options: list[ChoiceSpec] = field(default_factory=list)
     stop_message: str | None = None
-    modes: list[str] = field(default_factory=list)
+    modes: list[Mode] = field(default_factory=_interactive_only, metadata={"min_length": 1})
+    action: str = field(default="ask", metadata={"names": "actions"})
+    detail: str | None = field(default=None, metadata={"names": "details"})
 
     @property
     def step(self) -> str:
@@ -99,22 +145,23 @@ class CheckpointSpec:
 
 
 @dataclass(frozen=True)
-class RetryPolicySpec:
-    """Exponential backoff for the errors listed in `on`."""
+class RetryPolicySpec(_Strict):
+    """Exponential backoff for the errors listed in `on`: waits initial, initial*multiplier, ...
+    capped at max_wait."""
 
-    id: str
-    attempts: int
-    initial_wait_seconds: float
-    multiplier: float
-    max_wait_seconds: float
-    on: list[str]
+    id: str = field(metadata=_ID)
+    attempts: int = field(metadata={"ge": 1, "le": 100})
+    initial_wait_seconds: float = field(metadata={"ge": 0})
+    multiplier: float = field(metadata={"ge": 1, "yaml_default": 2.0})
+    max_wait_seconds: float = field(metadata={"ge": 0})
+    on: list[ErrorKind] = field(metadata={"min_length": 1})
 
 
 @dataclass(frozen=True)
-class KnownErrorSpec:
-    """A documented error kind."""
+class KnownErrorSpec(_Strict):
+    """A documented error kind: what causes it, how to resolve it, how dbsage recovers."""
 
-    kind: str
+    kind: ErrorKind
     title: str
     cause: str
     resolution: str
@@ -122,62 +169,134 @@ class KnownErrorSpec:
 
 
 @dataclass(frozen=True)
-class ErrorHandlingSpec:
-    """The strategy, the retry policies and the documented errors."""
+class ErrorHandlingSpec(_Strict):
+    """The strategy, the retry policies steps may name, and the documented errors."""
 
-    strategy: str
-    retry: list[RetryPolicySpec] = field(metadata=_nested(RetryPolicySpec))
-    errors: list[KnownErrorSpec] = field(metadata=_nested(KnownErrorSpec))
+    strategy: Literal["retry", "abort", "fallback"]
+    retry: list[RetryPolicySpec] = field(default_factory=list)
+    errors: list[KnownErrorSpec] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
-class NextStepSpec:
+class NextStepSpec(_Strict):
     """A `*command` suggested after success."""
 
-    command: str
+    command: str = field(metadata={"pattern": r"^\*[a-z]"})
     description: str
 
 
 @dataclass(frozen=True)
-class TaskSpec:
-    """One validated task definition (the fields of agent/tasks.py's TaskDefinition)."""
+class OnChecksFailedSpec(_Strict):
+    """How a run ends when a post-condition or acceptance criterion fails.
 
-    task: str
+    `message` and `hint` may name {failures} (the failed items' messages) and {ts}.
+    `mark_failed: false` keeps a committed run's status (its change is in the database).
+    """
+
+    exit_code: int = field(default=1, metadata={"ge": 1, "le": 125})
+    error: str = "ChecklistFailed"
+    message: str = "{failures}"
+    hint: str | None = None
+    mark_failed: bool = True
+
+
+@dataclass(frozen=True)
+class AboutSpec(_Strict):
+    """What a task is, for people: never executed. (AIOS files give these keys at the top level;
+    the loader moves them here.)"""
+
     title: str
     purpose: str
     responsible: str
-    responsible_type: str
-    atomic_layer: str
-    elicit: bool
-    default_mode: str
-    inputs: list[InputFieldSpec] = field(metadata=_nested(InputFieldSpec))
-    outputs: list[OutputFieldSpec] = field(metadata=_nested(OutputFieldSpec))
-    pre_conditions: list[ChecklistItemSpec] = field(metadata=_nested(ChecklistItemSpec))
-    post_conditions: list[ChecklistItemSpec] = field(metadata=_nested(ChecklistItemSpec))
-    acceptance_criteria: list[ChecklistItemSpec] = field(metadata=_nested(ChecklistItemSpec))
-    steps: list[StepSpec] = field(metadata=_nested(StepSpec))
-    checkpoints: list[CheckpointSpec] = field(metadata=_nested(CheckpointSpec))
-    error_handling: ErrorHandlingSpec = field(metadata=_nested(ErrorHandlingSpec))
+    responsible_type: str = "Agent"
+    atomic_layer: str = ""
+    elicit: bool = False
+    outputs: list[OutputFieldSpec] = field(default_factory=list)
+
+
+def _abort() -> ErrorHandlingSpec:
+    return ErrorHandlingSpec("abort")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskSpec(_Strict):
+    """One task definition. Everything but `about` is executed by the engine (agent/engine.py).
+
+    Placeholders in `success_output`, `next_steps`, checkpoint texts and `on_checks_failed`
+    must name a variable the engine fills. `success_output` is printed first, then `next_steps`.
+    `phases`: by mode, a registered phase run after the pre-conditions.
+    """
+
+    task: str = field(metadata={"pattern": r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"})
+    about: AboutSpec
+    default_mode: Mode = "interactive"
+    inputs: list[InputFieldSpec] = field(default_factory=list)
+    pre_conditions: list[ChecklistItemSpec] = field(default_factory=list)
+    post_conditions: list[ChecklistItemSpec] = field(default_factory=list)
+    acceptance_criteria: list[ChecklistItemSpec] = field(default_factory=list)
+    steps: list[StepSpec] = field(metadata={"min_length": 1})
+    checkpoints: list[CheckpointSpec] = field(default_factory=list)
+    error_handling: ErrorHandlingSpec = field(default_factory=_abort)
     success_output: str = ""
-    next_steps: list[NextStepSpec] = field(default_factory=list,
-                                           metadata=_nested(NextStepSpec))
+    next_steps: list[NextStepSpec] = field(default_factory=list)
+    phases: dict[Mode, str] = field(default_factory=dict, metadata={"names": "phases"})
+    on_checks_failed: OnChecksFailedSpec = field(default_factory=OnChecksFailedSpec)
 
     @property
     def checklist_items(self) -> list[ChecklistItemSpec]:
         """Every checklist item, in run order."""
         return [*self.pre_conditions, *self.post_conditions, *self.acceptance_criteria]
 
+    def retry_policy(self, policy_id: str) -> RetryPolicySpec:
+        """The retry policy called `policy_id` (KeyError if absent)."""
+        for policy in self.error_handling.retry:
+            if policy.id == policy_id:
+                return policy
+        raise KeyError(policy_id)
+
+
+ABOUT_KEYS = tuple(f.name for f in fields(AboutSpec))
+
+# Transitional: tests/test_engine.py's task() helper still builds a TaskSpec with the `about`
+# keys at the top level (the shape before `about`). Validation never comes here (pydantic does
+# not call __init__). Delete this together with those seven keywords in the helper.
+_dataclass_init = TaskSpec.__init__
+
+
+def _init_accepting_top_level_about(self: TaskSpec, **kwargs: Any) -> None:
+    if "about" not in kwargs:
+        kwargs["about"] = AboutSpec(**{k: kwargs.pop(k) for k in ABOUT_KEYS if k in kwargs})
+    _dataclass_init(self, **kwargs)
+
+
+TaskSpec.__init__ = _init_accepting_top_level_about  # type: ignore[method-assign]
+
+
+def nested_spec(annotation: Any) -> type | None:
+    """The spec class a field of this type holds: X, list[X], X | None, else None."""
+    if isinstance(annotation, type) and is_dataclass(annotation):
+        return annotation
+    for arg in get_args(annotation):
+        if isinstance(arg, type) and is_dataclass(arg):
+            return arg
+    return None
+
+
+_NESTED: dict[type, list[tuple[str, type | None]]] = {}
+
 
 def spec_from_dict(cls: type[Any], data: dict[str, Any]) -> Any:
-    """Build `cls` (a spec dataclass) from validated plain data, recursing into nested specs."""
+    """Build `cls` (a spec dataclass) from its `dataclasses.asdict` form, recursing into specs."""
+    shape = _NESTED.get(cls)
+    if shape is None:
+        shape = _NESTED[cls] = [(f.name, nested_spec(f.type)) for f in fields(cls)]
     kwargs: dict[str, Any] = {}
-    for f in fields(cls):
-        value = data[f.name]
-        nested = f.metadata.get(_NESTED)
-        if nested is not None:
+    for name, nested in shape:
+        value = data[name]
+        if nested is not None and value is not None:
             value = ([spec_from_dict(nested, v) for v in value] if isinstance(value, list)
                      else spec_from_dict(nested, value))
-        kwargs[f.name] = value
+        kwargs[name] = value
     return cls(**kwargs)
 
 
@@ -198,50 +317,55 @@ def cache_dir() -> Path:
 
 
 def _schema_code() -> bytes:
-    # The validation rules live in these two files: a change to either invalidates the cache.
+    # The schema and its rules live in these two files: a change to either invalidates the cache.
     here = Path(__file__).resolve().parent
-    return b"".join((here / name).read_bytes() for name in ("tasks.py", "definitions.py"))
+    from dbsage.tools.artifacts import read_bytes
+
+    return b"".join(read_bytes(here / name) for name in ("tasks.py", "definitions.py"))
 
 
-def cache_key(text: bytes, known_checks: Collection[str], known_steps: Collection[str]) -> str:
-    """sha256 over the file, the schema code and both registries."""
+def cache_key(text: bytes, known: Mapping[str, Collection[str]]) -> str:
+    """sha256 over the file, the schema code and every registry."""
     h = hashlib.sha256(CACHE_FORMAT.encode())
-    for part in (text, _schema_code(), "\0".join(sorted(known_checks)).encode(),
-                 "\0".join(sorted(known_steps)).encode()):
+    parts = [text, _schema_code()]
+    parts += [f"{key}=".encode() + "\0".join(sorted(known[key])).encode() for key in sorted(known)]
+    for part in parts:
         h.update(len(part).to_bytes(8, "big"))
         h.update(part)
     return h.hexdigest()
 
 
-def load_spec(name: str, *, known_checks: Collection[str], known_steps: Collection[str]) -> TaskSpec:
+def load_spec(name: str, known: Mapping[str, Collection[str]]) -> TaskSpec:
     """The shipped task `name`, validated (agent/tasks.py) on a cache miss, else from the cache.
 
+    `known`: registry name (checks, steps, actions, ...) -> the names registered there.
     An unknown name or an invalid file raises TaskDefinitionError, as load_task does.
     """
+    from dbsage.tools.artifacts import read_bytes, read_text
+
     source = _shipped_dir() / f"{name}.yaml"
     try:
-        text = source.read_bytes()
+        text = read_bytes(source)
     except OSError:
         text = b""
-    cached = cache_dir() / "tasks" / f"{name}-{cache_key(text, known_checks, known_steps)[:32]}.json"
+    cached = cache_dir() / "tasks" / f"{name}-{cache_key(text, known)[:32]}.json"
     try:
-        return spec_from_dict(TaskSpec, json.loads(cached.read_text(encoding="utf-8")))
+        spec: TaskSpec = spec_from_dict(TaskSpec, json.loads(read_text(cached, strict=True)))
+        return spec
     except (OSError, ValueError, KeyError, TypeError):
         pass  # no cache entry yet, or a damaged one: validate again
     from dbsage.agent.tasks import load_task
 
-    definition = load_task(name, known_checks=known_checks, known_steps=known_steps)
-    data = definition.model_dump(mode="json")
-    _write_atomically(cached, json.dumps(data))
-    return spec_from_dict(TaskSpec, data)
+    rest = {k: v for k, v in known.items() if k not in ("checks", "steps")}
+    definition = load_task(name, known_checks=known["checks"], known_steps=known["steps"],
+                           known=rest)
+    _write_atomically(cached, json.dumps(asdict(definition)))
+    return definition
 
 
 def _write_atomically(path: Path, text: str) -> None:
     """Best effort: a cache that cannot be written only costs the next run its speed."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError:
-        pass
+    from dbsage.tools.artifacts import write_text
+
+    with contextlib.suppress(OSError):
+        write_text(path, text)

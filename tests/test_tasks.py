@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from dbsage.agent.runner import STEPS as RUNNER_STEPS
+from dbsage.agent.definitions import TaskSpec
 from dbsage.agent.runner import known_checks
+from dbsage.agent.steps import STEPS as RUNNER_STEPS
 from dbsage.agent.tasks import (
-    TaskDefinition,
     TaskDefinitionError,
     load_all_tasks,
     load_task,
@@ -28,7 +28,7 @@ SHIPPED_DIR = Path(__file__).resolve().parent.parent / "task_definitions"
 MARK = "# <-"
 
 
-def load(name: str) -> TaskDefinition:
+def load(name: str) -> TaskSpec:
     return load_task(name, known_checks=CHECKS, known_steps=STEPS)
 
 
@@ -40,7 +40,7 @@ def test_every_shipped_definition_loads() -> None:
     assert shipped_task_names() == sorted(tasks)
     for name, definition in tasks.items():
         assert definition.task == name
-        assert definition.responsible.startswith("Dara")
+        assert definition.about.responsible.startswith("Dara")
         assert definition.steps, name
         assert definition.success_output, name
         assert definition.checklist_items, name
@@ -75,7 +75,7 @@ def test_steps_in_order_and_only_release_lock_always_runs(name: str, steps: list
 def test_apply_migration_contract() -> None:
     apply = load("apply-migration")
     assert apply.default_mode == "interactive"
-    assert apply.elicit is True
+    assert apply.about.elicit is True
     assert [i.name for i in apply.inputs if i.required] == ["path"]
 
     assert [i.check for i in apply.pre_conditions] == [
@@ -470,13 +470,13 @@ steps:
 def test_portuguese_aliases_load(tmp_path: Path, spelling: dict[str, str]) -> None:
     path = write(tmp_path, AIOS.format(**spelling))
     task = load_task(path, known_checks=CHECKS, known_steps=STEPS)
-    assert task.responsible == "Dara (Sage)"
-    assert task.responsible_type == "Agente"
+    assert task.about.responsible == "Dara (Sage)"
+    assert task.about.responsible_type == "Agente"
     assert [(i.name, i.type, i.source, i.required, i.validation) for i in task.inputs] == [
         ("path", "path", "User Input", True, "Valid SQL file"),
         ("params", "object", "User Input", False, ""),
     ]
-    assert [(o.name, o.type, o.destination, o.persisted) for o in task.outputs] == [
+    assert [(o.name, o.type, o.destination, o.persisted) for o in task.about.outputs] == [
         ("ts", "string", "Memory", False)]
     assert [i.check for i in task.pre_conditions] == ["connection_established"]
 
@@ -499,3 +499,123 @@ def test_parse_task_validates_text_without_a_file() -> None:
         task.retry_policy("missing")
     with pytest.raises(TaskDefinitionError, match="expected 'elsewhere'"):
         parse_task(BASE, source="elsewhere.yaml", known_checks=CHECKS, known_steps=STEPS)
+
+
+# --------------------------------------------------------------------------- the `about` block
+
+ABOUT = BASE.replace(
+    "title: Sample task\npurpose: Exercise the loader\nresponsible: Dara (Sage)\n", "").replace(
+    "outputs:\n  - name: ts\n    type: string\n    destination: Return value\n    persisted: false\n",
+    "about:\n  title: Sample task\n  purpose: Exercise the loader\n  responsible: Dara (Sage)\n"
+    "  outputs:\n    - name: ts\n      type: string\n      destination: Return value\n"
+    "      persisted: false\n")
+
+
+def test_shipped_files_keep_what_is_for_people_under_about() -> None:
+    import yaml
+
+    for path in sorted(SHIPPED_DIR.glob("*.yaml")):
+        text = path.read_text(encoding="utf-8")
+        top = yaml.safe_load(text)
+        assert "about" in top, path.name
+        assert not set(top) & {"title", "purpose", "responsible", "responsible_type",
+                               "atomic_layer", "elicit", "outputs"}, path.name
+        assert "never reads it" in text, path.name  # the comment that says so
+
+
+def test_the_top_level_aios_form_loads_into_about(tmp_path: Path) -> None:
+    assert ABOUT != BASE
+    top_level = load_task(write(tmp_path, BASE), known_checks=CHECKS, known_steps=STEPS)
+    under_about = load_task(write(tmp_path, ABOUT), known_checks=CHECKS, known_steps=STEPS)
+    assert top_level == under_about
+    assert top_level.about.title == "Sample task"
+    assert [o.name for o in top_level.about.outputs] == ["ts"]
+
+
+ABOUT_CASES = [
+    pytest.param(ABOUT + "title: Again  # <-\n",
+                 ["title: 'title' is given both at the top level and under about; keep one"],
+                 id="about-key-also-at-top-level"),
+    pytest.param(ABOUT.replace("  title: Sample task\n", "  title: Sample task\n  colour: x  # <-\n"),
+                 ["about: unknown key 'colour'", "allowed keys: title, purpose, responsible",
+                  "AIOS aliases: saida"],
+                 id="unknown-key-under-about"),
+    pytest.param(ABOUT.replace("      persisted: false\n", "      persisted: nope  # <-\n"),
+                 ["about.outputs[0].persisted", "expected a boolean"],
+                 id="bad-output-under-about"),
+    pytest.param(BASE.replace("    persisted: false\n", "    persisted: nope  # <-\n"),
+                 ["outputs[0].persisted: expected a boolean"],
+                 id="bad-top-level-output-is-reported-where-written"),
+    pytest.param(ABOUT.replace("about:\n", "about:  # <-\n").replace("  title: Sample task\n", ""),
+                 ["about: missing required key 'title'"],
+                 id="about-without-title"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), ABOUT_CASES)
+def test_about_problems_name_file_and_line(tmp_path: Path, text: str,
+                                           expected: list[str]) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(TaskDefinitionError) as info:
+        load_task(path, known_checks=CHECKS, known_steps=STEPS)
+    message = str(info.value)
+    assert message.splitlines()[0].startswith(f"{path}:{marked_line(text)}: "), message
+    for fragment in expected:
+        assert fragment in message, (fragment, message)
+
+
+# --------------------------------------------------------------------------- other registries
+
+KNOWN = {"actions": {"ask", "menu"}, "details": {"reverse_script"}, "follow_ups": {"smoke_test"},
+         "phases": {"plan_and_ask"}, "template_variables": {"path", "ts"}}
+CHOICE = ("    kind: choice\n    options:\n      - label: Smoke\n        command: \"*smoke-test\"\n"
+          "        run: smoke_test\n")
+
+REGISTRY_CASES = [
+    pytest.param(edit("    explanation: The file dbsage will run.\n",
+                      "    explanation: The file dbsage will run.\n    action: asq  # <-\n"),
+                 ["checkpoints[0].action", "unknown checkpoint action 'asq'", "did you mean 'ask'",
+                  "registered checkpoint actions: ask, menu"], id="unknown-action"),
+    pytest.param(edit("    explanation: The file dbsage will run.\n",
+                      "    explanation: The file dbsage will run.\n    detail: script  # <-\n"),
+                 ["checkpoints[0].detail", "unknown detail 'script'", "registered details: "
+                  "reverse_script"], id="unknown-detail"),
+    pytest.param(edit("    explanation: The file dbsage will run.\n",
+                      "    explanation: The file dbsage will run.\n"
+                      + CHOICE.replace("run: smoke_test", "run: smoke  # <-")),
+                 ["checkpoints[0].options[0].run", "unknown follow-up 'smoke'",
+                  "registered follow-ups: smoke_test"], id="unknown-follow-up"),
+    pytest.param(BASE + "phases:\n  preflight: plan  # <-\n",
+                 ["phases.preflight", "unknown phase 'plan'", "registered phases: plan_and_ask"],
+                 id="unknown-phase"),
+    pytest.param(edit('success_output: "Done at {ts}: {path}"\n',
+                      'success_output: "Done at {ts}: {snapshot}"  # <-\n'),
+                 ["success_output", "unknown placeholder '{snapshot}'", "the engine fills: path, ts"],
+                 id="placeholder-the-engine-does-not-fill"),
+    pytest.param(BASE + "on_checks_failed:\n  message: \"{failures} at {path}\"  # <-\n",
+                 ["on_checks_failed.message", "unknown placeholder '{path}'",
+                  "allowed: failures, ts"], id="on-checks-failed-placeholder"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), REGISTRY_CASES)
+def test_every_registry_the_engine_reads_is_checked(tmp_path: Path, text: str,
+                                                    expected: list[str]) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(TaskDefinitionError) as info:
+        load_task(path, known_checks=CHECKS, known_steps=STEPS, known=KNOWN)
+    message = str(info.value)
+    assert message.splitlines()[0].startswith(f"{path}:{marked_line(text)}: "), message
+    for fragment in expected:
+        assert fragment in message, (fragment, message)
+
+
+def test_registered_names_load(tmp_path: Path) -> None:
+    text = edit("    explanation: The file dbsage will run.\n",
+                "    explanation: The file dbsage will run.\n    action: menu\n"
+                "    detail: reverse_script\n" + CHOICE) + "phases:\n  preflight: plan_and_ask\n"
+    task = load_task(write(tmp_path, text), known_checks=CHECKS, known_steps=STEPS, known=KNOWN)
+    point = task.checkpoints[0]
+    assert (point.action, point.detail, point.options[0].run) == ("menu", "reverse_script",
+                                                                  "smoke_test")
+    assert task.phases == {"preflight": "plan_and_ask"}
