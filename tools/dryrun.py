@@ -9,8 +9,8 @@ the top-level transaction even when a savepoint is rolled back) and would otherw
 locks the migration's statements take. Under READ COMMITTED every catalog query takes a fresh
 snapshot anyway, so one transaction would not make the two inspections more consistent.
 
-Reuses tools/apply.py's private helpers `_set_timeouts`, `_run_statement`, `_failure`,
-`_describe` and `_hint` so that a dry run executes and reports exactly as apply does.
+Statements run, fail and are retried through tools/execute.py, as apply runs them, so that a
+dry run executes and reports exactly as apply does.
 """
 
 from __future__ import annotations
@@ -20,18 +20,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from dbsage.tools.apply import (
-    RETRYABLE_SQLSTATES,
-    LockRetryPolicy,
-    StatementResult,
-    _describe,
-    _failure,
-    _hint,
-    _run_statement,
-    _set_timeouts,
-)
 from dbsage.tools.catalog import EXCLUDED_SCHEMAS, user_schemas_sql
 from dbsage.tools.errors import (
     ConfigError,
@@ -39,6 +29,17 @@ from dbsage.tools.errors import (
     DbsageError,
     StatementFailure,
     TransactionShapeError,
+)
+from dbsage.tools.execute import (
+    LockRetry,
+    LockRetryPolicy,
+    StatementResult,
+    describe_failure,
+    failure_hint,
+    run_statement,
+    set_timeouts,
+    statement_failure,
+    with_lock_retry,
 )
 from dbsage.tools.sqlfile import MigrationFile, Statement
 
@@ -200,8 +201,8 @@ def dry_run_migration(conn: psycopg.Connection, migration: MigrationFile, *,
                                         retry or LockRetryPolicy(), describe_changes, observe)
     warnings = _sequence_warnings(sequences, _sequence_values(conn)) if observe else []
     duration = time.perf_counter() - started
-    message = (_describe(migration, attempt.failure, attempt.failed)
-               if attempt.failure else None)
+    message = (describe_failure(migration.path, len(migration.statements), attempt.failure,
+                                attempt.failed) if attempt.failure else None)
     record_id = _record(conn, migration, attempt.failure is None, message, duration)
     return DryRunResult(attempt.failure is None, attempt.statements, attempt.changes,
                         attempt.failure, duration, attempts, record_id, message,
@@ -245,32 +246,24 @@ def _refuse_transaction_control(migration: MigrationFile) -> None:
 def _run_with_retry(conn: psycopg.Connection, migration: MigrationFile, lock_timeout: str,
                     statement_timeout: str | None, policy: LockRetryPolicy,
                     describe: bool = True, observe: bool = True) -> tuple[_Attempt, int]:
-    from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_exponential
-
-    retrying = Retrying(
-        stop=stop_after_attempt(policy.attempts),
-        wait=wait_exponential(multiplier=policy.first_wait_s, max=policy.max_wait_s),
-        retry=retry_if_result(_lock_failed),
-        retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
-    )
-    attempt: _Attempt = retrying(_run_once, conn, migration, lock_timeout, statement_timeout,
-                                 describe, observe)
-    if attempt.failure and _lock_failed(attempt):
-        attempt.failure = dataclasses.replace(attempt.failure, hint=(
+    try:
+        return with_lock_retry(lambda: _run_once(conn, migration, lock_timeout,
+                                                 statement_timeout, policy, describe, observe),
+                               policy)
+    except LockRetry as last:
+        attempt = cast(_Attempt, last.outcome)
+        attempt.failure = dataclasses.replace(last.failure, hint=(
             f"lock_timeout {lock_timeout} fired {policy.attempts} times: a long transaction "
-            "holds the table. Find it in pg_stat_activity (state, xact_start), let it finish, "
-            "then try again; or raise --lock-timeout."))
-    return attempt, int(retrying.statistics.get("attempt_number", 1))
-
-
-def _lock_failed(attempt: _Attempt) -> bool:
-    return attempt.failure is not None and attempt.failure.sqlstate in RETRYABLE_SQLSTATES
+            "holds the table. Find it in pg_stat_activity (state, xact_start) and let it "
+            "finish; or allow a longer lock_timeout."))
+        return attempt, policy.attempts
 
 
 def _run_once(conn: psycopg.Connection, migration: MigrationFile, lock_timeout: str,
-              statement_timeout: str | None, describe: bool = True,
+              statement_timeout: str | None, policy: LockRetryPolicy, describe: bool = True,
               observe: bool = True) -> _Attempt:
-    """One transaction: inspect, run every statement, inspect again, roll back."""
+    """One transaction: inspect, run every statement, inspect again, roll back. A failure the
+    policy retries raises LockRetry with this attempt."""
     import psycopg
 
     attempt = _Attempt([DryRunStatement(s.index, s.line, s.summary, STATUS_NOT_RUN)
@@ -278,7 +271,7 @@ def _run_once(conn: psycopg.Connection, migration: MigrationFile, lock_timeout: 
     try:
         before = _inspect_before(conn, lock_timeout, statement_timeout) if describe else None
         with conn.transaction():
-            _set_timeouts(conn, lock_timeout, statement_timeout, local=True)
+            set_timeouts(conn, lock_timeout, statement_timeout, local=True)
             _run_statements(conn, migration, attempt.statements, observe)
             if describe:
                 after = _inspect(conn)
@@ -286,11 +279,13 @@ def _run_once(conn: psycopg.Connection, migration: MigrationFile, lock_timeout: 
                 attempt.ddl_script = _ddl_script(before, after)
             raise psycopg.Rollback()  # always: a dry run never commits
     except _StatementFailed as failed:
-        failure = _failure(failed.exc, failed.stmt)
-        attempt.failure = dataclasses.replace(failure, hint=_hint(failure, failed.stmt))
+        failure = statement_failure(failed.exc, failed.stmt)
+        attempt.failure = dataclasses.replace(failure, hint=failure_hint(failure, failed.stmt))
         attempt.failed = failed.stmt
     except psycopg.Error as exc:
         raise _infrastructure_error(conn, exc) from exc
+    if attempt.failure and policy.retries(attempt.failure.sqlstate):
+        raise LockRetry(attempt.failure, attempt)
     return attempt
 
 
@@ -315,7 +310,7 @@ def _run_statements(conn: psycopg.Connection, migration: MigrationFile,
             res.status = STATUS_PARSED_ONLY
             continue
         try:
-            _run_statement(conn, stmt, res)
+            run_statement(conn, stmt, res)
         except psycopg.Error as exc:
             if conn.broken:
                 raise
@@ -359,7 +354,7 @@ def _inspect_before(conn: psycopg.Connection, lock_timeout: str,
 
     inspected = None
     with conn.transaction():
-        _set_timeouts(conn, lock_timeout, statement_timeout, local=True)
+        set_timeouts(conn, lock_timeout, statement_timeout, local=True)
         inspected = _inspect(conn)
         raise psycopg.Rollback()
     return inspected

@@ -26,12 +26,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from psycopg import sql
 
 from dbsage.tools.catalog import BOOKKEEPING_SCHEMAS
-from dbsage.tools.errors import DbsageError
+from dbsage.tools.errors import DbsageError, StatementFailure
+from dbsage.tools.execute import (
+    LockRetry,
+    LockRetryPolicy,
+    execute_statement,
+    set_timeouts,
+    statement_failure,
+    with_lock_retry,
+)
 from dbsage.tools.sqlfile import DATA_DESTROYING_KINDS, MigrationFile, Statement
 
 if TYPE_CHECKING:
@@ -200,6 +208,7 @@ class RollbackResult:
     statements: int
     restored: list[RestoredData]
     duration_s: float
+    attempts: int = 1  # more than one: a lock timeout rolled the transaction back and retried
 
     @property
     def rows_restored(self) -> int:
@@ -834,49 +843,90 @@ def apply_rollback(conn: psycopg.Connection, script: ReverseScript, saved: Seque
                    version: str, *, ts: str, mode: str = "yolo", path: str = "",
                    snapshot_before: str | None = None, snapshot_after: str | None = None,
                    diff_patch: str | None = None, lock_timeout: str = "5s",
-                   statement_timeout: str | None = None) -> RollbackResult:
+                   statement_timeout: str | None = None,
+                   retry: LockRetryPolicy | None = None) -> RollbackResult:
     """Reverse DDL, data restore, deferred DDL and history in ONE transaction.
 
     `conn` is an autocommit connection holding the migration advisory lock. The version row
     leaves `supabase_migrations.schema_migrations` (like `supabase migration repair --status
     reverted`) and `dbsage.migration_log` gets a 'rollback' event with `ts` (this run's TS).
+    A lock timeout rolls the transaction back and runs it again, as apply does (`retry`).
     """
-    import psycopg
-
-    from dbsage.tools.history import HistoryRecord, record_rolled_back
     from dbsage.tools.lock import holds_lock
 
     if not conn.autocommit or not holds_lock(conn):
         raise RollbackError("apply_rollback needs an autocommit connection that holds the "
                             "migration lock.", hint="Acquire it with tools.lock.acquire_lock.")
-    started_at = datetime.now(UTC)
-    t0 = time.perf_counter()
-    current: Statement | None = None
+    policy = retry or LockRetryPolicy()
+    run = _RollbackRun(script, saved, version, ts, mode, path, snapshot_before, snapshot_after,
+                       diff_patch, datetime.now(UTC), time.perf_counter())
     try:
-        with conn.transaction():
-            conn.execute("SELECT set_config('lock_timeout', %s, true), "
-                         "set_config('statement_timeout', %s, true)",
-                         (lock_timeout or "0", statement_timeout or "0"))
-            name = _version_name(conn, version)
-            for current in script.statements:
-                conn.execute(current.sql)  # type: ignore[arg-type,unused-ignore]  # reviewed DDL
-            current = None
-            restored = restore_data(conn, saved)
-            for current in script.deferred:
-                conn.execute(current.sql)  # type: ignore[arg-type,unused-ignore]
-            current = None
-            record_rolled_back(conn, HistoryRecord(
-                ts=ts, version=version, name=name, path=path, checksum=script.checksum,
-                mode=mode, started_at=started_at,
-                duration_ms=(time.perf_counter() - t0) * 1000,
-                rows_affected=sum(r.rows for r in restored),
-                statements=[s.sql for s in script.all_statements],
-                snapshot_before=snapshot_before, snapshot_after=snapshot_after,
-                diff_patch=diff_patch))
-    except psycopg.Error as exc:
-        raise _failed(exc, current, script) from None
+        (name, restored), attempts = with_lock_retry(
+            lambda: run.transaction(conn, lock_timeout, statement_timeout, policy), policy)
+    except LockRetry as last:
+        stmt = cast("Statement | None", last.outcome)
+        raise RollbackFailedError(
+            f"{_where(script, last.failure, stmt)}could not get the locks it needs within "
+            f"lock_timeout {lock_timeout}, {policy.attempts} times. The rollback transaction was "
+            "rolled back each time; the database is unchanged.",
+            hint="A long transaction holds the table. Find it in pg_stat_activity (state, "
+            "xact_start) and let it finish; or allow a longer lock_timeout.",
+            statement=stmt.sql if stmt else None, sqlstate=last.failure.sqlstate,
+            lock_timeout=lock_timeout, attempts=policy.attempts) from None
     return RollbackResult(version, name, len(script.all_statements), restored,
-                          time.perf_counter() - t0)
+                          time.perf_counter() - run.t0, attempts)
+
+
+@dataclass(frozen=True)
+class _RollbackRun:
+    """What one rollback transaction needs; `transaction` may run more than once."""
+
+    script: ReverseScript
+    saved: Sequence[SavedData]
+    version: str
+    ts: str
+    mode: str
+    path: str
+    snapshot_before: str | None
+    snapshot_after: str | None
+    diff_patch: str | None
+    started_at: datetime
+    t0: float
+
+    def transaction(self, conn: psycopg.Connection, lock_timeout: str,
+                    statement_timeout: str | None,
+                    policy: LockRetryPolicy) -> tuple[str, list[RestoredData]]:
+        import psycopg
+
+        from dbsage.tools.history import HistoryRecord, record_rolled_back
+
+        script = self.script
+        current: Statement | None = None
+        try:
+            with conn.transaction():
+                set_timeouts(conn, lock_timeout, statement_timeout, local=True)
+                name = _version_name(conn, self.version)
+                for current in script.statements:
+                    execute_statement(conn, current)
+                current = None
+                restored = restore_data(conn, self.saved)
+                for current in script.deferred:
+                    execute_statement(conn, current)
+                current = None
+                record_rolled_back(conn, HistoryRecord(
+                    ts=self.ts, version=self.version, name=name, path=self.path,
+                    checksum=script.checksum, mode=self.mode, started_at=self.started_at,
+                    duration_ms=(time.perf_counter() - self.t0) * 1000,
+                    rows_affected=sum(r.rows for r in restored),
+                    statements=[s.sql for s in script.all_statements],
+                    snapshot_before=self.snapshot_before, snapshot_after=self.snapshot_after,
+                    diff_patch=self.diff_patch))
+        except psycopg.Error as exc:
+            failure = statement_failure(exc, current)
+            if policy.retries(failure.sqlstate):
+                raise LockRetry(failure, current) from None
+            raise _failed(failure, current, script) from None
+        return name, restored
 
 
 def _version_name(conn: psycopg.Connection, version: str) -> str:
@@ -894,14 +944,14 @@ def _version_name(conn: psycopg.Connection, version: str) -> str:
     return str(row[0])
 
 
-def _failed(exc: Exception, stmt: Statement | None, script: ReverseScript) -> RollbackFailedError:
-    import psycopg
+def _where(script: ReverseScript, failure: StatementFailure, stmt: Statement | None) -> str:
+    return f"{script.source}:{failure.line}: " if stmt else ""
 
-    diag = exc.diag if isinstance(exc, psycopg.Error) else None
-    message = (diag.message_primary if diag and diag.message_primary else str(exc)).strip()
-    where = f"{script.source}:{stmt.line}: " if stmt else ""
+
+def _failed(failure: StatementFailure, stmt: Statement | None,
+            script: ReverseScript) -> RollbackFailedError:
     return RollbackFailedError(
-        f"{where}{message} [SQLSTATE {getattr(exc, 'sqlstate', None)}]. The rollback "
-        "transaction was rolled back; the database is unchanged.",
-        hint=(diag.message_hint if diag else None) or "Fix the rollback script and run again.",
-        statement=stmt.sql if stmt else None, sqlstate=getattr(exc, "sqlstate", None))
+        f"{_where(script, failure, stmt)}{failure.message} [SQLSTATE {failure.sqlstate}]. The "
+        "rollback transaction was rolled back; the database is unchanged.",
+        hint=failure.hint or "Fix the rollback script and run again.",
+        statement=stmt.sql if stmt else None, sqlstate=failure.sqlstate)

@@ -1,0 +1,153 @@
+"""Running statements, the one way apply, dry-run and rollback all do it: session timeouts, one
+statement at a time, what PostgreSQL said when one failed, and the one lock-timeout retry.
+
+A lock timeout (or a deadlock) rolls the whole transaction back, so nothing of it committed and
+all of it can simply run again: `with_lock_retry` does that with exponential backoff, so a
+migration waiting behind a long transaction never queues other sessions for longer than
+lock_timeout at a time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+from dbsage.tools.errors import StatementFailure
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from dbsage.tools.sqlfile import Statement
+
+T = TypeVar("T")
+
+#: The error kinds a retry policy may name (the task definitions' `on:`), by SQLSTATE.
+#: lock_timeout: lock_not_available (lock_timeout fired) and deadlock_detected (the deadlock
+#: detector chose this transaction); either way a lock could not be had and nothing committed.
+RETRYABLE_KINDS: dict[str, frozenset[str]] = {
+    "lock_timeout": frozenset({"55P03", "40P01"}),
+}
+
+
+@dataclass(frozen=True)
+class LockRetryPolicy:
+    """Exponential backoff between whole-transaction retries after a lock timeout.
+
+    The n-th wait is `first_wait_s * multiplier ** (n - 1)`, at most `max_wait_s`; `retry_on`
+    names the error kinds (RETRYABLE_KINDS) that are retried.
+    """
+
+    attempts: int = 10
+    first_wait_s: float = 0.1
+    max_wait_s: float = 3.0
+    multiplier: float = 2.0
+    retry_on: tuple[str, ...] = ("lock_timeout",)
+
+    def retries(self, sqlstate: str | None) -> bool:
+        """A failure with this SQLSTATE is one this policy retries."""
+        return any(sqlstate in RETRYABLE_KINDS.get(kind, frozenset()) for kind in self.retry_on)
+
+
+@dataclass
+class StatementResult:
+    """How one statement went."""
+
+    index: int
+    line: int
+    summary: str
+    status: str  # "ok", "failed" or "not_run"
+    rows_affected: int = 0
+    duration_ms: float = 0.0
+
+
+class LockRetry(Exception):
+    """One attempt failed in a way the policy retries; it was rolled back entirely.
+
+    `outcome` is whatever the attempt wants its caller to have if it was the last one.
+    """
+
+    def __init__(self, failure: StatementFailure, outcome: object = None) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+        self.outcome = outcome
+
+
+def with_lock_retry(attempt: Callable[[], T], policy: LockRetryPolicy) -> tuple[T, int]:
+    """Call `attempt()` until it returns, again (after a backoff wait) each time it raises
+    LockRetry; after `policy.attempts` attempts the last LockRetry propagates.
+
+    Returns the result and how many attempts it took.
+    """
+    from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+    retrying = Retrying(
+        stop=stop_after_attempt(policy.attempts),
+        wait=wait_exponential(multiplier=policy.first_wait_s, exp_base=policy.multiplier,
+                              max=policy.max_wait_s),
+        retry=retry_if_exception_type(LockRetry),
+        reraise=True,
+    )
+    result = retrying(attempt)
+    return result, int(retrying.statistics.get("attempt_number", 1))
+
+
+def set_timeouts(conn: psycopg.Connection, lock_timeout: str, statement_timeout: str | None,
+                 *, local: bool) -> None:
+    """lock_timeout and statement_timeout ("0"/None: none) for the transaction or the session."""
+    conn.execute("SELECT set_config('lock_timeout', %s, %s), "
+                 "set_config('statement_timeout', %s, %s)",
+                 (lock_timeout or "0", local, statement_timeout or "0", local))
+
+
+def execute_statement(conn: psycopg.Connection, stmt: Statement) -> int:
+    """Run one statement exactly as written; the rows it affected."""
+    cur = conn.execute(stmt.sql)  # type: ignore[arg-type,unused-ignore]  # the file's SQL as-is
+    return max(cur.rowcount, 0)
+
+
+def run_statement(conn: psycopg.Connection, stmt: Statement, res: StatementResult) -> None:
+    """`execute_statement`, recording its rows and time in `res` (status "failed" until it
+    returns)."""
+    t0 = time.perf_counter()
+    res.status = "failed"  # until it returns
+    res.rows_affected = execute_statement(conn, stmt)
+    res.duration_ms = (time.perf_counter() - t0) * 1000
+    res.status = "ok"
+
+
+def statement_failure(exc: Exception, stmt: Statement | None) -> StatementFailure:
+    """What PostgreSQL said, located at the file line of the error position within `stmt`."""
+    import psycopg
+
+    diag = exc.diag if isinstance(exc, psycopg.Error) else None
+    line = stmt.line if stmt else 0
+    pos = getattr(diag, "statement_position", None) if diag else None
+    if stmt and pos and pos.isdigit():
+        line = stmt.line + stmt.sql.count("\n", 0, int(pos) - 1)
+    message = (diag.message_primary if diag and diag.message_primary else str(exc)).strip()
+    return StatementFailure(
+        line=line, sqlstate=getattr(exc, "sqlstate", None), message=message,
+        detail=diag.message_detail if diag else None, hint=diag.message_hint if diag else None,
+        statement=stmt.sql if stmt else "", index=stmt.index if stmt else 0)
+
+
+def describe_failure(path: Path | str, total: int, f: StatementFailure,
+                     stmt: Statement | None) -> str:
+    """`file:line (statement i of n): message [SQLSTATE x].`"""
+    which = f" (statement {stmt.index} of {total})" if stmt else ""
+    return f"{path}:{f.line}{which}: {f.message} [SQLSTATE {f.sqlstate}]."
+
+
+def failure_hint(f: StatementFailure, stmt: Statement | None) -> str | None:
+    """PostgreSQL's own hint, else what is known about this kind of failure."""
+    if f.hint:
+        return f.hint
+    if f.sqlstate == "57014":
+        return "statement_timeout cancelled it: split the work, or allow it more time."
+    if stmt and stmt.kind == "IndexStmt" and not stmt.transactional:
+        return ("A failed CREATE INDEX CONCURRENTLY leaves an INVALID index: DROP INDEX "
+                "CONCURRENTLY it before trying again.")
+    return None
