@@ -3,13 +3,29 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any
+
+
+class ExitCode(IntEnum):
+    """The process exit codes of dbsage (README: "Exit codes")."""
+
+    OK = 0
+    FAILED = 1  # a statement, dry-run or check failed (a failed apply is rolled back)
+    USAGE = 2  # bad input, flags, configuration or connection
+    LOCK_BUSY = 3  # another migration is running
+    ALREADY_APPLIED = 4
+    DRIFT = 5  # an applied migration's file changed
+    REFUSED = 6  # a pre-condition or a checkpoint answer stopped the run
+    COMMITTED_BUT_CHECKS_FAILED = 7  # committed, but a post-condition or acceptance criterion failed
+    INTERRUPTED = 130  # Ctrl-C
+    TERMINATED = 143  # SIGTERM
 
 
 class DbsageError(Exception):
     """Base of every error dbsage reports to a user."""
 
-    exit_code = 1
+    exit_code: int = ExitCode.FAILED
 
     def __init__(self, message: str, *, hint: str | None = None, **data: Any) -> None:
         super().__init__(message)
@@ -29,13 +45,13 @@ class DbsageError(Exception):
 class ConfigError(DbsageError):
     """Bad flags, environment or settings."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class ConnectionFailedError(DbsageError):
     """The database could not be reached after the retries."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class PoolerError(ConfigError):
@@ -45,7 +61,7 @@ class PoolerError(ConfigError):
 class MigrationFileError(DbsageError):
     """The migration file cannot be used: missing, empty, not UTF-8, syntax error, psql meta-command."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
     def __init__(
         self,
@@ -81,19 +97,19 @@ class TransactionShapeError(MigrationFileError):
 class LockBusyError(DbsageError):
     """Another session holds the migration advisory lock."""
 
-    exit_code = 3
+    exit_code = ExitCode.LOCK_BUSY
 
 
 class AlreadyAppliedError(DbsageError):
     """The migration's version is already recorded as applied."""
 
-    exit_code = 4
+    exit_code = ExitCode.ALREADY_APPLIED
 
 
 class DriftError(DbsageError):
     """An applied migration's file changed since it was applied."""
 
-    exit_code = 5
+    exit_code = ExitCode.DRIFT
 
 
 class SnapshotError(DbsageError):
@@ -107,7 +123,7 @@ class BinaryNotFoundError(DbsageError):
 class LintUnavailableError(BinaryNotFoundError):
     """The squawk binary (from the squawk-cli wheel) cannot be found or started."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 @dataclass
@@ -126,7 +142,7 @@ class StatementFailure:
 class MigrationFailedError(DbsageError):
     """A statement failed; the transaction was rolled back."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILED
 
     def __init__(self, message: str, *, failure: StatementFailure, path: str,
                  hint: str | None = None, rolled_back: bool = True) -> None:
@@ -145,7 +161,7 @@ class LockTimeoutExhaustedError(MigrationFailedError):
 class RunInterrupted(DbsageError):
     """The run was stopped by Ctrl-C or SIGTERM; what was committed is said in the report."""
 
-    exit_code = 130
+    exit_code = ExitCode.INTERRUPTED
 
 
 class Terminated(KeyboardInterrupt):

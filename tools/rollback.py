@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, cast
 from psycopg import sql
 
 from dbsage.tools.catalog import BOOKKEEPING_SCHEMAS
-from dbsage.tools.errors import DbsageError, StatementFailure
+from dbsage.tools.errors import DbsageError, ExitCode, StatementFailure
 from dbsage.tools.execute import (
     LockRetry,
     LockRetryPolicy,
@@ -62,7 +62,7 @@ class RollbackError(DbsageError):
 class InvalidTimestampError(RollbackError):
     """The rollback target is not the TS of an applied migration (or looks like a path)."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class ScratchDatabaseError(RollbackError):
