@@ -43,14 +43,6 @@ class Target:
     def redacted(self) -> str:
         return redact(self.url)
 
-    @property
-    def embedded(self) -> bool:
-        return self.source == "embedded"
-
-    def host_port(self) -> tuple[str, str]:
-        """Host (or socket directory) and port, as a user would recognise them."""
-        return host_port(self.url)
-
 
 def host_port(url: str) -> tuple[str, str]:
     """Host and port of a URL or conninfo string (defaults as libpq applies them)."""

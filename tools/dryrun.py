@@ -46,8 +46,6 @@ from dbsage.tools.sqlfile import MigrationFile, Statement
 if TYPE_CHECKING:
     import psycopg
 
-STATUS_OK = "ok"
-STATUS_FAILED = "failed"
 STATUS_NOT_RUN = "not_run"
 STATUS_PARSED_ONLY = "validated by parsing only"
 

@@ -80,15 +80,6 @@ class MigrationFileError(DbsageError):
         self.column = column
         self.source_line = source_line
 
-    def location(self) -> str:
-        """`file:line:col` (as much of it as is known)."""
-        loc = self.path
-        if self.line is not None:
-            loc += f":{self.line}"
-            if self.column is not None:
-                loc += f":{self.column}"
-        return loc
-
 
 class TransactionShapeError(MigrationFileError):
     """COMMIT/ROLLBACK in the middle, or transactional mixed with non-transactional statements."""
