@@ -52,10 +52,42 @@ def run_check(check_id: str, state: RunState) -> CheckResult:
     try:
         result = CHECKS[check_id](state)
     except DbsageError as exc:
+        exc.hint = command_hint(exc)
         result = CheckResult("fail", exc.message, error=exc)
     except Exception as exc:  # a broken check must be visible, not silently green
         result = CheckResult("fail", f"the check itself failed: {type(exc).__name__}: {exc}")
     return replace(result, duration_ms=round((time.perf_counter() - t0) * 1000, 2))
+
+
+def command_hint(error: DbsageError) -> str | None:
+    """The error's hint, plus the command or flag to use next where one helps.
+
+    tools/ never names a *command or a CLI flag (its hints state facts, its errors carry the
+    data); this is where that wording is added back. Also for errors raised outside a check.
+    """
+    hint, data, kind = error.hint, error.data, type(error).__name__
+    extra: str | None = None
+    if kind == "AlreadyAppliedError" and data.get("applied_ts"):
+        command = f"*rollback {data['applied_ts']}"
+        return hint if hint and command in hint else f"{(hint or '').rstrip('.')}: {command}"
+    if kind in ("LockTimeoutExhaustedError", "RollbackFailedError") and data.get("attempts"):
+        extra = "Then run it again, or raise --lock-timeout."
+    elif data.get("sqlstate") == "57014":
+        extra = "--statement-timeout sets the limit."
+    elif kind == "ConnectionFailedError":
+        extra = "The URL comes from --db, SUPABASE_DB_URL or DATABASE_URL, in that order."
+    elif data.get("meta_command") in ("c", "connect"):
+        extra = "Choose the database with --db."
+    if hint and extra and extra in hint:  # added already
+        return hint
+    return f"{hint} {extra}" if hint and extra else extra or hint
+
+
+def statement_hint(hint: str | None, sqlstate: str | None) -> str | None:
+    """A dry-run failure's hint (a StatementFailure's), plus the flag that sets the limit that
+    stopped it."""
+    flag = {"55P03": "--lock-timeout", "57014": "--statement-timeout"}.get(sqlstate or "")
+    return f"{hint} ({flag} sets the limit.)" if hint and flag else hint
 
 
 def _ok(detail: str) -> CheckResult:

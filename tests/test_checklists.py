@@ -69,3 +69,34 @@ def test_a_check_that_crashes_fails_instead_of_passing() -> None:
         assert "RuntimeError: boom" in result.detail
     finally:
         del CHECKS["test_only_crashing_check"]
+
+
+def test_the_agent_adds_the_command_wording_to_the_tools_facts() -> None:
+    """tools/ hints name no *command or flag; command_hint adds them from the error's data,
+    once, however often it is applied."""
+    from dbsage.agent.checklists import command_hint, statement_hint
+    from dbsage.tools.errors import (
+        AlreadyAppliedError,
+        ConnectionFailedError,
+        LockTimeoutExhaustedError,
+        MigrationFileError,
+        StatementFailure,
+    )
+
+    applied = AlreadyAppliedError("applied", hint="Nothing to do. To apply it again, roll it "
+                                  "back first.", applied_ts="20260101000000")
+    applied.hint = command_hint(applied)
+    assert applied.hint == ("Nothing to do. To apply it again, roll it back first: "
+                            "*rollback 20260101000000") == command_hint(applied)
+    down = ConnectionFailedError("down", hint="Check that the server is running.")
+    assert "--db, SUPABASE_DB_URL or DATABASE_URL" in (command_hint(down) or "")
+    stuck = LockTimeoutExhaustedError("stuck", failure=StatementFailure(1, "55P03", "lock"),
+                                      path="m.sql", hint="A long transaction holds the table.")
+    stuck.data.update(attempts=10, lock_timeout="1s")
+    assert (command_hint(stuck) or "").endswith("raise --lock-timeout.")
+    meta = MigrationFileError("meta", path="m.sql", hint="Inline it.")
+    meta.data["meta_command"] = "connect"
+    assert command_hint(meta) == "Inline it. Choose the database with --db."
+    assert statement_hint("statement_timeout cancelled it.", "57014") == (
+        "statement_timeout cancelled it. (--statement-timeout sets the limit.)")
+    assert statement_hint("no limit involved", "42P01") == "no limit involved"

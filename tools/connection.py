@@ -152,8 +152,7 @@ def _connection_error(url: str, exc: BaseException | None, attempts: int) -> Con
     tries = f" after {attempts} attempts" if attempts > 1 else ""
     return ConnectionFailedError(
         f"Cannot connect to PostgreSQL at host {host}, port {port}{tries}: {reason}",
-        hint="Check that the server is running and the URL (--db, SUPABASE_DB_URL, "
-        "DATABASE_URL) is right.",
+        hint="Check that the server is running and that the URL is right.",
         host=host,
         port=port,
     )

@@ -140,9 +140,8 @@ def ensure_not_applied(conn: psycopg.Connection, version: str, checksum: str,
             applied_checksum=applied.checksum, file_checksum=checksum)
     raise AlreadyAppliedError(
         f"Migration {version} ({applied.name or path}) is already applied{when}.",
-        hint="Nothing to do. To apply it again, roll it back first"
-        + (f": *rollback {applied.ts}" if applied.ts else "."),
-        version=version)
+        hint="Nothing to do. To apply it again, roll it back first.", version=version,
+        applied_ts=applied.ts)
 
 
 def latest_applied_version(conn: psycopg.Connection) -> str | None:

@@ -178,13 +178,15 @@ def _syntax_error(exc: Exception, text: str, lines: _Lines, path: str) -> Migrat
     if meta:
         mline, _ = lines.at(meta.start())
         if mline <= lines.at(min(offset, len(text)))[0]:
-            return MigrationFileError(
+            err = MigrationFileError(
                 f"{path}:{mline}:1: psql meta-command \\{meta['cmd']} is not SQL; dbsage runs "
                 "SQL only.",
                 path=path, line=mline, column=1, source_line=lines.line_text(mline),
-                hint="Inline the included file or variable, and choose the database with --db "
-                "instead of \\connect.",
+                hint="Inline the included file or variable; the database is chosen outside the "
+                "file, not with \\connect.",
             )
+            err.data["meta_command"] = meta["cmd"]
+            return err
     line, col = lines.at(min(offset, max(len(text) - 1, 0)))
     return MigrationFileError(
         f"{path}:{line}:{col}: {message}", path=path, line=line, column=col,
