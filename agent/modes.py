@@ -90,9 +90,11 @@ def load_answers(path: Path) -> ScriptedAsker:
     """Read an --answers YAML file: a mapping of checkpoint id to answer."""
     import yaml
 
+    from dbsage.tools.artifacts import read_text
+
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        data = yaml.safe_load(read_text(path, strict=True))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read the answers file: {exc}") from None
     if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
         raise ConfigError(f"{path}: the answers file must map checkpoint ids to answers, "

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dbsage.agent import definitions as defs
-from dbsage.agent import tasks
+from dbsage.agent import specs, tasks
 from dbsage.agent.runner import known_checks, known_names, load_definition
 from dbsage.agent.steps import STEPS
 from dbsage.agent.tasks import TaskDefinitionError, load_task
@@ -48,12 +48,12 @@ def test_cached_spec_equals_a_fresh_validation(cache: Path, name: str) -> None:
 
 def test_the_key_changes_with_the_file_and_the_registries() -> None:
     known = known_names()
-    base = defs.cache_key(b"task: x", known)
-    assert base == defs.cache_key(b"task: x", dict(known))
-    assert base != defs.cache_key(b"task: y", known)
-    assert base != defs.cache_key(b"task: x", {**known, "checks": known["checks"] - {"lock_available"}})
-    assert base != defs.cache_key(b"task: x", {**known, "steps": known["steps"] - {"release_lock"}})
-    assert base != defs.cache_key(b"task: x", {**known, "actions": known["actions"] - {"menu"}})
+    base = specs.cache_key(b"task: x", known)
+    assert base == specs.cache_key(b"task: x", dict(known))
+    assert base != specs.cache_key(b"task: y", known)
+    assert base != specs.cache_key(b"task: x", {**known, "checks": known["checks"] - {"lock_available"}})
+    assert base != specs.cache_key(b"task: x", {**known, "steps": known["steps"] - {"release_lock"}})
+    assert base != specs.cache_key(b"task: x", {**known, "actions": known["actions"] - {"menu"}})
 
 
 def test_a_damaged_cache_entry_is_validated_again(cache: Path) -> None:

@@ -374,18 +374,18 @@ def test_rows_written_just_before_the_migration_are_saved_and_come_back(
         db: Db, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The data is saved inside the migration's own transaction (under a SHARE lock), so a
     write that commits after the pipeline's earlier steps is still in it."""
-    from dbsage.agent import runner
+    from dbsage.agent import steps
     from dbsage.agent.runner import RunOptions, run_rollback_task
 
     db.execute(PROFILES)
-    planned = runner.STEPS["save_destroyed_data"]
+    planned = steps.STEPS["save_destroyed_data"]
 
-    def plan_then_someone_writes(ctx: runner.RunContext) -> None:
+    def plan_then_someone_writes(ctx: steps.RunState) -> None:
         planned(ctx)
         db.execute("insert into public.profiles values (101, 'late@example.com', 'late'); "
                    "update public.profiles set nickname = 'renamed' where id = 1")
 
-    monkeypatch.setitem(runner.STEPS, "save_destroyed_data", plan_then_someone_writes)
+    monkeypatch.setitem(steps.STEPS, "save_destroyed_data", plan_then_someone_writes)
     ts, saved = _apply_with_saved_data(db, project, f"{VERSION}_drop_nickname.sql",
                                        "alter table public.profiles drop column nickname;\n")
     assert [(s.table, s.rows) for s in saved] == [("profiles", 101)]

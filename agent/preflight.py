@@ -1,0 +1,109 @@
+"""Pre-flight: analyse everything, write the plan, ask every question in one batch.
+
+`dbsage plan` is this analysis alone. Every fact comes from a tool (sizes, rows at stake,
+missing objects, lint, a dry-run); this module only assembles and words the plan.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from dbsage.agent.checkpoints import detail_of, question
+from dbsage.agent.modes import PreflightPolicy, StopRun
+from dbsage.agent.resources import analysis_of, ensure_connected, ensure_parsed
+from dbsage.agent.state import PLAN_DIR, RunState
+
+
+def build_plan(state: RunState) -> dict[str, Any]:
+    """The pre-flight analysis: locks, sizes, rewrites, destructive ops, lint, dry-run."""
+    from dbsage.agent.steps import run_gate_dry_run
+    from dbsage.tools.analyze import count_rows_at_stake, missing_objects, table_sizes
+    from dbsage.tools.catalog import schema_fingerprint
+
+    m = ensure_parsed(state)
+    conn = ensure_connected(state)
+    analysis = analysis_of(state)
+    tables = sorted({t for a in analysis.statements for t in a.tables})
+    sizes = table_sizes(conn, tables)
+    at_stake = count_rows_at_stake(conn, analysis.destructive)
+    missing = missing_objects(conn, analysis)
+    if state.lint is None:
+        from dbsage.agent.checklists import run_check
+
+        run_check("lint_clean", state)
+    if not m.transactional:
+        state.warnings.append("Non-transactional file: the pre-flight dry-run validates it "
+                              "by parsing only.")
+    run_gate_dry_run(state)
+    assert state.dry_run is not None
+    return {
+        "path": str(m.path), "checksum": m.checksum, "version": m.version,
+        "fingerprint": schema_fingerprint(conn), "target": state.target_label,
+        "transactional": m.transactional, "strongest_lock": analysis.strongest_lock,
+        "statements": [{"index": a.statement.index, "line": a.statement.line,
+                        "sql": a.statement.summary, "lock_level": a.lock_level,
+                        "tables": list(a.tables), "rewrites_table": a.rewrites_table,
+                        "transactional": a.statement.transactional,
+                        "destructive": [o.kind for o in a.destructive_ops]}
+                       for a in analysis.statements],
+        "tables": {t: {"exists": s.exists, "bytes": s.bytes, "estimated_rows": s.estimated_rows}
+                   for t, s in sizes.items()},
+        "destructive": [{"kind": o.kind, "table": o.table, "columns": list(o.columns),
+                         "line": o.line,
+                         "rows_at_stake": at_stake[o].rows if o in at_stake else None}
+                        for o in analysis.destructive],
+        "missing_objects": [{"name": x.name, "kind": x.kind, "line": x.line,
+                             "reason": x.reason} for x in missing],
+        "lint": [{"rule": f.rule, "level": f.level, "line": f.line, "message": f.message}
+                 for f in state.lint or []],
+        "dry_run": {"passed": state.dry_run.passed,
+                    "duration_s": round(state.dry_run.duration_s, 4)},
+    }
+
+
+def write_plan(state: RunState, plan: dict[str, Any]) -> None:
+    """supabase/plans/{TS}_plan.json and .md."""
+    from dbsage.tools.artifacts import write_json, write_text
+
+    plan_dir = state.options.project_dir / PLAN_DIR
+    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    json_path = write_json(plan_dir / f"{stamp}_plan.json", plan)
+    md_path = write_text(plan_dir / f"{stamp}_plan.md", render_plan_markdown(plan))
+    state.files["plan_json"], state.files["plan_md"] = state.rel(json_path), state.rel(md_path)
+
+
+def render_plan_markdown(plan: dict[str, Any]) -> str:
+    """A plan a reviewer can read in a pull request."""
+    lines = [f"# Pre-flight plan: {plan['path']}", "",
+             f"- Target: {plan['target']}", f"- Checksum: `{plan['checksum']}`",
+             f"- Schema fingerprint: `{plan['fingerprint']}`",
+             f"- Runs {'in one transaction' if plan['transactional'] else 'one by one'}; "
+             f"strongest lock: {plan['strongest_lock'] or 'none'}",
+             f"- Dry-run: {'passed' if plan['dry_run']['passed'] else 'FAILED'}", "",
+             "| line | lock | rewrite | statement |", "|---|---|---|---|"]
+    for s in plan["statements"]:
+        lines.append(f"| {s['line']} | {s['lock_level'] or '-'} | "
+                     f"{'yes' if s['rewrites_table'] else ''} | `{s['sql']}` |")
+    for title, key in (("Destructive operations", "destructive"),
+                       ("Missing objects", "missing_objects"), ("squawk", "lint")):
+        if plan[key]:
+            lines += ["", f"## {title}", *[f"- {x}" for x in plan[key]]]
+    return "\n".join(lines) + "\n"
+
+
+def preflight_phase(state: RunState) -> None:
+    """Analyse everything, write the plan, then ask every question in one batch."""
+    assert isinstance(state.policy, PreflightPolicy)
+    state.plan = build_plan(state)
+    write_plan(state, state.plan)
+    questions = []
+    overrides = [c for c in state.checks if c.get("overridden")]
+    for cp in state.definition.checkpoints:
+        if "preflight" in cp.modes and cp.kind != "choice":
+            questions.append(question(state, cp, detail_of(state, cp)))
+    state.notices.append(f"Pre-flight plan written to {state.files['plan_md']} "
+                         f"({len(questions) + len(overrides)} question(s)).")
+    for q, answer in zip(questions, state.policy.ask_batch(questions).values(), strict=True):
+        if answer == "no":
+            raise StopRun(f"Stopped: '{q.text}' was answered no in the plan review.")

@@ -1,0 +1,126 @@
+"""The run's lazy resources: the parsed file, its analysis, the session, the TS and its paths.
+
+Each is made once, on first use, by whichever step or check needs it first; everything here
+hands over to a tool and keeps the result in the RunState.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dbsage.agent.state import SNAPSHOT_DIR, RunPaths, RunState, StatementOutcome
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from dbsage.agent.definitions import RetryPolicySpec
+    from dbsage.tools.analyze import MigrationAnalysis
+    from dbsage.tools.apply import LockRetryPolicy
+    from dbsage.tools.sqlfile import MigrationFile
+
+
+def ensure_parsed(state: RunState) -> MigrationFile:
+    """Read and parse the file once; nothing touches the database."""
+    if state.migration is not None:
+        return state.migration
+    from dbsage.tools.sqlfile import read_migration
+
+    assert state.path is not None
+    m = state.migration = read_migration(state.path)
+    state.version, state.name = m.version, m.name
+    state.statements = [StatementOutcome(s.index, s.line, s.summary, s.transactional)
+                        for s in m.statements]
+    return m
+
+
+def analysis_of(state: RunState) -> MigrationAnalysis:
+    """Lock levels, rewrites, destructive operations of the parsed file (once)."""
+    if state.analysis is None:
+        from dbsage.tools.analyze import analyze_migration
+
+        state.analysis = analyze_migration(ensure_parsed(state))
+    return state.analysis
+
+
+def ensure_connected(state: RunState) -> psycopg.Connection:
+    """Resolve --db / env / embedded, refuse a transaction pooler, connect (with retry) once."""
+    if state.conn is not None:
+        return state.conn
+    from dbsage.tools.connection import Target, check_not_transaction_pooler, connect, resolve_target
+
+    target = resolve_target(state.options.db)
+    if target is None:
+        from dbsage.tools.embedded import start_embedded
+
+        status = start_embedded(state.options.project_dir)
+        assert status.url is not None
+        target = Target(status.url, "embedded")
+        state.notices.append(
+            f"Using the embedded PostgreSQL in {state.rel(status.pgdata)} (no --db, "
+            "SUPABASE_DB_URL or DATABASE_URL set); stop it with `dbsage db stop`.")
+    state.target = target
+    check_not_transaction_pooler(target.url)
+    if state.early_wanted and state.early_snapshot is None:
+        start_early_snapshot(state)
+    policy = retry_for(state, "connection_failed")
+    if policy:
+        state.conn = connect(target.url, autocommit=True, attempts=policy.attempts,
+                             first_wait=policy.initial_wait_seconds)
+    else:
+        state.conn = connect(target.url, autocommit=True, attempts=1)
+    state.server_major = state.conn.info.server_version // 10000
+    state.server_version = str(state.conn.info.parameter_status("server_version") or "")
+    return state.conn
+
+
+def ensure_paths(state: RunState) -> RunPaths:
+    """This run's TS (reserved once: no earlier run used it) and every file named after it."""
+    if state.paths is None:
+        from dbsage.tools.artifacts import reserve_ts
+
+        ts = reserve_ts(state.options.project_dir / SNAPSHOT_DIR)
+        state.paths = RunPaths.of(state.options.project_dir, ts)
+    return state.paths
+
+
+def start_early_snapshot(state: RunState) -> None:
+    """Start the before-snapshot now, ahead of the lock (see tools/snapshot.py)."""
+    import os
+
+    from dbsage.tools.snapshot import start_early_snapshot as start
+
+    assert state.target is not None
+    state.early_wanted = False
+    tmp = state.options.project_dir / SNAPSHOT_DIR / f".early-{os.getpid()}.sql"
+    state.early_snapshot = start(state.target.url, tmp)
+
+
+def discard_early_snapshot(state: RunState) -> None:
+    """Stop and delete an early snapshot the run did not adopt."""
+    early, state.early_snapshot = state.early_snapshot, None
+    if early is not None:
+        early.discard()
+
+
+def retry_for(state: RunState, kind: str) -> RetryPolicySpec | None:
+    """The definition's retry policy for an error kind: the one whose `on` lists it, named by
+    a step's `retry` (that is where retrying happens); none under `strategy: abort`."""
+    handling = state.definition.error_handling
+    if handling.strategy == "abort":
+        return None
+    named = {s.retry for s in state.definition.steps if s.retry}
+    return next((p for p in handling.retry if p.id in named and kind in p.on), None)
+
+
+def lock_retry_policy(state: RunState) -> LockRetryPolicy:
+    """--lock-retry from the caller, else the definition's policy for lock timeouts (one
+    attempt when it has none)."""
+    from dbsage.tools.apply import LockRetryPolicy
+
+    if state.options.lock_retry is not None:
+        return state.options.lock_retry
+    p = retry_for(state, "lock_timeout")
+    if p is None:
+        return LockRetryPolicy(attempts=1)
+    return LockRetryPolicy(p.attempts, p.initial_wait_seconds, p.max_wait_seconds,
+                           multiplier=p.multiplier, retry_on=tuple(p.on))
