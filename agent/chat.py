@@ -18,13 +18,17 @@ from prompt_toolkit.document import Document
 
 from dbsage.agent.commands import (
     COMMANDS,
+    MODE_HELP,
     CommandError,
     NotACommand,
+    Outcome,
+    Session,
     complete,
+    execute,
     get_spec,
+    migration_files,
     parse,
 )
-from dbsage.agent.dispatch import MODE_HELP, ChatSession, DispatchResult, execute, migration_files
 from dbsage.agent.modes import Question, YesAsker
 from dbsage.tools.errors import Terminated
 
@@ -136,7 +140,7 @@ class DaraCompleter(Completer):
 # --------------------------------------------------------------------------- one line
 
 
-def greeting(session: ChatSession) -> str:
+def greeting(session: Session) -> str:
     """Dara introduces herself: target (redacted), mode, how to get help."""
     import os
 
@@ -152,12 +156,12 @@ def greeting(session: ChatSession) -> str:
         "👋 Hi, I'm Dara, the DB Sage. I apply your PostgreSQL migrations safely:",
         "   lock, snapshot, one transaction, diff, history — and I tell you what changed.",
         f"   Database: {where}",
-        f"   Mode:     {session.mode} — {MODE_HELP[session.mode]} (*mode to change)",
+        f"   Mode:     {session.mode} — {MODE_HELP[session.mode or 'interactive']} (*mode to change)",
         f"   {words}",
         "   Type *help for the commands, *exit or Ctrl-D to leave."])
 
 
-def handle_line(line: str, session: ChatSession, write: Write = _print) -> DispatchResult | None:
+def handle_line(line: str, session: Session, write: Write = _print) -> Outcome | None:
     """Run one line of the chat and show its outcome; None for a blank line."""
     if not line.strip():
         return None
@@ -167,25 +171,25 @@ def handle_line(line: str, session: ChatSession, write: Write = _print) -> Dispa
         return _free_text(line, session, write)
     except CommandError as exc:
         write(f"❌ {exc.message}" + (f"\n{exc.hint}" if exc.hint else ""))
-        return DispatchResult("", ok=False, exit_code=exc.exit_code)
+        return Outcome("", ok=False, exit_code=exc.exit_code)
     result = execute(invocation, session)
     show(result, session, write)
     return result
 
 
-def _free_text(text: str, session: ChatSession, write: Write) -> DispatchResult:
+def _free_text(text: str, session: Session, write: Write) -> Outcome:
     """Free text: the model when DBSAGE_MODEL is set, else the offline answer (no network)."""
     from dbsage.agent import llm
 
     if not llm.available(session):
         write(llm.offline_answer(text))
-        return DispatchResult("", ok=False, exit_code=2)
+        return Outcome("", ok=False, exit_code=2)
     reply = llm.answer(text, session)
     write(f"Dara: {reply}")
-    return DispatchResult("", ok=True)
+    return Outcome("", ok=True)
 
 
-def show(result: DispatchResult, session: ChatSession, write: Write = _print) -> None:
+def show(result: Outcome, session: Session, write: Write = _print) -> None:
     """Print a result: the report (rich) or its text; then the chosen follow-up."""
     if result.report is not None and not result.as_json:
         from dbsage.agent.render import print_notices, print_report
@@ -197,18 +201,12 @@ def show(result: DispatchResult, session: ChatSession, write: Write = _print) ->
         write(result.text)
 
 
-def _show_follow_up(report: RunReport, session: ChatSession, write: Write) -> None:
-    """After the post-migration menu: show what the runner ran, or run the chosen command."""
-    if not report.follow_up:
+def _show_follow_up(report: RunReport, session: Session, write: Write) -> None:
+    """After the post-migration menu: run the chosen command unless the run did (then the
+    report has shown its result already)."""
+    if not report.follow_up or report.follow_up_result is not None:
         return
     write(f"➡ Follow-up: {report.follow_up}")
-    outcome = report.follow_up_result
-    if outcome is not None:
-        write("  ✅ passed" if outcome.get("passed") else "  ❌ failed")
-        for check in outcome.get("checks", []):
-            mark = {"pass": "✓", "warn": "!", "fail": "✗"}.get(check["status"], "?")
-            write(f"  {mark} {check['id']}: {check['detail']}")
-        return
     try:
         follow = parse(report.follow_up)
     except CommandError:
@@ -219,7 +217,7 @@ def _show_follow_up(report: RunReport, session: ChatSession, write: Write) -> No
 # --------------------------------------------------------------------------- loops
 
 
-def run_script(lines: Iterable[str], session: ChatSession, write: Write = _print) -> int:
+def run_script(lines: Iterable[str], session: Session, write: Write = _print) -> int:
     """Run one command a line without asking anyone (confirmations are yes, like --yes).
 
     Blank lines and `#` comments are skipped; the first failure ends the script with its
@@ -243,13 +241,15 @@ def run_script(lines: Iterable[str], session: ChatSession, write: Write = _print
     return 0
 
 
-def run_repl(session: ChatSession) -> int:
+def run_repl(session: Session) -> int:
     """The interactive loop: Ctrl-C cancels the current line, Ctrl-D (or *exit) leaves."""
     from prompt_toolkit import PromptSession
     from prompt_toolkit.history import FileHistory
 
     history = session.project_dir / HISTORY_FILE
-    history.parent.mkdir(parents=True, exist_ok=True)
+    from dbsage.tools.artifacts import ensure_dir
+
+    ensure_dir(history.parent)
     prompt: PromptSession[str] = PromptSession(history=FileHistory(str(history)),
                                                completer=DaraCompleter(session.project_dir),
                                                complete_while_typing=False)
@@ -282,11 +282,13 @@ def run_repl(session: ChatSession) -> int:
 def run_chat(db: str | None = None, mode: str = "interactive", script: Path | None = None,
              stdin: TextIO | None = None, project_dir: Path | None = None) -> int:
     """`dbsage chat`: the REPL on a terminal, else the script (FILE, `-` or piped stdin)."""
-    session = ChatSession(db=db, mode=mode, project_dir=project_dir or Path.cwd())
+    session = Session(db=db, mode=mode, project_dir=project_dir or Path.cwd())
     source = stdin or sys.stdin
     if script is not None and str(script) != "-":
+        from dbsage.tools.artifacts import read_text
+
         try:
-            text = script.read_text()
+            text = read_text(script, strict=True)
         except OSError as exc:
             _print(f"❌ Cannot read the script {script}: {exc.strerror}")
             return 2

@@ -1,18 +1,25 @@
-"""The `dbsage` command line: thin subcommands over the runner. No LangChain here."""
+"""The `dbsage` command line: one typer subcommand per command function of agent/commands.py.
+
+Nothing here declares an option: each subcommand is generated from its function's signature
+(agent/grammar.py), and every value goes through the same validators as in the chat before
+the function runs. No LangChain here.
+"""
 
 from __future__ import annotations
 
 import gc
+import inspect
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from dbsage.agent.report import RunReport
+from dbsage.agent.commands import Outcome, Session, call, commands
+from dbsage.agent.grammar import CommandError, CommandSpec, validate
 
 if TYPE_CHECKING:
-    from dbsage.agent.modes import Asker
+    from collections.abc import Callable
 
 app = typer.Typer(
     name="dbsage",
@@ -28,19 +35,6 @@ app.add_typer(db_app, name="db")
 DbOption = Annotated[str | None, typer.Option(
     "--db", help="Target database URL (default: SUPABASE_DB_URL, DATABASE_URL, else embedded).",
     show_default=False)]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
-MODES = ("yolo", "interactive", "preflight")
-
-
-def _exit_with(report: RunReport, as_json: bool) -> None:
-    from dbsage.agent.render import print_notices, print_report, render_json
-
-    print_notices(report)
-    if as_json:
-        typer.echo(render_json(report))
-    else:
-        print_report(report)
-    raise typer.Exit(report.exit_code)
 
 
 def _fail(message: str, hint: str | None = None, code: int = 2) -> NoReturn:
@@ -50,167 +44,85 @@ def _fail(message: str, hint: str | None = None, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _asker(mode: str, yes: bool, answers: Path | None) -> Asker:
-    """Who answers checkpoints: --answers file, --yes, else the terminal (required then)."""
-    from dbsage.agent.modes import ConsoleAsker, YesAsker, load_answers
-    from dbsage.tools.errors import DbsageError
+def present(outcome: Outcome) -> None:
+    """Print an outcome: notices on stderr, then the report (rich) or JSON, or its text."""
+    if outcome.report is not None:
+        from dbsage.agent.render import print_notices, print_report
 
-    if answers is not None:
+        print_notices(outcome.report)
+        if outcome.as_json:
+            typer.echo(outcome.text)
+        else:
+            print_report(outcome.report)
+        return
+    if outcome.text:
+        typer.echo(outcome.text, err=not outcome.ok and not outcome.as_json)
+
+
+def _session() -> Session:
+    from dbsage.agent.render import warm_up
+
+    return Session(front="cli", interactive=sys.stdin.isatty() and sys.stdout.isatty(),
+                   while_waiting=warm_up)
+
+
+def _parameters(spec: CommandSpec) -> list[inspect.Parameter]:
+    """typer parameters for a command spec: arguments, then options (all keyword-only)."""
+    params: list[inspect.Parameter] = []
+    for a in spec.args:
+        default = None if a.optional else ...
+        info = typer.Argument(default, help=a.help, metavar=a.metavar, show_default=False)
+        params.append(inspect.Parameter(a.param, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                        default=info, annotation=str | None if a.optional
+                                        else str))
+    for o in spec.options:
+        names = [o.flag, *([o.short] if o.short else [])]
+        if o.takes_value:
+            info = typer.Option(o.default, *names, help=o.help, metavar=o.metavar,
+                                show_default=False)
+            annotation: Any = str | None
+        else:
+            info = typer.Option(False, *names, help=o.help)
+            annotation = bool
+        params.append(inspect.Parameter(o.param, inspect.Parameter.KEYWORD_ONLY,
+                                        default=info, annotation=annotation))
+    return params
+
+
+def _subcommand(spec: CommandSpec) -> Callable[..., None]:
+    def run(**values: Any) -> None:
         try:
-            return load_answers(answers)
-        except DbsageError as exc:
+            checked = validate(spec, values)
+        except CommandError as exc:
             _fail(exc.message, exc.hint)
-    if yes or mode == "yolo":
-        return YesAsker()
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        _fail(f"{mode.capitalize()} mode asks questions, but there is no terminal to ask on.",
-              "Pass --yes to confirm in advance, --answers FILE for scripted answers, or use "
-              "--mode yolo.")
-    return ConsoleAsker()
+        outcome = call(spec, checked, _session())
+        present(outcome)
+        raise typer.Exit(outcome.exit_code)
+
+    run.__signature__ = inspect.Signature(_parameters(spec))  # type: ignore[attr-defined]
+    run.__annotations__ = {}
+    run.__doc__ = spec.doc.split("\n\nArgs:")[0]
+    run.__name__ = spec.name.replace("-", "_")
+    return run
 
 
-ModeOption = Annotated[str, typer.Option("--mode", "-m", help="yolo | interactive | preflight")]
-LockTimeoutOption = Annotated[str, typer.Option(
-    "--lock-timeout", help="Longest wait for a table lock before rolling back and retrying "
-    "(PostgreSQL interval, e.g. 1s, 500ms).")]
-StatementTimeoutOption = Annotated[str | None, typer.Option(
-    "--statement-timeout", help="Cancel any statement running longer (e.g. 5min; default off).",
-    show_default=False)]
-YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Answer yes to confirmations (CI).")]
-AnswersOption = Annotated[Path | None, typer.Option(
-    "--answers", help="YAML file mapping checkpoint ids to answers (non-interactive runs).",
-    show_default=False)]
+def _cli_names(spec: CommandSpec) -> list[str]:
+    """The subcommand's name first, then its other names (hidden in the help)."""
+    names = [spec.cli_name or spec.name, spec.name, *spec.aliases]
+    return [n for n in dict.fromkeys(names) if n.replace("-", "").isalnum()]
 
 
-@app.command("apply")
-def apply_cmd(
-    path: Annotated[Path, typer.Argument(help="The migration file (.sql).", show_default=False)],
-    mode: ModeOption = "interactive",
-    db: DbOption = None,
-    lock_timeout: LockTimeoutOption = "1s",
-    statement_timeout: StatementTimeoutOption = None,
-    yes: YesOption = False,
-    answers: AnswersOption = None,
-    allow_destructive: Annotated[bool, typer.Option(
-        "--allow-destructive", help="Allow DROP/TRUNCATE/DELETE-without-WHERE and rewrites.")]
-    = False,
-    allow_out_of_order: Annotated[bool, typer.Option(
-        "--allow-out-of-order", help="Allow a version older than the latest applied one.")]
-    = False,
-    force: Annotated[bool, typer.Option("--force", help="Apply despite squawk errors.")] = False,
-    no_dry_run: Annotated[bool, typer.Option(
-        "--no-dry-run", help="yolo: skip the automatic dry-run (logged as your decision).")]
-    = False,
-    rollback_script: Annotated[bool, typer.Option(
-        "--rollback-script", help="Write supabase/rollback/{TS}_rollback.sql now (default: "
-        "derived from the run's snapshots when first needed).")] = False,
-    as_json: JsonOption = False,
-) -> None:
-    """Apply one migration: lock, snapshot, one transaction, snapshot, diff, history."""
-    from dbsage.agent.runner import RunOptions, run_apply
-
-    if mode not in MODES:
-        _fail(f"Unknown mode {mode!r}.", f"Choose one of: {', '.join(MODES)}.")
-    flags = {"allow_destructive": allow_destructive, "allow_out_of_order": allow_out_of_order,
-             "force": force, "skip_dry_run": no_dry_run, "rollback_script": rollback_script}
-    from dbsage.agent.render import warm_up
-
-    opts = RunOptions(mode=mode, db=db, lock_timeout=lock_timeout,
-                      statement_timeout=statement_timeout, asker=_asker(mode, yes, answers),
-                      flags=flags, while_waiting=warm_up)
-    _exit_with(run_apply(path, opts), as_json)
-
-
-@app.command("plan")
-def plan_cmd(
-    path: Annotated[Path, typer.Argument(help="The migration file (.sql).", show_default=False)],
-    db: DbOption = None,
-    lock_timeout: LockTimeoutOption = "1s",
-    as_json: JsonOption = False,
-) -> None:
-    """Pre-flight analysis only: locks, sizes, rewrites, destructive operations, lint, dry-run;
-    writes supabase/plans/{TS}_plan.md and .json. Changes nothing."""
-    from dbsage.agent.runner import RunOptions, run_plan
-
-    opts = RunOptions(mode="preflight", db=db, lock_timeout=lock_timeout)
-    _exit_with(run_plan(path, opts), as_json)
-
-
-@app.command("dry-run")
-def dry_run_cmd(
-    path: Annotated[Path, typer.Argument(help="The migration file (.sql).", show_default=False)],
-    db: DbOption = None,
-    lock_timeout: LockTimeoutOption = "1s",
-    statement_timeout: StatementTimeoutOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Run the migration exactly as apply would, in a transaction that is always rolled back."""
-    from dbsage.agent.modes import YesAsker
-    from dbsage.agent.runner import RunOptions, run_dry_run_task
-
-    opts = RunOptions(mode="yolo", db=db, lock_timeout=lock_timeout,
-                      statement_timeout=statement_timeout, asker=YesAsker())
-    _exit_with(run_dry_run_task(path, opts), as_json)
-
-
-@app.command("rollback")
-def rollback_cmd(
-    migration: Annotated[str, typer.Argument(
-        help="The TS of the apply run to undo, `latest`, or a supabase/snapshots/*_before.sql "
-        "snapshot.", show_default=False)],
-    mode: ModeOption = "interactive",
-    db: DbOption = None,
-    lock_timeout: LockTimeoutOption = "1s",
-    statement_timeout: StatementTimeoutOption = None,
-    yes: YesOption = False,
-    answers: AnswersOption = None,
-    allow_data_loss: Annotated[bool, typer.Option(
-        "--allow-data-loss", help="Allow a rollback that drops tables or columns holding rows.")]
-    = False,
-    prepare_only: Annotated[bool, typer.Option(
-        "--prepare-only", help="Write and show the reverse script and what it would lose; "
-        "change nothing.")] = False,
-    as_json: JsonOption = False,
-) -> None:
-    """Undo an applied migration with its reverse DDL, restoring the data it destroyed.
-
-    Never replays the schema-only snapshot on the database (that would empty every table)."""
-    from dbsage.agent.runner import RunOptions, prepare_rollback_only, run_rollback_task
-
-    if prepare_only:
-        _exit_with(prepare_rollback_only(migration, RunOptions(mode="yolo", db=db)), as_json)
-    if mode not in MODES:
-        _fail(f"Unknown mode {mode!r}.", f"Choose one of: {', '.join(MODES)}.")
-    from dbsage.agent.render import warm_up
-
-    opts = RunOptions(mode=mode, db=db, lock_timeout=lock_timeout,
-                      statement_timeout=statement_timeout, asker=_asker(mode, yes, answers),
-                      flags={"allow_data_loss": allow_data_loss}, while_waiting=warm_up)
-    _exit_with(run_rollback_task(migration, opts), as_json)
-
-
-@app.command("smoke-test")
-def smoke_test_cmd(
-    db: DbOption = None,
-    exposed: Annotated[str, typer.Option(
-        "--exposed-schemas", help="Comma-separated schemas the API exposes (RLS check).")]
-    = "public",
-    as_json: JsonOption = False,
-) -> None:
-    """Check the database (relations, indexes, constraints, sequences, RLS, history) and run
-    supabase/tests/**/*.sql (pgTAP when available). Exit code 1 when anything fails."""
-    from dbsage.agent.modes import YesAsker
-    from dbsage.agent.runner import RunOptions, run_smoke_task
-
-    schemas = tuple(x.strip() for x in exposed.split(",") if x.strip())
-    opts = RunOptions(mode="yolo", db=db, asker=YesAsker(), exposed_schemas=schemas)
-    _exit_with(run_smoke_task(opts), as_json)
+for _spec in commands():
+    if _spec.cli:
+        for _i, _name in enumerate(_cli_names(_spec)):
+            app.command(_name, hidden=_i > 0)(_subcommand(_spec))
 
 
 @app.command("chat")
 def chat_cmd(
     db: DbOption = None,
-    mode: ModeOption = "interactive",
+    mode: Annotated[str, typer.Option("--mode", "-m", help="yolo | interactive | preflight")]
+    = "interactive",
     script: Annotated[Path | None, typer.Option(
         "--script", help="Run one *command a line from FILE ('-' for stdin) without asking: "
         "every confirmation is answered yes (like --yes) and writes an LLM proposes are "
@@ -220,9 +132,13 @@ def chat_cmd(
     """Talk to Dara: a REPL of *commands (*help lists them) and, with DBSAGE_MODEL set,
     plain-language questions."""
     from dbsage.agent.chat import run_chat
+    from dbsage.agent.grammar import VALIDATORS
 
-    if mode not in MODES:
-        _fail(f"Unknown mode {mode!r}.", f"Choose one of: {', '.join(MODES)}.")
+    try:
+        mode = VALIDATORS["mode"](mode)
+        db = VALIDATORS["db_url"](db) if db is not None else None
+    except ValueError as exc:
+        _fail(str(exc))
     from dbsage.tools.errors import Terminated
 
     try:

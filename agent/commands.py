@@ -1,571 +1,467 @@
-"""The one `*command` grammar shared by the CLI and the chat.
+"""Every command dbsage has, as one typed function each: the CLI, the chat and the LLM tools.
 
-The commands are a table of data (`COMMANDS`); `parse` turns a line such as
-``*apply-migration "my dir/x.sql" --mode yolo`` into an `Invocation`, and
-`format_invocation` turns it back. Keep this module light: it is imported on every
-start-up, so it uses the standard library only (no typer, rich, langchain or psycopg).
+A function's signature (with `Param` metadata) and docstring are its grammar (agent/grammar.py
+derives the `*command` parser, the typer subcommand and the tool schema from them). Each
+returns an `Outcome`; none prints. Keep the module light: it is imported on every start-up.
 """
 
 from __future__ import annotations
 
-import difflib
-import re
-import shlex
-from collections.abc import Callable, Iterator
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
+from dbsage.agent.grammar import (
+    MODES,
+    CommandError,
+    CommandSpec,
+    Invocation,
+    NotACommand,
+    OptionSpec,
+    Param,
+    call_values,
+    closest_command,
+    command,
+    commands,
+    complete,
+    get_spec,
+    help_text,
+    normalise_duration,
+    options,
+    parse,
+)
 from dbsage.tools.errors import DbsageError
 
-__all__ = [
-    "COMMANDS",
-    "MODES",
-    "OPTIONS",
-    "ArgSpec",
-    "CommandError",
-    "CommandSpec",
-    "Invocation",
-    "NotACommand",
-    "OptionSpec",
-    "closest_command",
-    "complete",
-    "format_invocation",
-    "get_spec",
-    "help_text",
-    "normalise_duration",
-    "parse",
-]
+if TYPE_CHECKING:
+    from dbsage.agent.modes import Asker
+    from dbsage.agent.report import RunReport
+    from dbsage.agent.state import RunOptions
 
-STAR = "*"
-MODES: tuple[str, ...] = ("yolo", "interactive", "preflight")
-OptionValue = str | bool
+__all__ = ["COMMANDS", "MIGRATIONS_DIR", "MODES", "MODE_HELP", "OPTIONS", "CommandError",
+           "CommandSpec", "Invocation", "NotACommand", "OptionSpec", "Outcome", "Session",
+           "closest_command", "complete", "execute", "get_spec", "help_text",
+           "migration_files", "normalise_duration", "parse"]
 
-
-class CommandError(DbsageError):
-    """A command line that cannot be run as written; `hint` usually holds the usage."""
-
-    exit_code = 2
-
-
-class NotACommand(CommandError):
-    """Free text (no leading `*`): the chat routes it to the model or the offline answer."""
-
-
-# --------------------------------------------------------------------------- validators
-# Each takes the raw token and returns the normalised value, or raises ValueError whose
-# text is shown to the user.
-
-
-def _path(value: str) -> str:
-    """A migration path: any non-blank string without NUL."""
-    if not value.strip():
-        raise ValueError("PATH must not be empty")
-    if "\x00" in value:
-        raise ValueError("PATH must not contain a NUL character")
-    return value
-
-
-_TIMESTAMP = re.compile(r"[0-9]{14}")
-
-
-def _timestamp(value: str) -> str:
-    """A 14-digit migration version, or `latest`; never a path."""
-    if value.lower() == "latest":
-        return "latest"
-    if _TIMESTAMP.fullmatch(value):
-        return value
-    if "/" in value or "\\" in value or ".." in value or value.endswith(".sql"):
-        raise ValueError(f"TS is a migration timestamp, not a path: {value!r}")
-    raise ValueError(f"TS must be 14 digits (e.g. 20250101000000) or latest, not {value!r}")
-
-
-def _mode(value: str) -> str:
-    """One of the three modes, case-insensitive."""
-    mode = value.lower()
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {value!r}; choose {', '.join(MODES)}")
-    return mode
-
-
-def _command_name(value: str) -> str:
-    """A command name or alias (a leading `*` is allowed), returned as its canonical name."""
-    spec = _lookup(value.removeprefix(STAR))
-    if spec is None:
-        raise ValueError(_unknown_message(value))
-    return spec.name
-
-
-def _db_url(value: str) -> str:
-    """A database URL or conninfo string: non-blank, not an option, no NUL."""
-    if not value.strip() or value.startswith("-") or "\x00" in value:
-        raise ValueError(f"--db needs a database URL, not {value!r}")
-    return value
-
-
-_DURATION = re.compile(r"\s*([0-9]{1,15})\s*([a-z]*)\s*", re.IGNORECASE)
-_UNITS: dict[str, tuple[str, int]] = {
-    name: (canonical, factor)
-    for canonical, factor, names in (
-        ("ms", 1, ("ms", "msec", "msecs", "millisecond", "milliseconds")),
-        ("s", 1000, ("s", "sec", "secs", "second", "seconds")),
-        ("min", 60_000, ("min", "mins", "minute", "minutes")),
-        ("h", 3_600_000, ("h", "hr", "hrs", "hour", "hours")),
-        ("d", 86_400_000, ("d", "day", "days")),
-    )
-    for name in names
-}
-_MAX_MS = 2_147_483_647  # PostgreSQL's limit for lock_timeout / statement_timeout
-DURATION_HINT = "Use a whole number and a unit: 500ms, 1s, 5min, 2h, 1d; off (or 0) disables."
-
-
-def normalise_duration(value: str) -> str:
-    """Validate a timeout and return it as a PostgreSQL interval string (`0` = disabled).
-
-    Raises:
-        ValueError: not a whole number with a unit of ms, s, min, h or d, or too large.
-    """
-    if value.strip().lower() in ("off", "0"):
-        return "0"
-    match = _DURATION.fullmatch(value)
-    if match is None:
-        raise ValueError(f"not a duration: {value!r}")
-    number, unit = int(match[1]), match[2].lower()
-    if not unit:
-        raise ValueError(f"{value!r} needs a unit")
-    if unit not in _UNITS:
-        raise ValueError(f"unknown unit {unit!r} in {value!r}")
-    canonical, factor = _UNITS[unit]
-    if number * factor > _MAX_MS:
-        raise ValueError(f"{value!r} is longer than PostgreSQL allows (about 24 days)")
-    return "0" if number == 0 else f"{number}{canonical}"
-
-
-# --------------------------------------------------------------------------- the table
-
-
-@dataclass(frozen=True)
-class ArgSpec:
-    """A positional argument: its key in `Invocation.args`, what the user sees, its check."""
-
-    key: str
-    metavar: str
-    help: str
-    check: Callable[[str], str]
-    optional: bool = False
-
-
-@dataclass(frozen=True)
-class OptionSpec:
-    """A `--flag` or `--option VALUE`; `key` is its name in `Invocation.options`."""
-
-    flag: str
-    help: str
-    metavar: str | None = None  # None: a flag without a value (stored as True)
-    check: Callable[[str], str] | None = None
-    example: str = ""  # a valid value, for the help example
-
-    @property
-    def key(self) -> str:
-        return self.flag.removeprefix("--").replace("-", "_")
-
-    @property
-    def takes_value(self) -> bool:
-        return self.metavar is not None
-
-    @property
-    def usage(self) -> str:
-        return f"[{self.flag} {self.metavar}]" if self.metavar else f"[{self.flag}]"
-
-
-OPTIONS: dict[str, OptionSpec] = {
-    spec.flag: spec
-    for spec in (
-        OptionSpec("--mode", "M is how checkpoints are handled: yolo, interactive or preflight",
-                   "M", _mode, "interactive"),
-        OptionSpec("--db", "target database (else SUPABASE_DB_URL, DATABASE_URL, embedded)",
-                   "URL", _db_url,
-                   "postgresql://postgres@localhost:54322/postgres"),
-        OptionSpec("--json", "print the report as JSON"),
-        OptionSpec("--yes", "answer yes to every confirmation"),
-        OptionSpec("--allow-destructive", "allow statements that drop or rewrite data"),
-        OptionSpec("--allow-out-of-order", "allow a migration older than the latest applied one"),
-        OptionSpec("--allow-data-loss", "allow losing rows written since the migration"),
-        OptionSpec("--force", "go past a blocking check that may be overridden"),
-        OptionSpec("--lock-timeout", "stop waiting for a lock after DURATION (off: wait)",
-                   "DURATION", normalise_duration, "2s"),
-        OptionSpec("--statement-timeout", "cancel a statement after DURATION (off: no limit)",
-                   "DURATION", normalise_duration, "5min"),
-    )
+MIGRATIONS_DIR = Path("supabase") / "migrations"
+MODE_HELP = {
+    "yolo": "rules decide every checkpoint; each decision is logged",
+    "interactive": "I ask you at each checkpoint",
+    "preflight": "I analyse first and ask every question in one batch before anything runs",
 }
 
 
-def _options(*flags: str) -> tuple[OptionSpec, ...]:
-    return tuple(OPTIONS[flag] for flag in flags)
+@dataclass
+class Session:
+    """Where a command runs: the front end's defaults and who answers checkpoints."""
+
+    db: str | None = None
+    mode: str | None = None  # None: each task definition's default_mode
+    project_dir: Path = field(default_factory=Path.cwd)
+    asker: Asker | None = None  # who answers checkpoints (None: the console, if a terminal)
+    lock_timeout: str = "1s"
+    exposed_schemas: tuple[str, ...] = ("public",)
+    interactive: bool = True  # False in --script mode or without a terminal: nobody to ask
+    front: str = "chat"  # "chat" or "cli": how hints name commands
+    agent: Any = field(default=None, repr=False)  # the LLM agent, built on first free text
+    show: Callable[[Outcome], None] | None = field(default=None, repr=False)  # LLM runs
+    while_waiting: Callable[[], None] | None = field(default=None, repr=False)
 
 
-_TIMEOUTS = ("--lock-timeout", "--statement-timeout")
-_WRITE_OPTIONS = _options("--mode", "--db", "--json", "--yes", *_TIMEOUTS)
-_READ_OPTIONS = _options("--db", "--json")
-_PATH = ArgSpec("path", "PATH", "the migration file, e.g. supabase/migrations/<TS>_<name>.sql",
-                _path)
-_EXAMPLE_PATH = "supabase/migrations/20250101000000_add_profiles.sql"
+ChatSession = Session  # the chat's name for it
 
 
-@dataclass(frozen=True)
-class CommandSpec:
-    """One command of the grammar, as data."""
-
-    name: str
-    summary: str
-    example: str
-    aliases: tuple[str, ...] = ()
-    args: tuple[ArgSpec, ...] = ()
-    options: tuple[OptionSpec, ...] = ()
-    keywords: tuple[str, ...] = ()  # words of free text that point to this command
-
-    @property
-    def usage(self) -> str:
-        """`*name ARG [OPTIONAL] [--flag] [--option VALUE]`."""
-        parts = [STAR + self.name]
-        parts += [f"[{a.metavar}]" if a.optional else a.metavar for a in self.args]
-        parts += [o.usage for o in self.options]
-        return " ".join(parts)
-
-    def option(self, flag: str) -> OptionSpec | None:
-        """The accepted option called `flag`, if any."""
-        return next((o for o in self.options if o.flag == flag), None)
-
-
-COMMANDS: tuple[CommandSpec, ...] = (
-    CommandSpec(
-        "apply-migration", "Apply a migration safely: lock, snapshot, apply, diff, record.",
-        f"*apply-migration {_EXAMPLE_PATH} --mode interactive",
-        aliases=("apply", "migrate"), args=(_PATH,),
-        options=_WRITE_OPTIONS[:4] + _options(
-            "--allow-destructive", "--allow-out-of-order", "--allow-data-loss", "--force",
-        ) + _WRITE_OPTIONS[4:],
-        keywords=("apply", "migrate", "migration", "deploy", "push", "execute", "run"),
-    ),
-    CommandSpec(
-        "dry-run", "Run a migration in a transaction that is rolled back; report what it would do.",
-        f"*dry-run {_EXAMPLE_PATH}",
-        aliases=("dryrun",), args=(_PATH,), options=_READ_OPTIONS + _options(*_TIMEOUTS),
-        keywords=("dry", "try", "simulate", "preview", "rehearse"),
-    ),
-    CommandSpec(
-        "rollback", "Undo an applied migration with its prepared rollback script.",
-        "*rollback latest",
-        aliases=("undo",),
-        args=(ArgSpec("ts", "TS|latest", "the migration's 14-digit timestamp, or latest",
-                      _timestamp),),
-        options=_WRITE_OPTIONS[:4] + _options("--allow-data-loss", "--force") + _WRITE_OPTIONS[4:],
-        keywords=("rollback", "roll", "undo", "revert", "back", "restore"),
-    ),
-    CommandSpec(
-        "smoke-test", "Run the smoke tests (supabase/tests/*.sql) against the database.",
-        "*smoke-test", aliases=("smoke",), options=_READ_OPTIONS,
-        keywords=("smoke", "test", "tests", "pgtap", "verify", "sanity"),
-    ),
-    CommandSpec(
-        "plan", "Pre-flight analysis only: locks, rewrites, destructive statements.",
-        f"*plan {_EXAMPLE_PATH}", args=(_PATH,), options=_READ_OPTIONS,
-        keywords=("plan", "analyse", "analyze", "preflight", "locks", "risk", "risky", "safe"),
-    ),
-    CommandSpec(
-        "status", "Show applied, pending and drifted migrations.",
-        "*status", aliases=("st",), options=_READ_OPTIONS,
-        keywords=("status", "pending", "applied", "drift", "drifted", "state", "list", "which"),
-    ),
-    CommandSpec(
-        "mode", "Set the session's default mode: yolo, interactive or preflight.",
-        "*mode preflight",
-        args=(ArgSpec("mode", "yolo|interactive|preflight",
-                      "yolo runs without asking, interactive asks at each checkpoint, "
-                      "preflight analyses only", _mode),),
-        keywords=("mode", "yolo", "interactive", "switch"),
-    ),
-    CommandSpec(
-        "help", "List the commands, or explain one.", "*help dry-run",
-        aliases=("?",),
-        args=(ArgSpec("command", "COMMAND", "a command name", _command_name, optional=True),),
-        keywords=("help", "commands", "usage", "how"),
-    ),
-    CommandSpec(
-        "exit", "Leave the chat.", "*exit", aliases=("quit", "q", "bye"),
-        keywords=("exit", "quit", "bye", "goodbye", "leave"),
-    ),
-    CommandSpec(
-        "rls-audit", "Audit row-level security: tables without RLS or policies.",
-        "*rls-audit", aliases=("rls",), options=_READ_OPTIONS,
-        keywords=("rls", "security", "secure", "policy", "policies", "row", "audit", "exposed"),
-    ),
-    CommandSpec(
-        "analyze-hotpaths", "Find the slowest queries and the indexes they are missing.",
-        "*analyze-hotpaths", aliases=("hotpaths",), options=_READ_OPTIONS,
-        keywords=("hot", "hotpaths", "slow", "queries", "performance", "index", "indexes"),
-    ),
-)
-
-_BY_NAME: dict[str, CommandSpec] = {
-    name: spec for spec in COMMANDS for name in (spec.name, *spec.aliases)
-}
-
-
-# --------------------------------------------------------------------------- invocation
-
-
-@dataclass(frozen=True)
-class Invocation:
-    """A parsed command: canonical name, positional args and given options, and the raw line."""
+@dataclass
+class Outcome:
+    """What one command did: a run report and/or text to show, and whether the chat ends."""
 
     command: str
-    args: dict[str, str] = field(default_factory=dict)
-    options: dict[str, OptionValue] = field(default_factory=dict)
-    raw: str = ""
-
-    @property
-    def spec(self) -> CommandSpec:
-        return _BY_NAME[self.command]
-
-
-def _lookup(name: str) -> CommandSpec | None:
-    """The spec for a name or alias (case-insensitive, `_` as `-`), or None."""
-    return _BY_NAME.get(name.lower().replace("_", "-"))
+    ok: bool = True
+    text: str = ""
+    report: RunReport | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    exit: bool = False
+    exit_code: int = 0
+    as_json: bool = False
 
 
-def _closest_name(name: str) -> str | None:
-    """The canonical command whose name or alias is spelt most like `name`."""
-    matches = difflib.get_close_matches(name.lower(), list(_BY_NAME), n=1, cutoff=0.6)
-    return _BY_NAME[matches[0]].name if matches else None
+DispatchResult = Outcome
 
 
-def _unknown_message(name: str) -> str:
-    guess = _closest_name(name)
-    message = f"Unknown command {STAR}{name}."
-    return f"{message} Did you mean {STAR}{guess}?" if guess else message
+def execute(invocation: Invocation, session: Session) -> Outcome:
+    """Run one parsed command; DbsageError becomes a failed Outcome (never raised)."""
+    spec = invocation.spec
+    assert spec.func is not None
+    return call(spec, call_values(invocation), session)
 
 
-def get_spec(name: str) -> CommandSpec:
-    """The spec of a command name or alias (a leading `*` is allowed).
-
-    Raises:
-        CommandError: no such command; the message names the closest one.
-    """
-    bare = name.removeprefix(STAR)
-    spec = _lookup(bare)
-    if spec is None:
-        raise CommandError(_unknown_message(bare), hint="Type *help to list the commands.",
-                           command=bare)
-    return spec
-
-
-def _usage_error(spec: CommandSpec, message: str, advice: str = "") -> CommandError:
-    """An error whose hint is the command's usage (after `advice`, if any)."""
-    hint = f"{advice}\nUsage: {spec.usage}" if advice else f"Usage: {spec.usage}"
-    return CommandError(message, hint=hint, command=spec.name)
-
-
-def _split(text: str) -> list[str]:
-    """shlex-split `text`, turning a quoting error into a CommandError."""
+def call(spec: CommandSpec, values: dict[str, Any], session: Session) -> Outcome:
+    """Run a command function with validated values; DbsageError becomes a failed Outcome."""
+    assert spec.func is not None
     try:
-        return shlex.split(text)
-    except ValueError as exc:
+        result: Outcome = spec.func(**values, session=session)
+        return result
+    except DbsageError as exc:
+        from dbsage.tools.connection import redact
+
+        text = f"❌ {redact(exc.message)}" + (f"\nHint: {exc.hint}" if exc.hint else "")
+        return Outcome(spec.name, ok=False, text=text, exit_code=exc.exit_code)
+
+
+# --------------------------------------------------------------------------- parameters
+
+_EXAMPLE_PATH = "supabase/migrations/20250101000000_add_profiles.sql"
+MigrationPath = Annotated[str, Param(
+    "the migration file, e.g. supabase/migrations/<TS>_<name>.sql", metavar="PATH",
+    check="path")]
+Mode = Annotated[str | None, Param(
+    "M is how checkpoints are handled: yolo, interactive or preflight", flag="--mode",
+    metavar="M", check="mode", short="-m", example="interactive", llm=False)]
+Db = Annotated[str | None, Param(
+    "target database (else SUPABASE_DB_URL, DATABASE_URL, embedded)", flag="--db",
+    metavar="URL", check="db_url", example="postgresql://postgres@localhost:54322/postgres",
+    llm=False)]
+Json = Annotated[bool, Param("print the report as JSON", flag="--json", llm=False)]
+Yes = Annotated[bool, Param("answer yes to every confirmation", flag="--yes", short="-y",
+                            llm=False)]
+Answers = Annotated[str | None, Param(
+    "YAML file mapping checkpoint ids to answers (non-interactive runs)", flag="--answers",
+    metavar="FILE", check="answers_file", example="answers.yaml", llm=False)]
+LockTimeout = Annotated[str | None, Param(
+    "stop waiting for a lock after DURATION, roll back and retry (off: wait)",
+    flag="--lock-timeout", metavar="DURATION", check="duration", example="2s", llm=False)]
+StatementTimeout = Annotated[str | None, Param(
+    "cancel a statement after DURATION (off: no limit)", flag="--statement-timeout",
+    metavar="DURATION", check="duration", example="5min", llm=False)]
+Exposed = Annotated[str | None, Param(
+    "comma-separated schemas the API exposes (default: public)", flag="--exposed-schemas",
+    metavar="SCHEMAS", check="schemas", example="public,api", llm=False)]
+
+
+# Yes/no options that change a safety decision: never offered to the model.
+AllowDestructive = Annotated[bool, Param("allow statements that drop or rewrite data",
+                                         flag="--allow-destructive", llm=False)]
+AllowOutOfOrder = Annotated[bool, Param("allow a version older than the latest applied one",
+                                        flag="--allow-out-of-order", llm=False)]
+Force = Annotated[bool, Param("apply despite squawk errors", flag="--force", llm=False)]
+NoDryRun = Annotated[bool, Param("skip the automatic dry-run (logged as your decision)",
+                                 flag="--no-dry-run", llm=False)]
+RollbackScript = Annotated[bool, Param("write supabase/rollback/{TS}_rollback.sql now",
+                                       flag="--rollback-script", llm=False)]
+AllowDataLoss = Annotated[bool, Param(
+    "allow a rollback that drops tables or columns holding rows", flag="--allow-data-loss",
+    llm=False)]
+PrepareOnly = Annotated[bool, Param(
+    "write and show the reverse script and what it would lose; change nothing",
+    flag="--prepare-only", llm=False)]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _run_options(session: Session, *, mode: str | None = None, db: str | None = None,
+                 lock_timeout: str | None = None, statement_timeout: str | None = None,
+                 asker: Asker | None = None, flags: dict[str, bool] | None = None,
+                 exposed: str | None = None) -> RunOptions:
+    """RunOptions from a command's values, falling back to the session's defaults."""
+    from dbsage.agent.state import RunOptions
+
+    assert mode is not None
+    return RunOptions(
+        mode=mode, db=db or session.db,
+        lock_timeout=lock_timeout or session.lock_timeout,
+        statement_timeout=statement_timeout, project_dir=session.project_dir,
+        asker=asker, flags=flags or {},
+        exposed_schemas=tuple(exposed.split(",")) if exposed else session.exposed_schemas,
+        while_waiting=session.while_waiting)
+
+
+def _mode(task: str, mode: str | None, session: Session) -> str:
+    """--mode, else the session's mode, else the task definition's default_mode."""
+    if mode or session.mode:
+        return str(mode or session.mode)
+    from dbsage.agent.runner import load_definition
+
+    return load_definition(task).default_mode
+
+
+def _asker(session: Session, mode: str, yes: bool, answers: str | None) -> Asker:
+    """Who answers checkpoints: --answers file, --yes (or yolo), the front end's asker, or the
+    console when there is a terminal."""
+    from dbsage.agent.modes import ConsoleAsker, YesAsker, load_answers
+
+    if answers is not None:
+        return load_answers(Path(answers))
+    if yes or mode == "yolo":
+        return YesAsker()
+    if session.asker is not None:
+        return session.asker
+    if not session.interactive:
         raise CommandError(
-            f"Unbalanced quote in the command line ({str(exc).lower()}).",
-            hint='Close every quote; wrap a path with spaces in quotes: *dry-run "my dir/x.sql"',
-        ) from exc
+            f"{mode.capitalize()} mode asks questions, but there is no terminal to ask on.",
+            hint="Pass --yes to confirm in advance, --answers FILE for scripted answers, or "
+                 "use --mode yolo.")
+    return ConsoleAsker()
 
 
-def _strip_star(line: str, require_star: bool) -> str:
-    """The line without its leading `*`; NotACommand if the star is required and missing."""
-    text = line.strip()
-    if text.startswith(STAR):
-        return text[1:]
-    if require_star:
-        raise NotACommand("Not a *command.", hint="Commands start with *; type *help.",
-                          text=line)
-    return text
+def _yes() -> Asker:
+    from dbsage.agent.modes import YesAsker
+
+    return YesAsker()
 
 
-def parse(line: str, *, require_star: bool = True) -> Invocation:
-    """Parse one command line into an Invocation.
+def _path(path: str, session: Session) -> Path:
+    """A PATH argument; a relative path is taken from the project folder."""
+    p = Path(path)
+    if p.is_absolute() or session.project_dir.resolve() == Path.cwd().resolve():
+        return p
+    return session.project_dir / p
+
+
+def _from_report(name: str, report: RunReport, as_json: bool) -> Outcome:
+    from dbsage.agent.render import render_json
+
+    return Outcome(name, ok=report.exit_code == 0, report=report, exit_code=report.exit_code,
+                   as_json=as_json, text=render_json(report) if as_json else "")
+
+
+def migration_files(project_dir: Path) -> list[Path]:
+    """The `.sql` files of supabase/migrations/, sorted by name."""
+    from dbsage.tools.artifacts import list_files
+
+    return list_files(project_dir / MIGRATIONS_DIR, "*.sql")
+
+
+# --------------------------------------------------------------------------- task commands
+
+
+@command("apply-migration", example=f"*apply-migration {_EXAMPLE_PATH} --mode interactive",
+         aliases=("apply", "migrate"), cli_name="apply", writes=True, tool="apply_migration",
+         keywords=("apply", "migrate", "migration", "deploy", "push", "execute", "run"))
+def apply_migration(path: MigrationPath, *, mode: Mode = None, db: Db = None,
+                    lock_timeout: LockTimeout = None, statement_timeout: StatementTimeout = None,
+                    yes: Yes = False, answers: Answers = None,
+                    allow_destructive: AllowDestructive = False,
+                    allow_out_of_order: AllowOutOfOrder = False, force: Force = False,
+                    no_dry_run: NoDryRun = False, rollback_script: RollbackScript = False,
+                    as_json: Json = False, session: Session) -> Outcome:
+    """Apply a migration safely: lock, snapshot, apply, diff, record.
+
+    One transaction with lock_timeout and retries; the history row commits with it.
 
     Args:
-        line: e.g. ``*dry-run "supabase/migrations/2025 x.sql"``.
-        require_star: the chat needs the leading `*`; the CLI may leave it out.
-
-    Raises:
-        NotACommand: free text (no leading `*`) while `require_star` is set.
-        CommandError: unknown command, bad arguments or options, unbalanced quotes.
+        path: the migration file, e.g. supabase/migrations/<TS>_<name>.sql.
     """
-    tokens = _split(_strip_star(line, require_star))
-    if not tokens:
-        raise CommandError("No command given.", hint="Type *help to list the commands.")
-    spec = get_spec(tokens[0])
-    positionals, options = _parse_tokens(spec, tokens[1:])
-    return Invocation(spec.name, _bind_args(spec, positionals), options, line)
+    from dbsage.agent.runner import run_apply
+
+    chosen = _mode("apply-migration", mode, session)
+    flags = {"allow_destructive": allow_destructive, "allow_out_of_order": allow_out_of_order,
+             "force": force, "skip_dry_run": no_dry_run, "rollback_script": rollback_script}
+    opts = _run_options(session, mode=chosen, db=db, lock_timeout=lock_timeout,
+                        statement_timeout=statement_timeout,
+                        asker=_asker(session, chosen, yes, answers), flags=flags)
+    return _from_report("apply-migration", run_apply(_path(path, session), opts), as_json)
 
 
-def _parse_tokens(spec: CommandSpec, tokens: list[str]) -> tuple[list[str], dict[str, OptionValue]]:
-    """Separate positionals from options (`--flag`, `--opt VALUE`, `--opt=VALUE`, `--`)."""
-    positionals: list[str] = []
-    options: dict[str, OptionValue] = {}
-    rest = iter(tokens)
-    for token in rest:
-        if token == "--":
-            positionals.extend(rest)
-        elif token.startswith("-") and token != "-":
-            _take_option(spec, token, rest, options)
-        else:
-            positionals.append(token)
-    return positionals, options
+@command("dry-run", example=f"*dry-run {_EXAMPLE_PATH}", aliases=("dryrun",), tool="dry_run",
+         keywords=("dry", "try", "simulate", "preview", "rehearse"))
+def dry_run(path: MigrationPath, *, db: Db = None, lock_timeout: LockTimeout = None,
+            statement_timeout: StatementTimeout = None, as_json: Json = False,
+            session: Session) -> Outcome:
+    """Run a migration in a transaction that is rolled back; report what it would do.
+
+    Args:
+        path: the migration file, e.g. supabase/migrations/<TS>_<name>.sql.
+    """
+    from dbsage.agent.runner import run_dry_run_task
+
+    opts = _run_options(session, mode="yolo", db=db, lock_timeout=lock_timeout,
+                        statement_timeout=statement_timeout, asker=_yes())
+    return _from_report("dry-run", run_dry_run_task(_path(path, session), opts), as_json)
 
 
-def _take_option(
-    spec: CommandSpec, token: str, rest: Iterator[str], options: dict[str, OptionValue]
-) -> None:
-    """Read one option (and its value from `rest` when needed) into `options`."""
-    flag, has_inline, inline = token.partition("=")
-    option = spec.option(flag)
-    if option is None:
-        raise _usage_error(spec, f"{STAR}{spec.name} has no option {flag}.")
-    if option.key in options:
-        raise _usage_error(spec, f"{flag} is given twice.")
-    if not option.takes_value:
-        if has_inline:
-            raise _usage_error(spec, f"{flag} takes no value.")
-        options[option.key] = True
-        return
-    value = inline if has_inline else next(rest, None)
-    if value is None or (not has_inline and value.startswith("-") and value != "-"):
-        raise _usage_error(spec, f"{flag} needs a value ({option.metavar}).")
-    options[option.key] = _check(spec, option.check, value, option.flag)
+@command("plan", example=f"*plan {_EXAMPLE_PATH}", tool="plan",
+         keywords=("plan", "analyse", "analyze", "preflight", "locks", "risk", "risky", "safe"))
+def plan(path: MigrationPath, *, db: Db = None, lock_timeout: LockTimeout = None,
+         as_json: Json = False, session: Session) -> Outcome:
+    """Pre-flight analysis only: locks, rewrites, destructive statements; changes nothing.
+
+    Writes supabase/plans/{TS}_plan.md and .json.
+
+    Args:
+        path: the migration file, e.g. supabase/migrations/<TS>_<name>.sql.
+    """
+    from dbsage.agent.runner import run_plan
+
+    opts = _run_options(session, mode="preflight", db=db, lock_timeout=lock_timeout,
+                        asker=_yes())
+    return _from_report("plan", run_plan(_path(path, session), opts), as_json)
 
 
-def _check(spec: CommandSpec, check: Callable[[str], str] | None, value: str, what: str) -> str:
-    """Run a validator on `what` (a flag, or "" for an argument); errors carry the usage."""
-    if check is None:
-        return value
-    try:
-        return check(value)
-    except ValueError as exc:
-        reason = str(exc).rstrip(".?") + ("?" if str(exc).endswith("?") else ".")
-        advice = DURATION_HINT if check is normalise_duration else ""
-        where = f"{STAR}{spec.name} {what}" if what else f"{STAR}{spec.name}"
-        raise _usage_error(spec, f"{where}: {reason}", advice) from exc
+@command("rollback", example="*rollback latest", aliases=("undo",), writes=True,
+         tool="rollback",
+         keywords=("rollback", "roll", "undo", "revert", "back", "restore"))
+def rollback(ts: Annotated[str, Param(
+                 "the TS of the apply run to undo, latest, or a supabase/snapshots/"
+                 "*_before.sql snapshot", metavar="TS|latest", check="rollback_target")],
+             *, mode: Mode = None, db: Db = None, lock_timeout: LockTimeout = None,
+             statement_timeout: StatementTimeout = None, yes: Yes = False,
+             answers: Answers = None, allow_data_loss: AllowDataLoss = False,
+             prepare_only: PrepareOnly = False, as_json: Json = False,
+             session: Session) -> Outcome:
+    """Undo an applied migration with its reverse DDL, restoring the data it destroyed.
+
+    Never replays the schema-only snapshot on the database (that would empty every table).
+
+    Args:
+        ts: the 14-digit TS of the apply run to undo, or latest.
+    """
+    from dbsage.agent.runner import prepare_rollback_only, run_rollback_task
+
+    chosen = _mode("rollback", mode, session)
+    if prepare_only:
+        opts = _run_options(session, mode="yolo", db=db, lock_timeout=lock_timeout,
+                            asker=_yes())
+        return _from_report("rollback", prepare_rollback_only(ts, opts), as_json)
+    opts = _run_options(session, mode=chosen, db=db, lock_timeout=lock_timeout,
+                        statement_timeout=statement_timeout,
+                        asker=_asker(session, chosen, yes, answers),
+                        flags={"allow_data_loss": allow_data_loss})
+    return _from_report("rollback", run_rollback_task(ts, opts), as_json)
 
 
-def _bind_args(spec: CommandSpec, positionals: list[str]) -> dict[str, str]:
-    """Match positional tokens to the spec's arguments, validating each."""
-    if len(positionals) > len(spec.args):
-        extra = " ".join(positionals[len(spec.args):])
-        raise _usage_error(spec, f"{STAR}{spec.name}: unexpected argument(s): {extra}")
-    missing = [a.metavar for a in spec.args[len(positionals):] if not a.optional]
-    if missing:
-        raise _usage_error(spec, f"{STAR}{spec.name} needs {' '.join(missing)}.")
-    return {
-        arg.key: _check(spec, arg.check, value, "")
-        for arg, value in zip(spec.args, positionals, strict=False)
-    }
+@command("smoke-test", example="*smoke-test", aliases=("smoke",), tool="smoke_test",
+         keywords=("smoke", "test", "tests", "pgtap", "verify", "sanity"))
+def smoke_test(*, db: Db = None, exposed_schemas: Exposed = None, as_json: Json = False,
+               session: Session) -> Outcome:
+    """Run the smoke tests (built-in checks and supabase/tests/*.sql) against the database.
+
+    Exit code 1 when anything fails.
+    """
+    from dbsage.agent.runner import run_smoke_task
+
+    opts = _run_options(session, mode="yolo", db=db, asker=_yes(), exposed=exposed_schemas)
+    return _from_report("smoke-test", run_smoke_task(opts), as_json)
 
 
-def format_invocation(invocation: Invocation, *, star: bool = True) -> str:
-    """The canonical command line for an invocation; `parse` reads it back unchanged."""
-    spec = invocation.spec
-    words = [(STAR if star else "") + spec.name]
-    for option in spec.options:
-        value = invocation.options.get(option.key)
-        if value is True:
-            words.append(option.flag)
-        elif isinstance(value, str):
-            words += [option.flag, shlex.quote(value)]
-    positionals = [invocation.args[a.key] for a in spec.args if a.key in invocation.args]
-    if any(p.startswith("-") for p in positionals):
-        words.append("--")
-    words += [shlex.quote(p) for p in positionals]
-    return " ".join(words)
+# --------------------------------------------------------------------------- status, RLS
 
 
-# --------------------------------------------------------------------------- free text
-
-
-_WORD = re.compile(r"[a-z0-9]+")
-_WEAK_WORDS = frozenset({"migration", "run"})  # common in free text: they count half
-_PHRASE_BONUS = 2.0  # the text spells a command's name ("dry run", "roll back")
-
-
-def _keyword_score(spec: CommandSpec, words: list[str]) -> float:
-    """How strongly the words of free text point to `spec` (close spellings count)."""
-    vocabulary = {*spec.keywords, *spec.aliases, spec.name}
-    score = 0.0
-    for word in words:
-        best, keyword = max((difflib.SequenceMatcher(None, word, k).ratio(), k) for k in vocabulary)
-        if best >= 0.8:
-            score += best / 2 if keyword in _WEAK_WORDS else best
-    joined = "-" + "-".join(words) + "-"
-    if any(f"-{name}-" in joined for name in (spec.name, *spec.aliases)):
-        score += _PHRASE_BONUS
-    return score
-
-
-def closest_command(text: str) -> str | None:
-    """The command free text most likely asks for ("undo" → "rollback"), or None."""
-    words = _WORD.findall(text.lower())
-    if not words:
-        return None
-    scores = [(_keyword_score(spec, words), -i, spec.name) for i, spec in enumerate(COMMANDS)]
-    best_score, _, best = max(scores)
-    return best if best_score > 0 else None
-
-
-# --------------------------------------------------------------------------- help
-
-
-def _overview() -> str:
-    """All commands with their summaries."""
-    width = max(len(spec.name) for spec in COMMANDS) + 3
-    lines = ["Commands:"]
-    lines += [f"  {(STAR + spec.name).ljust(width)}{spec.summary}" for spec in COMMANDS]
-    lines += ["", "Type *help COMMAND for its options. Text without * is a question for Dara."]
+def _status_text(data: dict[str, Any], front: str = "chat") -> str:
+    lines = [f"Database: {data['target']}"]
+    labels = (("applied", "Applied"), ("pending", "Pending"),
+              ("drifted", "Drifted (changed since applied)"),
+              ("missing", "Applied, but no file (missing)"),
+              ("unverified", "Applied by another tool (no checksum)"),
+              ("ignored", "Ignored (no leading version)"), ("duplicates", "Duplicate version"))
+    for key, label in labels:
+        items = data[key]
+        if items or key in ("applied", "pending", "drifted"):
+            lines.append(f"{label}: {len(items)}")
+            lines += [f"  - {item}" for item in items]
+    if data["pending"]:
+        verb = "*dry-run" if front == "chat" else "dbsage dry-run"
+        lines.append(f"Next: {verb} supabase/migrations/{data['pending'][0]}")
     return "\n".join(lines)
 
 
-def _details(spec: CommandSpec) -> str:
-    """One command's usage, arguments, options and an example."""
-    lines = [f"Usage: {spec.usage}", "", spec.summary]
-    if spec.aliases:
-        lines.append("Aliases: " + ", ".join(STAR + a for a in spec.aliases))
-    named = [(a.metavar, a.help) for a in spec.args]
-    named += [(f"{o.flag} {o.metavar}" if o.metavar else o.flag, o.help) for o in spec.options]
-    width = max((len(n) for n, _ in named), default=0) + 3
-    if spec.args:
-        lines += ["", "Arguments:"]
-        lines += [f"  {a.metavar.ljust(width)}{a.help}" for a in spec.args]
-    if spec.options:
-        lines += ["", "Options:"]
-        lines += [f"  {n.ljust(width)}{h}" for n, h in named[len(spec.args):]]
-    lines += ["", f"Example: {spec.example}"]
-    return "\n".join(lines)
+def _target(session: Session, db: str | None) -> tuple[str, str]:
+    """(URL, redacted URL) of the target, starting the embedded server when none is set."""
+    from dbsage.tools.connection import check_not_transaction_pooler, redact, resolve_target
+
+    target = resolve_target(db or session.db)
+    if target is None:
+        from dbsage.tools.embedded import start_embedded
+
+        status_ = start_embedded(session.project_dir)
+        assert status_.url is not None
+        url = status_.url
+    else:
+        url = target.url
+    check_not_transaction_pooler(url)
+    return url, redact(url)
 
 
-def help_text(command: str | None = None) -> str:
-    """Plain-text help: every command with its summary, or one command in detail.
+@command("status", example="*status", aliases=("st",), tool="status",
+         keywords=("status", "pending", "applied", "drift", "drifted", "state", "list", "which"))
+def status(*, db: Db = None, as_json: Json = False, session: Session) -> Outcome:
+    """Show applied, pending and drifted migrations (files against the history)."""
+    from dbsage.tools.smoke import history_state_url
 
-    Raises:
-        CommandError: `command` is not a command name or alias.
-    """
-    return _overview() if command is None else _details(get_spec(command))
+    url, shown = _target(session, db)
+    state = history_state_url(url, session.project_dir)
+    data = {"target": shown, "applied": list(state.applied), "pending": list(state.pending),
+            "drifted": list(state.drifted), "missing": list(state.missing),
+            "unverified": list(state.unverified), "ignored": list(state.ignored),
+            "duplicates": list(state.duplicates)}
+    ok = not (data["drifted"] or data["missing"] or data["duplicates"])
+    text = json.dumps(data, indent=2) if as_json else _status_text(data, session.front)
+    return Outcome("status", ok=ok, text=text, data=data, as_json=as_json,
+                   exit_code=0 if ok else 1)
 
 
-def complete(prefix: str) -> list[str]:
-    """Command names (with `*` if the prefix has it) that complete `prefix`, for the REPL."""
-    star = STAR if prefix.startswith(STAR) else ""
-    stem = prefix.removeprefix(STAR).lower()
-    if any(c.isspace() for c in stem):
-        return []
-    names = sorted(s.name for s in COMMANDS if s.name.startswith(stem))
-    aliases = sorted(
-        next(a for a in s.aliases if a.startswith(stem))
-        for s in COMMANDS
-        if s.name not in names and any(a.startswith(stem) for a in s.aliases)
-    )
-    return [star + name for name in names + aliases]
+@command("rls-audit", example="*rls-audit", aliases=("rls",), tool="rls_audit",
+         keywords=("rls", "security", "secure", "policy", "policies", "row", "audit",
+                   "exposed"))
+def rls_audit(*, db: Db = None, exposed_schemas: Exposed = None, as_json: Json = False,
+              session: Session) -> Outcome:
+    """Audit row-level security: tables without RLS or policies in the exposed schemas."""
+    from dbsage.tools.smoke import rls_check_url
+
+    url, shown = _target(session, db)
+    schemas = tuple(exposed_schemas.split(",")) if exposed_schemas else session.exposed_schemas
+    outcome = rls_check_url(url, schemas)
+    data = {"target": shown, "status": outcome.status, "detail": outcome.detail,
+            "tables": list(outcome.items)}
+    if as_json:
+        return Outcome("rls-audit", text=json.dumps(data, indent=2), data=data, as_json=True)
+    mark = "✅" if outcome.status == "pass" else "⚠"
+    lines = [f"{mark} {outcome.title}", f"  {outcome.detail}"]
+    lines += [f"  - {t}" for t in outcome.items]
+    return Outcome("rls-audit", text="\n".join(lines), data=data)
+
+
+@command("analyze-hotpaths", example="*analyze-hotpaths", aliases=("hotpaths",),
+         keywords=("hot", "hotpaths", "slow", "queries", "performance", "index", "indexes"))
+def analyze_hotpaths(*, db: Db = None, as_json: Json = False, session: Session) -> Outcome:
+    """Find the slowest queries and the indexes they are missing."""
+    return Outcome(
+        "analyze-hotpaths", ok=False, exit_code=1,
+        text="❌ analyze-hotpaths is not available yet in this version of dbsage.\n"
+             "Hint: until then, look at pg_stat_statements for the slowest queries.")
+
+
+# --------------------------------------------------------------------------- chat commands
+
+
+@command("mode", example="*mode preflight", cli=False,
+         keywords=("mode", "yolo", "interactive", "switch"))
+def mode(mode: Annotated[str, Param(
+             "yolo runs without asking, interactive asks at each checkpoint, preflight "
+             "analyses first", metavar="yolo|interactive|preflight", check="mode")],
+         *, session: Session) -> Outcome:
+    """Set the session's default mode: yolo, interactive or preflight."""
+    session.mode = mode
+    return Outcome("mode", text=f"Mode is now {session.mode}: {MODE_HELP[session.mode]}.",
+                   data={"mode": session.mode})
+
+
+@command("help", example="*help dry-run", aliases=("?",), cli=False,
+         keywords=("help", "commands", "usage", "how"))
+def help_(command: Annotated[str | None, Param(
+              "a command name", metavar="COMMAND", check="command_name")] = None,
+          *, session: Session) -> Outcome:
+    """List the commands, or explain one."""
+    return Outcome("help", text=help_text(command))
+
+
+@command("exit", example="*exit", aliases=("quit", "q", "bye"), cli=False,
+         keywords=("exit", "quit", "bye", "goodbye", "leave"))
+def exit_(*, session: Session) -> Outcome:
+    """Leave the chat."""
+    return Outcome("exit", text="Goodbye — may your migrations be boring.", exit=True)
+
+
+COMMANDS: tuple[CommandSpec, ...] = commands()
+OPTIONS: dict[str, OptionSpec] = options()

@@ -16,7 +16,7 @@ from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
 from dbsage.agent.chat import ChatAsker, DaraCompleter, greeting, handle_line, run_script
-from dbsage.agent.dispatch import ChatSession
+from dbsage.agent.commands import Session as ChatSession
 from dbsage.agent.modes import Question
 
 NAME = "20250101000000_todos.sql"
@@ -70,9 +70,9 @@ def test_repl_dry_run_apply_smoke_exit(db18: Db, project: Path) -> None:
     child.expect_exact("1. Run smoke tests")
     answer(child, "post_migration_menu", "1")
     child.expect_exact("Migration Applied Successfully")
-    child.expect_exact("Follow-up: *smoke-test")
-    child.expect_exact("passed")
+    child.expect_exact("*smoke-test: passed")  # the report shows the follow-up's result once
     child.expect(PROMPT)
+    assert "Follow-up" not in child.before  # the chat does not show it a second time
 
     child.sendline("*smoke-test")
     child.expect_exact("Smoke test")
@@ -192,7 +192,8 @@ def test_completer_offers_commands_paths_modes_and_options(project: Path) -> Non
         "supabase/migrations/20250102000000_more.sql"]
     assert texts("*mode p") == ["preflight"]
     assert texts("*apply-migration x --all") == [
-        "--allow-destructive", "--allow-out-of-order", "--allow-data-loss"]
+        "--allow-destructive", "--allow-out-of-order"]
+    assert texts("*rollback latest --all") == ["--allow-data-loss"]
     assert texts("*rollback l") == ["latest"]
     assert texts("hello") == []
 
@@ -202,7 +203,7 @@ def test_greeting_and_free_text_offline_do_not_import_langchain(project: Path) -
         "import sys\n"
         "from pathlib import Path\n"
         "from dbsage.agent.chat import greeting, handle_line\n"
-        "from dbsage.agent.dispatch import ChatSession\n"
+        "from dbsage.agent.commands import Session as ChatSession\n"
         "s = ChatSession(db='postgresql://u:pw@h/d', project_dir=Path('.'))\n"
         "print(greeting(s))\n"
         "handle_line('*help', s)\nhandle_line('*mode yolo', s)\n"

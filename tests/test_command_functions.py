@@ -1,5 +1,5 @@
-"""dispatch.execute: every *command reaches the right part of the engine with the session's
-defaults; real PostgreSQL wherever a database is involved."""
+"""The command functions: every *command reaches the right part of the engine with the
+session's defaults; real PostgreSQL wherever a database is involved."""
 
 from __future__ import annotations
 
@@ -11,22 +11,23 @@ from conftest import Db
 from helpers import apply, migration, user_tables
 
 from dbsage.agent import runner
-from dbsage.agent.commands import COMMANDS, help_text, parse
-from dbsage.agent.dispatch import HANDLERS, ChatSession, DispatchResult, execute
+from dbsage.agent.commands import COMMANDS, Outcome, Session, execute, help_text, parse
 from dbsage.agent.modes import ScriptedAsker, YesAsker
 from dbsage.agent.report import RunReport
 
 
-def session_for(db: Db, project: Path, **kw: Any) -> ChatSession:
-    return ChatSession(db=db.url, project_dir=project, **kw)
+def session_for(db: Db, project: Path, **kw: Any) -> Session:
+    return Session(db=db.url, project_dir=project, **kw)
 
 
-def run(line: str, session: ChatSession) -> DispatchResult:
+def run(line: str, session: Session) -> Outcome:
     return execute(parse(line), session)
 
 
-def test_every_command_has_a_handler() -> None:
-    assert set(HANDLERS) == {spec.name for spec in COMMANDS}
+def test_every_command_is_a_typed_function_with_a_summary() -> None:
+    for spec in COMMANDS:
+        assert spec.func is not None and spec.summary, spec.name
+        assert spec.func.__doc__ and spec.summary == spec.func.__doc__.strip().splitlines()[0]
 
 
 def test_status_lists_applied_pending_and_drifted(db18: Db, project: Path) -> None:
@@ -62,7 +63,7 @@ def test_mode_switches_the_session_default(monkeypatch: pytest.MonkeyPatch, proj
         return RunReport(task="apply-migration", status="applied")
 
     monkeypatch.setattr(runner, "run_apply", fake_apply)
-    session = ChatSession(project_dir=project, asker=ScriptedAsker({}))
+    session = Session(project_dir=project, asker=ScriptedAsker({}))
     result = run("*mode preflight", session)
     assert session.mode == "preflight" and result.ok
     assert result.text.startswith("Mode is now preflight")
@@ -77,7 +78,7 @@ def test_mode_switches_the_session_default(monkeypatch: pytest.MonkeyPatch, proj
 
 
 def test_help_exit_and_not_yet_available_commands(project: Path) -> None:
-    session = ChatSession(project_dir=project)
+    session = Session(project_dir=project)
     assert run("*help", session).text == help_text()
     assert run("*help dry-run", session).text.startswith("Usage: *dry-run PATH")
     assert run("*exit", session).exit
@@ -85,19 +86,15 @@ def test_help_exit_and_not_yet_available_commands(project: Path) -> None:
     assert not hot.ok and "not available yet" in hot.text
 
 
-def test_rollback_calls_the_runner_when_it_exists(monkeypatch: pytest.MonkeyPatch,
-                                                  project: Path) -> None:
-    session = ChatSession(project_dir=project)
-    monkeypatch.delattr(runner, "run_rollback_task", raising=False)
-    missing = run("*rollback latest", session)
-    assert not missing.ok and "Rollback is not available yet" in missing.text
+def test_rollback_calls_the_runner(monkeypatch: pytest.MonkeyPatch, project: Path) -> None:
+    session = Session(project_dir=project)
     calls: list[tuple[str, str]] = []
 
     def fake_rollback(ts: str, options: runner.RunOptions) -> RunReport:
         calls.append((ts, options.mode))
         return RunReport(task="rollback", status="rolled_back")
 
-    monkeypatch.setattr(runner, "run_rollback_task", fake_rollback, raising=False)
+    monkeypatch.setattr(runner, "run_rollback_task", fake_rollback)
     result = run("*rollback 20250101000000 --mode yolo", session)
     assert result.ok and calls == [("20250101000000", "yolo")]
 
@@ -133,15 +130,13 @@ def test_rls_audit_names_tables_without_rls(db18: Db, project: Path) -> None:
 
 
 def test_errors_become_failed_results(project: Path) -> None:
-    session = ChatSession(db="postgresql://u:s3cret@127.0.0.1:1/x", project_dir=project)
+    session = Session(db="postgresql://u:s3cret@127.0.0.1:1/x", project_dir=project)
     result = run("*status", session)
     assert not result.ok and result.exit_code == 2
     assert result.text.startswith("❌") and "s3cret" not in result.text
 
 
 def test_rollback_latest_undoes_the_last_apply(db18: Db, project: Path) -> None:
-    if not hasattr(runner, "run_rollback_task"):
-        pytest.skip("this build has no rollback task yet")
     migration(project, "20250101000000_t.sql", "create table t (id int);")
     session = session_for(db18, project, mode="yolo", asker=YesAsker())
     assert run("*apply-migration supabase/migrations/20250101000000_t.sql", session).ok

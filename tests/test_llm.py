@@ -17,7 +17,7 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, ToolMessage
 
 from dbsage.agent import llm, runner
-from dbsage.agent.dispatch import ChatSession
+from dbsage.agent.commands import Session as ChatSession
 from dbsage.agent.modes import ScriptedAsker
 
 NAME = "20250101000000_todos.sql"
@@ -132,7 +132,7 @@ def test_reads_outside_the_migrations_folder_are_refused(session: ChatSession) -
 def test_tools_have_schemas_and_one_line_descriptions(session: ChatSession) -> None:
     tools = {t.name: t for t in llm.build_tools(session)}
     assert set(tools) == {"apply_migration", "dry_run", "rollback", "smoke_test", "plan",
-                          "status", "list_migrations", "read_migration"}
+                          "status", "rls_audit", "list_migrations", "read_migration"}
     for tool in tools.values():
         assert tool.description and "\n" not in tool.description
     assert set(tools["apply_migration"].args) == {"path"}
@@ -157,7 +157,7 @@ def test_bad_model_setting_gives_a_clear_answer(session: ChatSession,
 
 def test_no_model_gives_the_offline_answer_without_langchain(project: Path) -> None:
     code = ("import sys\nfrom pathlib import Path\nfrom dbsage.agent import llm\n"
-            "from dbsage.agent.dispatch import ChatSession\n"
+            "from dbsage.agent.commands import Session as ChatSession\n"
             "print(llm.answer('apply the pending migration', ChatSession(project_dir=Path('.'))))\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('langchain', 'langchain_core', 'langgraph')))\n")
