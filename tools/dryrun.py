@@ -19,7 +19,6 @@ import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from dbsage.tools.catalog import EXCLUDED_SCHEMAS, user_schemas_sql
@@ -41,6 +40,9 @@ from dbsage.tools.execute import (
     statement_failure,
     with_lock_retry,
 )
+from dbsage.tools.history import DryRunRecord as DryRunRecord  # re-exported: agent, tests
+from dbsage.tools.history import find_passing_dry_run as find_passing_dry_run
+from dbsage.tools.history import record_dry_run
 from dbsage.tools.sqlfile import MigrationFile, Statement
 
 if TYPE_CHECKING:
@@ -52,21 +54,6 @@ STATUS_PARSED_ONLY = "validated by parsing only"
 # Transaction control a migration may hold: it stays inside dbsage's transaction.
 _ALLOWED_TXN_KINDS = frozenset({"SAVEPOINT", "RELEASE", "ROLLBACK_TO"})
 
-DRY_RUN_LOG_DDL = """
-CREATE SCHEMA IF NOT EXISTS dbsage;
-CREATE TABLE IF NOT EXISTS dbsage.dry_run_log (
-    id bigserial PRIMARY KEY,
-    version text,
-    path text NOT NULL,
-    checksum text NOT NULL,
-    passed boolean NOT NULL,
-    statements integer NOT NULL,
-    failure text,
-    ran_at timestamptz NOT NULL DEFAULT now(),
-    duration_ms double precision NOT NULL
-);
-CREATE INDEX IF NOT EXISTS dry_run_log_checksum_idx ON dbsage.dry_run_log (checksum, id);
-"""
 
 _USER_RELATIONS_SQL = f"""
 SELECT c.oid, n.nspname || '.' || c.relname
@@ -140,21 +127,6 @@ class DryRunResult:
         return [s for s in self.statements if s.status == STATUS_PARSED_ONLY]
 
 
-@dataclass(frozen=True)
-class DryRunRecord:
-    """One row of dbsage.dry_run_log."""
-
-    id: int
-    version: str | None
-    path: str
-    checksum: str
-    passed: bool
-    statements: int
-    failure: str | None
-    ran_at: datetime
-    duration_ms: float
-
-
 @dataclass
 class _Attempt:
     statements: list[DryRunStatement]
@@ -201,22 +173,12 @@ def dry_run_migration(conn: psycopg.Connection, migration: MigrationFile, *,
     duration = time.perf_counter() - started
     message = (describe_failure(migration.path, len(migration.statements), attempt.failure,
                                 attempt.failed) if attempt.failure else None)
-    record_id = _record(conn, migration, attempt.failure is None, message, duration)
+    record_id = record_dry_run(conn, migration.version, str(migration.path), migration.checksum,
+                               attempt.failure is None, len(migration.statements), message,
+                               duration * 1000)
     return DryRunResult(attempt.failure is None, attempt.statements, attempt.changes,
                         attempt.failure, duration, attempts, record_id, message,
                         attempt.ddl_script, warnings)
-
-
-def find_passing_dry_run(conn: psycopg.Connection, checksum: str) -> DryRunRecord | None:
-    """The latest passing dry run of exactly this file content (sha256 checksum), if any."""
-    row = conn.execute("SELECT to_regclass('dbsage.dry_run_log') IS NOT NULL").fetchone()
-    if not row or not row[0]:
-        return None
-    found = conn.execute(
-        "SELECT id, version, path, checksum, passed, statements, failure, ran_at, duration_ms "
-        "FROM dbsage.dry_run_log WHERE checksum = %s AND passed ORDER BY id DESC LIMIT 1",
-        (checksum,)).fetchone()
-    return DryRunRecord(*found) if found else None
 
 
 def _check_connection(conn: psycopg.Connection) -> None:
@@ -521,17 +483,3 @@ def _sequence_warnings(before: dict[str, int | None], after: dict[str, int | Non
             "nextval() is not undone by a rollback (this leaves only a gap in the numbering)."
             for name, value in sorted(after.items())
             if name in before and before[name] != value]
-
-
-def _record(conn: psycopg.Connection, migration: MigrationFile, passed: bool,
-            failure: str | None, duration_s: float) -> int:
-    """Insert the dry_run_log row in its own short transaction."""
-    with conn.transaction():
-        conn.execute(DRY_RUN_LOG_DDL)
-        row = conn.execute(
-            "INSERT INTO dbsage.dry_run_log (version, path, checksum, passed, statements, "
-            "failure, duration_ms) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
-            (migration.version, str(migration.path), migration.checksum, passed,
-             len(migration.statements), failure, duration_s * 1000)).fetchone()
-    assert row is not None
-    return int(row[0])

@@ -1,6 +1,7 @@
-"""Migration history: Supabase CLI's table plus dbsage's own audit log.
+"""dbsage's bookkeeping: the Supabase CLI's history table, dbsage's own audit log and its dry-run
+log, and every query about them.
 
-Both rows are written inside the migration's own transaction, so a migration and its
+Both history rows are written inside the migration's own transaction, so a migration and its
 record commit or vanish together.
 """
 
@@ -255,3 +256,144 @@ def find_apply_run(conn: psycopg.Connection, ts: str) -> ApplyRun | None:
     row = conn.execute("SELECT version, name, path FROM dbsage.migration_log WHERE ts = %s AND "
                        "event = 'apply' ORDER BY id DESC LIMIT 1", (ts,)).fetchone()
     return ApplyRun(row[0], row[1], row[2]) if row else None
+
+
+# --- the run to undo, and its name -------------------------------------------------------------
+
+def history_exists(conn: psycopg.Connection) -> bool:
+    """Both history tables exist (dbsage has applied something here)."""
+    row = conn.execute(
+        "SELECT to_regclass('dbsage.migration_log') IS NOT NULL AND "
+        "to_regclass('supabase_migrations.schema_migrations') IS NOT NULL").fetchone()
+    return bool(row and row[0])
+
+
+def find_run_to_undo(conn: psycopg.Connection, ts: str) -> tuple[str, bool] | None:
+    """The apply run `ts` (or, for `latest`, the newest whose version is still applied) and
+    whether its version is still applied; None when there is no such run."""
+    row = conn.execute(
+        "SELECT l.ts, (s.version IS NOT NULL) FROM dbsage.migration_log l LEFT JOIN "
+        "supabase_migrations.schema_migrations s ON s.version = l.version "
+        "WHERE l.event = 'apply' AND (l.ts = %s OR %s = 'latest') "
+        "AND (s.version IS NOT NULL OR %s <> 'latest') ORDER BY l.id DESC LIMIT 1",
+        (ts, ts, ts)).fetchone()
+    return (str(row[0]), bool(row[1])) if row else None
+
+
+def applied_name_for_update(conn: psycopg.Connection, version: str) -> str | None:
+    """The recorded name (else the version) of applied `version`, its history row locked FOR
+    UPDATE until the transaction ends; None when it is not applied."""
+    # Two queries: a CASE around a missing table still fails when the query is analysed.
+    exists = conn.execute("SELECT to_regclass('supabase_migrations.schema_migrations') "
+                          "IS NOT NULL").fetchone()
+    row = None
+    if exists and exists[0]:
+        row = conn.execute("SELECT coalesce(name, version) FROM "
+                           "supabase_migrations.schema_migrations WHERE version = %s FOR UPDATE",
+                           (version,)).fetchone()
+    return str(row[0]) if row else None
+
+
+# --- the history as smoke checks and the early snapshot compare it ----------------------------
+
+def applied_checksums(conn: psycopg.Connection) -> dict[str, str | None]:
+    """Applied version → checksum of its latest 'apply' in dbsage's log (None if unlogged)."""
+    with conn.transaction(force_rollback=True):
+        row = conn.execute(
+            "SELECT to_regclass('supabase_migrations.schema_migrations') IS NOT NULL, "
+            "to_regclass('dbsage.migration_log') IS NOT NULL").fetchone()
+        assert row is not None
+        has_history, has_log = row
+        if not has_history:
+            return {}
+        if has_log:
+            rows = conn.execute("""
+                SELECT h.version, l.checksum FROM supabase_migrations.schema_migrations h
+                LEFT JOIN LATERAL (SELECT checksum FROM dbsage.migration_log m
+                                   WHERE m.version = h.version AND m.event = 'apply'
+                                   ORDER BY m.id DESC LIMIT 1) l ON true""").fetchall()
+        else:
+            rows = conn.execute(
+                "SELECT version, NULL::text FROM supabase_migrations.schema_migrations").fetchall()
+    return {version: checksum for version, checksum in rows}
+
+
+# The early snapshot's test that no migration committed in between (tools/snapshot.py).
+_HISTORY_TABLES = {
+    "dbsage.migration_log": "SELECT count(*)::text || ':' || coalesce(max(id)::text, '') "
+                            "FROM dbsage.migration_log",
+    "supabase_migrations.schema_migrations": (
+        "SELECT count(*)::text || ':' || md5(coalesce(string_agg(version, ',' ORDER BY version),"
+        " '')) FROM supabase_migrations.schema_migrations"),
+}
+
+
+def history_state(conn: psycopg.Connection) -> tuple[str, ...]:
+    """Row counts and keys of both history tables, as this transaction's snapshot sees them."""
+    present = [name for name in _HISTORY_TABLES
+               if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone() == (True,)]
+    state: list[str] = []
+    for name in present:
+        row = conn.execute(_HISTORY_TABLES[name]).fetchone()
+        state.append(f"{name}={row[0] if row else ''}")
+    return tuple(state)
+
+
+# --- the dry-run log -------------------------------------------------------------------------
+
+DRY_RUN_LOG_DDL = """
+CREATE SCHEMA IF NOT EXISTS dbsage;
+CREATE TABLE IF NOT EXISTS dbsage.dry_run_log (
+    id bigserial PRIMARY KEY,
+    version text,
+    path text NOT NULL,
+    checksum text NOT NULL,
+    passed boolean NOT NULL,
+    statements integer NOT NULL,
+    failure text,
+    ran_at timestamptz NOT NULL DEFAULT now(),
+    duration_ms double precision NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dry_run_log_checksum_idx ON dbsage.dry_run_log (checksum, id);
+"""
+
+
+@dataclass(frozen=True)
+class DryRunRecord:
+    """One row of dbsage.dry_run_log."""
+
+    id: int
+    version: str | None
+    path: str
+    checksum: str
+    passed: bool
+    statements: int
+    failure: str | None
+    ran_at: datetime
+    duration_ms: float
+
+
+def find_passing_dry_run(conn: psycopg.Connection, checksum: str) -> DryRunRecord | None:
+    """The latest passing dry run of exactly this file content (sha256 checksum), if any."""
+    row = conn.execute("SELECT to_regclass('dbsage.dry_run_log') IS NOT NULL").fetchone()
+    if not row or not row[0]:
+        return None
+    found = conn.execute(
+        "SELECT id, version, path, checksum, passed, statements, failure, ran_at, duration_ms "
+        "FROM dbsage.dry_run_log WHERE checksum = %s AND passed ORDER BY id DESC LIMIT 1",
+        (checksum,)).fetchone()
+    return DryRunRecord(*found) if found else None
+
+
+def record_dry_run(conn: psycopg.Connection, version: str | None, path: str, checksum: str,
+                   passed: bool, statements: int, failure: str | None,
+                   duration_ms: float) -> int:
+    """Insert the dry_run_log row in its own short transaction; its id."""
+    with conn.transaction():
+        conn.execute(DRY_RUN_LOG_DDL)
+        row = conn.execute(
+            "INSERT INTO dbsage.dry_run_log (version, path, checksum, passed, statements, "
+            "failure, duration_ms) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            (version, path, checksum, passed, statements, failure, duration_ms)).fetchone()
+    assert row is not None
+    return int(row[0])

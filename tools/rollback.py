@@ -808,15 +808,12 @@ def validate_ts(value: str, conn: psycopg.Connection) -> str:
             f"{value!r} is not a run timestamp: expected 14 digits (YYYYMMDDHHMMSS) or `latest`.",
             hint="The TS is in the apply report and in supabase/snapshots/{TS}_before.sql.",
             value=value)
-    if not _history_exists(conn):
+    from dbsage.tools.history import find_run_to_undo, history_exists
+
+    if not history_exists(conn):
         raise InvalidTimestampError("No migration has been applied with dbsage here.",
                                     hint="There is nothing to roll back.", value=value)
-    row = conn.execute(
-        "SELECT l.ts, (s.version IS NOT NULL) FROM dbsage.migration_log l LEFT JOIN "
-        "supabase_migrations.schema_migrations s ON s.version = l.version "
-        "WHERE l.event = 'apply' AND (l.ts = %s OR %s = 'latest') "
-        "AND (s.version IS NOT NULL OR %s <> 'latest') ORDER BY l.id DESC LIMIT 1",
-        (v, v, v)).fetchone()
+    row = find_run_to_undo(conn, v)
     if row is None:
         what = "No applied migration is left" if v == "latest" else f"No migration run {v}"
         raise InvalidTimestampError(f"{what} in dbsage's history.",
@@ -825,13 +822,6 @@ def validate_ts(value: str, conn: psycopg.Connection) -> str:
     if not row[1]:
         raise InvalidTimestampError(f"Run {row[0]} was rolled back already.", value=value)
     return str(row[0])
-
-
-def _history_exists(conn: psycopg.Connection) -> bool:
-    row = conn.execute(
-        "SELECT to_regclass('dbsage.migration_log') IS NOT NULL AND "
-        "to_regclass('supabase_migrations.schema_migrations') IS NOT NULL").fetchone()
-    return bool(row and row[0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -930,18 +920,13 @@ class _RollbackRun:
 
 
 def _version_name(conn: psycopg.Connection, version: str) -> str:
-    # Two queries: a CASE around a missing table still fails when the query is analysed.
-    exists = conn.execute("SELECT to_regclass('supabase_migrations.schema_migrations') "
-                          "IS NOT NULL").fetchone()
-    row = None
-    if exists and exists[0]:
-        row = conn.execute("SELECT coalesce(name, version) FROM "
-                           "supabase_migrations.schema_migrations WHERE version = %s FOR UPDATE",
-                           (version,)).fetchone()
-    if row is None:
+    from dbsage.tools.history import applied_name_for_update
+
+    name = applied_name_for_update(conn, version)
+    if name is None:
         raise RollbackError(f"Migration {version} is not applied; there is nothing to roll back.",
                             version=version)
-    return str(row[0])
+    return name
 
 
 def _where(script: ReverseScript, failure: StatementFailure, stmt: Statement | None) -> str:

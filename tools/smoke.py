@@ -22,6 +22,7 @@ from psycopg import sql
 
 from dbsage.tools.catalog import excluded_schemas, user_schemas_sql
 from dbsage.tools.errors import DbsageError
+from dbsage.tools.history import applied_checksums
 from dbsage.tools.sqlfile import migration_version
 
 if TYPE_CHECKING:
@@ -306,7 +307,7 @@ def read_history_state(conn: psycopg.Connection[Any], project_dir: Path) -> Hist
             duplicates.append(path.name)
         else:
             files[version] = path
-    applied = _applied_checksums(conn)
+    applied = applied_checksums(conn)
     pending = [files[v].name for v in sorted(files) if v not in applied]
     missing = sorted(v for v in applied if v not in files)
     drifted: list[str] = []
@@ -328,28 +329,6 @@ def history_state_url(url: str, project_dir: Path) -> HistoryState:
 
     with connect(url, autocommit=True) as conn:
         return read_history_state(conn, project_dir)
-
-
-def _applied_checksums(conn: psycopg.Connection[Any]) -> dict[str, str | None]:
-    """Applied version → checksum of its latest 'apply' in dbsage's log (None if unlogged)."""
-    with conn.transaction(force_rollback=True):
-        row = conn.execute(
-            "SELECT to_regclass('supabase_migrations.schema_migrations') IS NOT NULL, "
-            "to_regclass('dbsage.migration_log') IS NOT NULL").fetchone()
-        assert row is not None
-        has_history, has_log = row
-        if not has_history:
-            return {}
-        if has_log:
-            rows = conn.execute("""
-                SELECT h.version, l.checksum FROM supabase_migrations.schema_migrations h
-                LEFT JOIN LATERAL (SELECT checksum FROM dbsage.migration_log m
-                                   WHERE m.version = h.version AND m.event = 'apply'
-                                   ORDER BY m.id DESC LIMIT 1) l ON true""").fetchall()
-        else:
-            rows = conn.execute(
-                "SELECT version, NULL::text FROM supabase_migrations.schema_migrations").fetchall()
-    return {version: checksum for version, checksum in rows}
 
 
 @_timed

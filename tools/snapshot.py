@@ -181,24 +181,6 @@ def take_snapshot(url: str, dest: Path, server_major: int, *,
 # queue behind this pg_dump's ACCESS SHARE locks, and this run will stop at the lock anyway.
 _EXPORT_SQL = ("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\n"
                "SELECT pg_export_snapshot(), current_setting('server_version_num'), {holders};\n")
-_HISTORY_TABLES = {
-    "dbsage.migration_log": "SELECT count(*)::text || ':' || coalesce(max(id)::text, '') "
-                            "FROM dbsage.migration_log",
-    "supabase_migrations.schema_migrations": (
-        "SELECT count(*)::text || ':' || md5(coalesce(string_agg(version, ',' ORDER BY version),"
-        " '')) FROM supabase_migrations.schema_migrations"),
-}
-
-
-def history_state(conn: psycopg.Connection) -> tuple[str, ...]:
-    """Row counts and keys of both history tables, as this transaction's snapshot sees them."""
-    present = [name for name in _HISTORY_TABLES
-               if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone() == (True,)]
-    state: list[str] = []
-    for name in present:
-        row = conn.execute(_HISTORY_TABLES[name]).fetchone()
-        state.append(f"{name}={row[0] if row else ''}")
-    return tuple(state)
 
 
 @dataclass
@@ -229,6 +211,8 @@ class EarlySnapshot:
     def _history_unchanged(self, conn: psycopg.Connection) -> bool:
         import psycopg
         from psycopg import sql
+
+        from dbsage.tools.history import history_state
 
         if self.exporter.poll() is not None:  # the exported snapshot is gone with its session
             return False
