@@ -165,18 +165,27 @@ def db_url(db: DbOption = None) -> None:
 
 
 @db_app.command("start")
-def db_start(db: DbOption = None) -> None:
-    """Start (and initialise on first use) the embedded PostgreSQL in .dbsage/pgdata."""
+def db_start(
+    db: DbOption = None,
+    plain: Annotated[bool, typer.Option(
+        "--plain", help="Make a plain PostgreSQL (only the superuser postgres) instead of the "
+        "Supabase-compatible one a project with a supabase/ folder gets.")] = False,
+) -> None:
+    """Start (and initialise on first use) the local PostgreSQL in .dbsage/pgdata.
+
+    In a project with a supabase/ folder it is Supabase-compatible: Supabase's roles, auth,
+    storage, extensions schema and realtime publication, with postgres as a non-superuser
+    owner, as on the platform."""
     from dbsage.tools.embedded import start_embedded
     from dbsage.tools.errors import DbsageError
 
     if db:
         _fail("--db points at an external server; dbsage starts only its embedded one.")
     try:
-        status = start_embedded()
+        status = start_embedded(kind="plain" if plain else None)
     except DbsageError as exc:
         _fail(exc.message, exc.hint, exc.exit_code)
-    typer.echo(f"Embedded PostgreSQL running (pid {status.pid}) in {status.pgdata}")
+    typer.echo(f"Running {status.description} (pid {status.pid}) in {status.pgdata}")
     typer.echo(f"URL: {status.url}")
 
 

@@ -56,7 +56,7 @@ def ensure_connected(state: RunState) -> psycopg.Connection:
         assert status.url is not None
         target = Target(status.url, "embedded")
         state.notices.append(
-            f"Using the embedded PostgreSQL in {state.rel(status.pgdata)} (no --db, "
+            f"Using {status.description} in {state.rel(status.pgdata)} (no --db, "
             "SUPABASE_DB_URL or DATABASE_URL set); stop it with `dbsage db stop`.")
     state.target = target
     check_not_transaction_pooler(target.url)

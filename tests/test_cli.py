@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from conftest import EXAMPLES, Db
 from helpers import migration, run_cli
@@ -126,12 +127,18 @@ def test_without_a_url_the_embedded_server_is_used_and_managed(embedded_project:
                      (EXAMPLES / "20250101000000_create_todos.sql").read_text())
     out = run_cli("apply", str(path), "--mode", "yolo", cwd=project, timeout=180)
     assert out.returncode == 0, out.stdout + out.stderr
-    notice = [ln for ln in out.stderr.splitlines() if "embedded PostgreSQL" in ln]
+    notice = [ln for ln in out.stderr.splitlines() if "Supabase-compatible" in ln]
     assert len(notice) == 1 and ".dbsage/pgdata" in notice[0]
     assert (project / ".dbsage" / "pgdata" / "PG_VERSION").exists()
 
     url = run_cli("db", "url", cwd=project)
     assert url.returncode == 0 and url.stdout.strip() == embedded_status(project).url
+    # A project with a supabase/ folder gets Supabase's platform, as postgres (no superuser).
+    with psycopg.connect(url.stdout.strip(), autocommit=True) as conn:
+        row = conn.execute("select current_user, (select rolsuper from pg_roles where rolname "
+                           "= current_user), to_regprocedure('auth.uid()') is not null, "
+                           "to_regclass('storage.buckets') is not null").fetchone()
+    assert row == ("postgres", False, True, True)
     assert run_cli("db", "start", cwd=project).returncode == 0  # already running: fine
 
     assert run_cli("db", "stop", cwd=project).returncode == 0
@@ -143,6 +150,20 @@ def test_without_a_url_the_embedded_server_is_used_and_managed(embedded_project:
     assert run_cli("db", "start", cwd=project).returncode == 0
     again = run_cli("apply", str(path), "--mode", "yolo", cwd=project)
     assert again.returncode == 4, again.stdout
+
+
+def test_a_plain_local_server_outside_a_supabase_project(tmp_path: Path) -> None:
+    try:
+        started = run_cli("db", "start", "--plain", cwd=tmp_path, timeout=180)
+        assert started.returncode == 0, started.stderr
+        assert "embedded PostgreSQL" in started.stdout
+        status = embedded_status(tmp_path)
+        assert status.running and status.kind == "plain"
+        (tmp_path / "supabase").mkdir()
+        again = run_cli("db", "start", cwd=tmp_path)  # an existing server stays what it is
+        assert again.returncode == 0 and embedded_status(tmp_path).kind == "plain"
+    finally:
+        stop_embedded(tmp_path)
 
 
 def test_success_block_and_next_steps_come_from_the_task_definition(db18: Db,
