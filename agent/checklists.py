@@ -269,20 +269,43 @@ def _from_smoke(outcome: Any) -> CheckResult:
     return CheckResult(outcome.status, detail)
 
 
+def _touched_tables(state: RunState) -> list[str]:
+    """The relations this migration's statements name (what its checks may judge)."""
+    from dbsage.agent.resources import analysis_of
+
+    analysis = analysis_of(state)
+    return list(dict.fromkeys([*analysis.tables, *analysis.created]))
+
+
 @check("no_invalid_indexes")
 def no_invalid_indexes(state: RunState) -> CheckResult:
-    """pg_index.indisvalid is true for every index in user schemas."""
+    """pg_index.indisvalid is true for every index on the tables the migration touched (an
+    invalid index elsewhere is not this migration's doing)."""
     from dbsage.tools.smoke import check_invalid_indexes
 
-    return _from_smoke(check_invalid_indexes(_conn(state)))
+    return _from_smoke(check_invalid_indexes(_conn(state), _touched_tables(state)))
 
 
 @check("no_not_valid_constraints")
 def no_not_valid_constraints(state: RunState) -> CheckResult:
-    """No constraint is left NOT VALID."""
+    """The migration leaves no constraint NOT VALID, except those it adds NOT VALID on
+    purpose (the first half of the safe pattern): a warning naming the VALIDATE CONSTRAINT
+    migration to write next. A NOT VALID constraint only ever comes from ADD CONSTRAINT ...
+    NOT VALID, so one that an earlier migration left is never this migration's failure."""
+    from dbsage.agent.resources import ensure_parsed
+    from dbsage.tools.analyze import not_valid_additions
     from dbsage.tools.smoke import check_not_valid_constraints
 
-    return _from_smoke(check_not_valid_constraints(_conn(state)))
+    additions = not_valid_additions(ensure_parsed(state))
+    if not additions:
+        return _ok("the migration adds no NOT VALID constraint")
+    now = check_not_valid_constraints(_conn(state), sorted({a.table for a in additions}))
+    follow = "; ".join(f"ALTER TABLE {a.table} VALIDATE CONSTRAINT {a.constraint or '<name>'}"
+                       for a in additions)
+    return CheckResult("warn", f"added NOT VALID (line(s) "
+                       f"{', '.join(str(a.line) for a in additions)}): "
+                       f"{', '.join(now.items) or 'see the table'}; validate in a later "
+                       f"migration once existing rows are fixed: {follow}")
 
 
 @check("no_orphaned_fk_rows")
@@ -294,9 +317,15 @@ def no_orphaned_fk_rows(state: RunState) -> CheckResult:
     if not tables:
         return _ok("the migration touches no table")
     found = foreign_key_orphans(_conn(state), tables)
-    orphans = [f"{o.child}.{o.constraint}: {o.rows} orphaned row(s)" for o in found.orphans]
-    if orphans:
-        return _fail("; ".join(orphans))
+    broken = [f"{o.child}.{o.constraint}: {o.rows} orphaned row(s)" for o in found.orphans
+              if o.validated]
+    pending = [f"{o.child}.{o.constraint}: {o.rows} orphaned row(s)" for o in found.orphans
+               if not o.validated]
+    if broken:  # under a validated key: rows the database was told to keep consistent
+        return _fail("; ".join(broken + pending))
+    if pending:  # NOT VALID keys do not check existing rows yet: fix them before VALIDATE
+        return CheckResult("warn", "; ".join(pending) + " under NOT VALID foreign key(s): "
+                           "fix or delete them before VALIDATE CONSTRAINT, which will fail")
     return _ok(f"{found.checked} foreign key(s) checked, no orphaned rows")
 
 

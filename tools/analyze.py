@@ -1234,3 +1234,33 @@ def missing_objects(conn: psycopg.Connection[Any],
         present -= set(a.drops)
         present |= set(a.creates)
     return out
+
+
+# --- constraints a migration leaves NOT VALID ---------------------------------------------------
+
+@dataclass(frozen=True)
+class NotValidAddition:
+    """An `ADD CONSTRAINT ... NOT VALID` of the file: validated later, by another migration."""
+
+    table: str
+    constraint: str | None  # None: PostgreSQL names it
+    line: int
+
+
+def not_valid_additions(migration: MigrationFile) -> list[NotValidAddition]:
+    """Every constraint the file adds NOT VALID and does not VALIDATE itself."""
+    added: list[NotValidAddition] = []
+    validated: set[tuple[str, str]] = set()
+    for stmt in migration.statements:
+        if stmt.kind != "AlterTableStmt" or stmt.node is None:
+            continue
+        table = _qualify(stmt.node.relation)
+        for cmd in stmt.node.cmds or ():
+            sub = _enum_name(getattr(cmd, "subtype", None))
+            definition = getattr(cmd, "def_", None)
+            if sub == "AT_AddConstraint" and getattr(definition, "skip_validation", False):
+                added.append(NotValidAddition(table, getattr(definition, "conname", None),
+                                              stmt.line))
+            elif sub == "AT_ValidateConstraint" and cmd.name:
+                validated.add((table, cmd.name))
+    return [a for a in added if (a.table, a.constraint) not in validated]

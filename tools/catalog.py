@@ -63,6 +63,7 @@ class OrphanedRows:
     child: str
     parent: str
     rows: int
+    validated: bool = True  # False: a NOT VALID key, whose existing rows are not checked yet
 
 
 @dataclass(frozen=True)
@@ -108,12 +109,12 @@ def foreign_key_orphans(conn: psycopg.Connection, tables: Sequence[str]) -> Fore
         "array(SELECT attname FROM unnest(co.conkey) WITH ORDINALITY k(n, o) JOIN pg_attribute a "
         "ON a.attrelid = co.conrelid AND a.attnum = k.n ORDER BY k.o), "
         "array(SELECT attname FROM unnest(co.confkey) WITH ORDINALITY k(n, o) JOIN pg_attribute a "
-        "ON a.attrelid = co.confrelid AND a.attnum = k.n ORDER BY k.o) "
+        "ON a.attrelid = co.confrelid AND a.attnum = k.n ORDER BY k.o), co.convalidated "
         "FROM pg_constraint co WHERE co.contype = 'f' AND (co.conrelid = ANY(%(t)s::regclass[]) "
         "OR co.confrelid = ANY(%(t)s::regclass[]))",
         {"t": [t for t in tables if relation_exists(conn, t)]}).fetchall()
     orphans = []
-    for name, child, parent, ccols, pcols in fks:
+    for name, child, parent, ccols, pcols, validated in fks:
         query = sql.SQL("SELECT count(*) FROM {child} c WHERE {notnull} AND NOT EXISTS "
                         "(SELECT 1 FROM {parent} p WHERE {match})").format(
             child=sql.SQL(child), parent=sql.SQL(parent),
@@ -124,7 +125,7 @@ def foreign_key_orphans(conn: psycopg.Connection, tables: Sequence[str]) -> Fore
                 for p, c in zip(pcols, ccols, strict=True)))
         row = conn.execute(query).fetchone()
         if row and row[0]:
-            orphans.append(OrphanedRows(name, child, parent, int(row[0])))
+            orphans.append(OrphanedRows(name, child, parent, int(row[0]), bool(validated)))
     return ForeignKeyOrphans(len(fks), tuple(orphans))
 
 

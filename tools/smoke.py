@@ -36,6 +36,10 @@ SEQUENCE_LIMIT = 0.8
 LOCK_TIMEOUT = "5s"
 # The user schemas without Supabase's platform schemas: their health is not the user's to fix.
 _USER_SCHEMA = user_schemas_sql(platform=False)
+# The relation column `col` is one of %(tables)s (names; a dropped one is skipped), or any
+# when %(tables)s is NULL.
+_ON_TABLES = ("(%(tables)s::text[] IS NULL OR {col} = ANY(ARRAY(SELECT to_regclass(t) FROM "
+              "unnest(%(tables)s::text[]) t WHERE to_regclass(t) IS NOT NULL)))")
 EXCLUDED_SCHEMAS = excluded_schemas(platform=False)  # by name; tools/hotpaths.py reads it
 # psql meta-commands that only change psql's output; anything else (\i, \c, ...) is an error.
 _COSMETIC_META = {"set", "unset", "pset", "timing", "echo", "qecho", "t", "x", "a", "o"}
@@ -189,13 +193,16 @@ def check_relations_selectable(conn: psycopg.Connection[Any]) -> CheckOutcome:
 
 
 @_timed
-def check_invalid_indexes(conn: psycopg.Connection[Any]) -> CheckOutcome:
-    """No index is left invalid (e.g. by a failed CREATE INDEX CONCURRENTLY)."""
+def check_invalid_indexes(conn: psycopg.Connection[Any],
+                          tables: Sequence[str] | None = None) -> CheckOutcome:
+    """No index is left invalid (e.g. by a failed CREATE INDEX CONCURRENTLY); with `tables`,
+    only indexes on those tables (the ones a migration touched) are looked at."""
     rows = _rows(conn, f"""
         SELECT format('%%I.%%I on %%s', n.nspname, ic.relname, i.indrelid::regclass)
         FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
         JOIN pg_namespace n ON n.oid = ic.relnamespace
-        WHERE NOT i.indisvalid AND {_USER_SCHEMA} ORDER BY 1""")
+        WHERE NOT i.indisvalid AND {_USER_SCHEMA} AND {_ON_TABLES.format(col="i.indrelid")}
+        ORDER BY 1""", {"tables": None if tables is None else list(tables)})
     items = [r[0] for r in rows]
     return _outcome(
         "invalid_indexes", "No invalid indexes", "fail", items, "All indexes are valid.",
@@ -203,8 +210,10 @@ def check_invalid_indexes(conn: psycopg.Connection[Any]) -> CheckOutcome:
 
 
 @_timed
-def check_not_valid_constraints(conn: psycopg.Connection[Any]) -> CheckOutcome:
-    """No constraint (table or domain) is still `NOT VALID`."""
+def check_not_valid_constraints(conn: psycopg.Connection[Any],
+                                tables: Sequence[str] | None = None) -> CheckOutcome:
+    """No constraint (table or domain) is still `NOT VALID`; with `tables`, only constraints
+    of those tables are looked at."""
     rows = _rows(conn, f"""
         SELECT format('%%s: %%I (%%s)',
                       CASE WHEN c.conrelid <> 0 THEN c.conrelid::regclass::text
@@ -213,7 +222,8 @@ def check_not_valid_constraints(conn: psycopg.Connection[Any]) -> CheckOutcome:
                       CASE c.contype WHEN 'c' THEN 'CHECK' WHEN 'f' THEN 'FOREIGN KEY'
                            WHEN 'n' THEN 'NOT NULL' ELSE c.contype::text END)
         FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
-        WHERE NOT c.convalidated AND {_USER_SCHEMA} ORDER BY 1""")
+        WHERE NOT c.convalidated AND {_USER_SCHEMA} AND {_ON_TABLES.format(col="c.conrelid")}
+        ORDER BY 1""", {"tables": None if tables is None else list(tables)})
     items = [r[0] for r in rows]
     return _outcome(
         "not_valid_constraints", "No NOT VALID constraints", "fail", items,
