@@ -300,8 +300,7 @@ def no_not_valid_constraints(state: RunState) -> CheckResult:
     if not additions:
         return _ok("the migration adds no NOT VALID constraint")
     now = check_not_valid_constraints(_conn(state), sorted({a.table for a in additions}))
-    follow = "; ".join(f"ALTER TABLE {a.table} VALIDATE CONSTRAINT {a.constraint or '<name>'}"
-                       for a in additions)
+    follow = "; ".join(a.validate_sql for a in additions)
     return CheckResult("warn", f"added NOT VALID (line(s) "
                        f"{', '.join(str(a.line) for a in additions)}): "
                        f"{', '.join(now.items) or 'see the table'}; validate in a later "

@@ -1246,6 +1246,11 @@ class NotValidAddition:
     constraint: str | None  # None: PostgreSQL names it
     line: int
 
+    @property
+    def validate_sql(self) -> str:
+        """The statement of the later migration that validates it."""
+        return f"ALTER TABLE {self.table} VALIDATE CONSTRAINT {self.constraint or '<name>'}"
+
 
 def not_valid_additions(migration: MigrationFile) -> list[NotValidAddition]:
     """Every constraint the file adds NOT VALID and does not VALIDATE itself."""
