@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from dbsage.tools.errors import ConnectionFailedError, PoolerError
 
@@ -59,23 +59,64 @@ def host_port(url: str) -> tuple[str, str]:
     return kv.get("host", "localhost").strip("'"), kv.get("port", "5432").strip("'")
 
 
-def libpq_argv_env(url: str, environ: Mapping[str, str] | None = None) -> tuple[str, dict[str, str]]:
-    """The URL for a libpq program's command line, and its environment.
+# libpq's key/value conninfo: key = value, a value either bare or single-quoted with \\ escapes.
+_KV = re.compile(r"\s*(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|[^\s']*)")
 
-    A password in a postgres:// URL moves to PGPASSWORD, so it never shows in `ps`.
+
+def _kv_pairs(conninfo: str) -> list[tuple[str, str]] | None:
+    """The pairs of a key/value conninfo, or None when it is not one."""
+    pairs: list[tuple[str, str]] = []
+    pos = 0
+    while pos < len(conninfo):
+        if not conninfo[pos:].strip():
+            break
+        m = _KV.match(conninfo, pos)
+        if m is None:
+            return None
+        value = m[2]
+        if value.startswith("'"):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        pairs.append((m[1], value))
+        pos = m.end()
+    return pairs
+
+
+def _kv_quote(value: str) -> str:
+    if value and not re.search(r"[\s'\\]", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def libpq_argv_env(url: str, environ: Mapping[str, str] | None = None) -> tuple[str, dict[str, str]]:
+    """The connection string for a libpq program's command line, and its environment.
+
+    A password -- in a postgres:// URL's user part, in its `?password=` parameter, or in a
+    key/value conninfo (`host=... password=...`) -- moves to PGPASSWORD, so it never shows in
+    `ps` (every local user can read a process's command line). Hand-written rather than
+    psycopg.conninfo: importing psycopg costs about 40 ms, and this runs before it on the
+    early-snapshot path.
     """
     env = dict(os.environ if environ is None else environ)
     env.setdefault("PGAPPNAME", APPLICATION_NAME)
     if "://" not in url:
-        return url, env
+        pairs = _kv_pairs(url)
+        if pairs is None or not any(k == "password" for k, _ in pairs):
+            return url, env
+        env["PGPASSWORD"] = next(v for k, v in reversed(pairs) if k == "password")
+        return " ".join(f"{k}={_kv_quote(v)}" for k, v in pairs if k != "password"), env
     parts = urlsplit(url)
-    if parts.password is None:
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    password = next((v for k, v in reversed(query) if k == "password"), None)
+    if parts.password is not None:
+        password = unquote(parts.password)
+    if password is None:
         return url, env
-    env["PGPASSWORD"] = unquote(parts.password)
+    env["PGPASSWORD"] = password
     user = parts.username or ""
     host = parts.netloc.rpartition("@")[2]
     netloc = f"{user}@{host}" if user else host
-    return urlunsplit(parts._replace(netloc=netloc)), env
+    rest = urlencode([(k, v) for k, v in query if k != "password"])
+    return urlunsplit(parts._replace(netloc=netloc, query=rest)), env
 
 
 def resolve_target(db: str | None = None, environ: Mapping[str, str] | None = None) -> Target | None:
