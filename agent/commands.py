@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from dbsage.agent.grammar import (
     MODES,
+    VALIDATORS,
     CommandError,
     CommandSpec,
     Invocation,
@@ -60,7 +61,7 @@ class Session:
     mode: str | None = None  # None: each task definition's default_mode
     project_dir: Path = field(default_factory=Path.cwd)
     asker: Asker | None = None  # who answers checkpoints (None: the console, if a terminal)
-    lock_timeout: str = "1s"
+    lock_timeout: str = "auto"  # half the server's deadlock_timeout, at most 1s
     exposed_schemas: tuple[str, ...] = ("public",)
     interactive: bool = True  # False in --script mode or without a terminal: nobody to ask
     front: str = "chat"  # "chat" or "cli": how hints name commands
@@ -137,6 +138,23 @@ StatementTimeout = Annotated[str | None, Param(
 Exposed = Annotated[str | None, Param(
     "comma-separated schemas the API exposes (default: public)", flag="--exposed-schemas",
     metavar="SCHEMAS", check="schemas", example="public,api", llm=False)]
+
+
+
+
+def _version(value: str) -> str:
+    """A migration version: digits only, as the Supabase CLI's rule has it (kept as written:
+    0001 stays 0001)."""
+    if not value.isascii() or not value.isdigit():
+        raise ValueError(f"V is a version: digits only (e.g. 20250101000000), not {value!r}")
+    return value
+
+
+VALIDATORS.setdefault("version", _version)  # grammar.py's table; every front end uses it
+Version = Annotated[str | None, Param(
+    "apply a file the Supabase CLI does not take as a migration (its name is not "
+    "<digits>_<name>.sql) anyway, as version V", flag="--version", metavar="V",
+    check="version", example="20250101000000", llm=False)]
 
 
 # Yes/no options that change a safety decision: never offered to the model.
@@ -245,7 +263,8 @@ def apply_migration(path: MigrationPath, *, mode: Mode = None, db: Db = None,
                     allow_destructive: AllowDestructive = False,
                     allow_out_of_order: AllowOutOfOrder = False, force: Force = False,
                     no_dry_run: NoDryRun = False, rollback_script: RollbackScript = False,
-                    as_json: Json = False, session: Session) -> Outcome:
+                    version: Version = None, as_json: Json = False,
+                    session: Session) -> Outcome:
     """Apply a migration safely: lock, snapshot, apply, diff, record.
 
     One transaction with lock_timeout and retries; the history row commits with it.
@@ -261,14 +280,15 @@ def apply_migration(path: MigrationPath, *, mode: Mode = None, db: Db = None,
     opts = _run_options(session, mode=chosen, db=db, lock_timeout=lock_timeout,
                         statement_timeout=statement_timeout,
                         asker=_asker(session, chosen, yes, answers), flags=flags)
+    opts.version = version
     return _from_report("apply-migration", run_apply(_path(path, session), opts), as_json)
 
 
 @command("dry-run", example=f"*dry-run {_EXAMPLE_PATH}", aliases=("dryrun",), tool="dry_run",
          keywords=("dry", "try", "simulate", "preview", "rehearse"))
 def dry_run(path: MigrationPath, *, db: Db = None, lock_timeout: LockTimeout = None,
-            statement_timeout: StatementTimeout = None, as_json: Json = False,
-            session: Session) -> Outcome:
+            statement_timeout: StatementTimeout = None, version: Version = None,
+            as_json: Json = False, session: Session) -> Outcome:
     """Run a migration in a transaction that is rolled back; report what it would do.
 
     Args:
@@ -278,13 +298,14 @@ def dry_run(path: MigrationPath, *, db: Db = None, lock_timeout: LockTimeout = N
 
     opts = _run_options(session, mode="yolo", db=db, lock_timeout=lock_timeout,
                         statement_timeout=statement_timeout, asker=_yes())
+    opts.version = version
     return _from_report("dry-run", run_dry_run_task(_path(path, session), opts), as_json)
 
 
 @command("plan", example=f"*plan {_EXAMPLE_PATH}", tool="plan",
          keywords=("plan", "analyse", "analyze", "preflight", "locks", "risk", "risky", "safe"))
 def plan(path: MigrationPath, *, db: Db = None, lock_timeout: LockTimeout = None,
-         as_json: Json = False, session: Session) -> Outcome:
+         version: Version = None, as_json: Json = False, session: Session) -> Outcome:
     """Pre-flight analysis only: locks, rewrites, destructive statements; changes nothing.
 
     Writes supabase/plans/{TS}_plan.md and .json.
@@ -296,6 +317,7 @@ def plan(path: MigrationPath, *, db: Db = None, lock_timeout: LockTimeout = None
 
     opts = _run_options(session, mode="preflight", db=db, lock_timeout=lock_timeout,
                         asker=_yes())
+    opts.version = version
     return _from_report("plan", run_plan(_path(path, session), opts), as_json)
 
 
@@ -343,6 +365,46 @@ def smoke_test(*, db: Db = None, exposed_schemas: Exposed = None, as_json: Json 
 
     opts = _run_options(session, mode="yolo", db=db, asker=_yes(), exposed=exposed_schemas)
     return _from_report("smoke-test", run_smoke_task(opts), as_json)
+
+
+@command("seed", example="*seed --yes", aliases=("seeds",), writes=True, tool="seed",
+         keywords=("seed", "seeds", "seeding", "populate", "fixtures", "sample"))
+def seed(*, mode: Mode = None, db: Db = None, lock_timeout: LockTimeout = None,
+         statement_timeout: StatementTimeout = None, yes: Yes = False, answers: Answers = None,
+         as_json: Json = False, session: Session) -> Outcome:
+    """Load the seed data: supabase/seed.sql, or [db.seed] sql_paths of supabase/config.toml.
+
+    Every seed file in one transaction, under the migration lock, with lock_timeout and
+    retries; nothing is recorded in supabase_migrations (a seed is not a migration).
+    """
+    from dbsage.agent.runner import run_named
+
+    disabled = _seeding_disabled(session)
+    if disabled:
+        data = {"task": "seed", "status": "skipped", "reason": disabled}
+        return Outcome("seed", text=json.dumps(data, indent=2) if as_json else f"ℹ {disabled}",
+                       data=data, as_json=as_json)
+    chosen = _mode("seed", mode, session)
+    opts = _run_options(session, mode=chosen, db=db, lock_timeout=lock_timeout,
+                        statement_timeout=statement_timeout,
+                        asker=_asker(session, chosen, yes, answers))
+    return _from_report("seed", run_named("seed", opts), as_json)
+
+
+def _seeding_disabled(session: Session) -> str | None:
+    """Why there is nothing to seed ([db.seed] enabled = false), before any run starts. A
+    config that cannot be read is left to the run, whose pre-condition reports it."""
+    from dbsage.tools.project import CONFIG_FILE, read_project_config
+
+    try:
+        config = read_project_config(session.project_dir)
+    except DbsageError:
+        return None
+    if config.seed.enabled:
+        return None
+    line = config.line_of("db.seed", "enabled")
+    return (f"Seeding is disabled ({CONFIG_FILE}{f':{line}' if line else ''}: [db.seed] "
+            "enabled = false): nothing to do.")
 
 
 # --------------------------------------------------------------------------- status, RLS

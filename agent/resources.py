@@ -70,7 +70,23 @@ def ensure_connected(state: RunState) -> psycopg.Connection:
         state.conn = connect(target.url, autocommit=True, attempts=1)
     state.server_major = state.conn.info.server_version // 10000
     state.server_version = str(state.conn.info.parameter_status("server_version") or "")
+    _settle_lock_timeout(state, state.conn)
     return state.conn
+
+
+def _settle_lock_timeout(state: RunState, conn: psycopg.Connection) -> None:
+    """`auto` becomes half the server's deadlock_timeout (at most 1s): a lock wait of the
+    migration then always ends before the server's deadlock check, so in a deadlock with an
+    application transaction the migration yields (and retries), not the application."""
+    if state.options.lock_timeout == "auto":
+        from dbsage.tools.catalog import deadlock_timeout_ms
+
+        deadlock = deadlock_timeout_ms(conn)
+        state.options.lock_timeout = f"{max(50, min(1000, deadlock // 2))}ms"
+    elif state.options.lock_timeout == "0":
+        state.warnings.append(
+            "lock_timeout is off (0): a statement waiting for a lock queues every query on "
+            "that table behind it for as long as it waits.")
 
 
 def ensure_paths(state: RunState) -> RunPaths:

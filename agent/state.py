@@ -42,13 +42,16 @@ class RunOptions:
 
     mode: str = "interactive"
     db: str | None = None
-    lock_timeout: str = "1s"
+    # "auto": half the server's deadlock_timeout (at most 1s), so that in a deadlock the
+    # migration, not the application, is the one that yields (resources.ensure_connected).
+    lock_timeout: str = "auto"
     statement_timeout: str | None = None
     lock_retry: LockRetryPolicy | None = None  # None: the task definition's policy
     project_dir: Path = field(default_factory=Path.cwd)
     asker: Asker | None = None  # None: ask on the console
     flags: dict[str, bool] = field(default_factory=dict)  # allow_destructive, force, ...
     exposed_schemas: tuple[str, ...] = ("public",)
+    version: str | None = None  # --version: the version a file the CLI's rule skips is applied as
     # Called once while the run waits for work left running (the after-snapshot): the CLI
     # loads its renderer then instead of after the run.
     while_waiting: Callable[[], None] | None = None

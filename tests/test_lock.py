@@ -100,3 +100,29 @@ def test_one_lock_predicate_for_the_holder_the_own_session_and_psql(db18: Db) ->
         release_lock(mine)
         assert not holds_lock(mine)
         assert other.execute(f"select {holder_count_sql()}").fetchone() == (0,)  # type: ignore[arg-type]
+
+
+def test_the_default_lock_timeout_is_below_the_deadlock_timeout(db18: Db, tmp_path: Path) -> None:
+    """In a deadlock between the migration and an application transaction, the side whose
+    lock wait ends first yields: with lock_timeout at half of deadlock_timeout it is always the
+    migration (which retries), never the application."""
+    from dbsage.agent.modes import YesAsker
+    from dbsage.agent.resources import ensure_connected
+    from dbsage.agent.runner import RunOptions, new_state
+
+    for deadlock, expected in (("1s", "500ms"), ("300ms", "150ms"), ("10s", "1000ms")):
+        db18.execute(f"alter database \"{db18.name}\" set deadlock_timeout = '{deadlock}'")
+        state = new_state("dry-run", RunOptions(mode="yolo", db=db18.url, project_dir=tmp_path,
+                                                asker=YesAsker()), path="x.sql")
+        try:
+            ensure_connected(state)
+            assert state.options.lock_timeout == expected
+        finally:
+            assert state.conn is not None
+            state.conn.close()
+    state = new_state("dry-run", RunOptions(mode="yolo", db=db18.url, lock_timeout="0",
+                                            project_dir=tmp_path, asker=YesAsker()), path="x.sql")
+    ensure_connected(state)
+    assert state.conn is not None
+    state.conn.close()
+    assert state.options.lock_timeout == "0" and "lock_timeout is off" in state.warnings[0]

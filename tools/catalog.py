@@ -148,3 +148,10 @@ def schema_fingerprint(conn: psycopg.Connection) -> str:
             JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {USER_SCHEMA_FILTER}
         ) s""").fetchone()
     return str(row[0]) if row else ""
+
+
+def deadlock_timeout_ms(conn: psycopg.Connection) -> int:
+    """The server's deadlock_timeout in milliseconds."""
+    row = conn.execute("SELECT setting::int FROM pg_settings WHERE name = 'deadlock_timeout'"
+                       ).fetchone()
+    return int(row[0]) if row else 1000
