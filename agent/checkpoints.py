@@ -114,12 +114,33 @@ def dry_run_gate(state: RunState, cp: CheckpointSpec) -> None:
     if state.policy.name == "yolo":
         state.policy.log(cp.id, "skipped", f"yolo: no separate dry-run: {_why_no_gate(state)}")
         return
+    if state.dry_run is not None and state.dry_run.passed:  # the pre-flight plan ran one
+        state.policy.log(cp.id, "yes", "the pre-flight plan's dry-run of this file passed",
+                         "record")
+        return
     record = find_passing_dry_run(ensure_connected(state), ensure_parsed(state).checksum)
     if record is not None:
         state.policy.log(cp.id, "yes", f"a passing dry-run of this checksum is on record "
                          f"({record.ran_at:%Y-%m-%d %H:%M:%S})", "record")
         return
-    ask_checkpoint(state, cp)
+    from dbsage.agent.modes import YesAsker
+    from dbsage.agent.steps import run_gate_dry_run
+
+    if isinstance(state.policy.asker, YesAsker):  # --yes answers questions, it runs no check
+        run_gate_dry_run(state)
+        state.policy.log(cp.id, "run", "--yes: no passing dry-run of this file was on record, "
+                         "so one ran now and passed")
+        return
+    answer = state.policy.checkpoint(question(state, cp, detail_of(state, cp)))
+    if answer == "yes":
+        return
+    offer = Question("run_dry_run_now", f"Run a dry-run of {state.path} now, then apply if it "
+                     "passes?", "It runs every statement in a transaction that is rolled back.",
+                     choices=("yes", "no"), default="yes")
+    if state.policy.checkpoint(offer) != "yes":
+        raise StopRun(fill(cp.stop_message or f"Stopped at checkpoint {cp.id}.",
+                           template_values(state)), checkpoint=cp.id)
+    run_gate_dry_run(state)
 
 
 def _why_no_gate(state: RunState) -> str:

@@ -121,14 +121,39 @@ def test_interactive_skips_the_dry_run_question_when_one_is_on_record(db18: Db,
     assert report.prompts == 5  # type: ignore[attr-defined]
 
 
-def test_answering_no_dry_run_stops_with_the_recommendation(db18: Db, project: Path) -> None:
+def test_answering_no_dry_run_offers_one_and_declining_stops(db18: Db, project: Path) -> None:
     path = migration(project, "20250101000000_items.sql", SQL)
-    report, asker = run(db18, project, path, "interactive", {**INTERACTIVE, "dry_run_done": "no"})
+    report, asker = run(db18, project, path, "interactive",
+                        {**INTERACTIVE, "dry_run_done": "no", "run_dry_run_now": "no"})
     assert report.status == "refused"  # type: ignore[attr-defined]
     assert f"*dry-run {path}" in report.error["message"]  # type: ignore[attr-defined]
-    assert asker.asked[-1].id == "dry_run_done"
+    assert [q.id for q in asker.asked][-2:] == ["dry_run_done", "run_dry_run_now"]
     assert not table_exists(db18)
     assert report.ts is None and lock_is_free(db18)  # type: ignore[attr-defined]
+
+
+def test_answering_no_dry_run_then_yes_runs_one_and_applies(db18: Db, project: Path) -> None:
+    path = migration(project, "20250101000000_items.sql", SQL)
+    report, _ = run(db18, project, path, "interactive",
+                        {**INTERACTIVE, "dry_run_done": "no", "run_dry_run_now": "yes"})
+    assert report.status == "applied", report.error  # type: ignore[attr-defined]
+    assert db18.scalar("select count(*) from dbsage.dry_run_log where passed") == 1
+    assert table_exists(db18)
+
+
+def test_yes_never_claims_a_dry_run_passed_it_runs_one(db18: Db, project: Path) -> None:
+    """--yes answers questions; it does not assert that a check happened: with no passing
+    dry-run on record, one runs, and the decision log says so (not "the user said yes")."""
+    from dbsage.agent.modes import YesAsker
+    from dbsage.agent.runner import RunOptions, run_apply
+
+    path = migration(project, "20250101000000_items.sql", SQL)
+    report = run_apply(path, RunOptions(mode="interactive", db=db18.url, project_dir=project,
+                                        asker=YesAsker()))
+    assert report.status == "applied", report.error
+    gate = next(d for d in report.decisions if d["point"] == "dry_run_done")
+    assert gate["answer"] == "run" and gate["by"] == "rule" and "--yes" in gate["why"]
+    assert db18.scalar("select count(*) from dbsage.dry_run_log where passed") == 1
 
 
 def test_post_menu_runs_the_smoke_test(db18: Db, project: Path) -> None:
