@@ -47,8 +47,9 @@ def _fail(message: str, hint: str | None = None, code: int = 2) -> NoReturn:
 def present(outcome: Outcome) -> None:
     """Print an outcome: notices on stderr, then the report (rich) or JSON, or its text."""
     if outcome.report is not None:
-        from dbsage.agent.render import print_notices, print_report
+        from dbsage.agent.render import print_notices, print_report, set_front
 
+        set_front("cli")  # hints as `dbsage rollback TS`, not the chat's `*rollback TS`
         print_notices(outcome.report)
         if outcome.as_json:
             typer.echo(outcome.text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING, Any
 
 from dbsage.agent.report import RunReport
@@ -23,39 +24,75 @@ def warm_up() -> None:
 def _console(stderr: bool = False) -> Console:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    # emoji=False: ":x:" in a message from the database stays ":x:".
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, emoji=False)
+
+
+def _e(text: object) -> str:
+    """Text from the file or the database inside rich markup: never read as markup."""
+    from rich.markup import escape
+
+    return escape(str(text))
+
+
+# Where the report is shown: "cli" writes hints as `dbsage <command>`, "chat" as `*command`.
+FRONT = {"name": "chat"}
+_STAR = re.compile(r"(?<![\w*])\*([a-z][a-z-]*)")
+
+
+def set_front(front: str) -> None:
+    """Word command hints for the shell ("cli") or the chat ("chat")."""
+    FRONT["name"] = front
+
+
+def _say(text: str) -> str:
+    """`text` with its `*command` hints in the syntax of the front end."""
+    if FRONT["name"] != "cli":
+        return text
+    from dbsage.agent.grammar import commands
+
+    names = {n: (spec.cli_name or spec.name) for spec in commands() if spec.cli
+             for n in (spec.name, *spec.aliases)}
+
+    def word(m: re.Match[str]) -> str:
+        return f"dbsage {names[m[1]]}" if m[1] in names else m[0]
+
+    return _STAR.sub(word, text)
 
 
 def print_notices(report: RunReport) -> None:
     """One line per notice, on stderr so --json stays clean."""
     err = _console(stderr=True)
     for n in report.notices:
-        err.print(f"[dim]ℹ {n}[/dim]")
+        err.print(f"[dim]ℹ {_e(n)}[/dim]")
 
 
 def print_report(report: RunReport) -> None:
     """The success block of the original task, or a precise failure block."""
     out = _console()
+    if _print_details(out, report):  # rls-audit, analyze-hotpaths
+        return
     if report.task == "dry-run" and report.status == "passed":
         _print_dry_run(out, report)
     elif report.task == "smoke-test" and report.smoke is not None:
         _print_smoke(out, report)
     elif report.task == "plan" and report.status == "planned":
-        out.print(f"[bold]📋 Pre-flight plan for {report.path}[/bold]")
-        out.print(f"  - {report.files['plan_md']}\n  - {report.files['plan_json']}")
+        out.print(f"[bold]📋 Pre-flight plan for {_e(report.path)}[/bold]")
+        out.print(f"  - {report.files['plan_md']}\n  - {report.files['plan_json']}", markup=False)
+        _print_advisors(out, report)
         _print_checks(out, report)
     elif report.status == "prepared":
-        out.print(f"[bold]↩ Rollback plan for version {report.version} ({report.name})[/bold]")
-        out.print(f"Reverse script: {report.files.get('rollback')}")
+        out.print(f"[bold]↩ Rollback plan for version {_e(report.version)} ({_e(report.name)})[/bold]")
+        out.print(f"Reverse script: {report.files.get('rollback')}", markup=False)
         out.print(report.ddl, markup=False)
     elif report.status == "rolled_back":
-        out.print(f"[bold green]✅ Rolled back version {report.version} ({report.name})[/bold green]")
-        out.print(f"Timestamp: {report.ts}\nDatabase:  {report.target}")
+        out.print(f"[bold green]✅ Rolled back version {_e(report.version)} ({_e(report.name)})[/bold green]")
+        out.print(f"Timestamp: {report.ts}\nDatabase:  {report.target}", markup=False)
         out.print(f"Reverse script: {report.files.get('rollback')}; "
-                  f"{report.records_affected} row(s) of saved data restored.")
+                  f"{report.records_affected} row(s) of saved data restored.", markup=False)
         for key in ("before", "after", "diff"):
             if key in report.files:
-                out.print(f"  - {key + ':':<7} {report.files[key]}")
+                out.print(f"  - {key + ':':<7} {report.files[key]}", markup=False)
         _print_checks(out, report)
         _print_next_steps(out, report)
     elif report.status == "applied":
@@ -68,17 +105,18 @@ def print_report(report: RunReport) -> None:
     if report.follow_up_result is not None:
         _print_follow_up(out, report)
     for w in report.warnings:
-        out.print(f"[yellow]⚠ {w}[/yellow]")
+        out.print(f"[yellow]⚠ {_e(_say(w))}[/yellow]")
 
 
 def _print_follow_up(out: Console, r: RunReport) -> None:
     result = r.follow_up_result or {}
     verdict = "[green]passed[/green]" if result.get("passed") else "[red]failed[/red]"
-    out.print(f"\n{r.follow_up}: {verdict}")
+    out.print(f"\n{_e(_say(r.follow_up or ''))}: {verdict}")
     marks = {"pass": "[green]✓[/green]", "warn": "[yellow]![/yellow]", "fail": "[red]✗[/red]"}
     for c in result.get("checks", []):
         out.print(f"  {marks.get(c['status'], '?')} {c['id']}: ", end="")
         out.print(c["detail"], markup=False)
+    _print_follow_up_details(out, result)
 
 
 def _print_success(out: Console, r: RunReport) -> None:
@@ -89,7 +127,7 @@ def _print_success(out: Console, r: RunReport) -> None:
         out.print(line, markup=False)
     out.print(f"Version:   {r.version} ({len(r.statements)} statement(s), {r.records_affected} "
               f"row(s), {r.apply_time:.3f}s in transaction"
-              f"{', attempts ' + str(r.attempts) if r.attempts > 1 else ''})")
+              f"{', attempts ' + str(r.attempts) if r.attempts > 1 else ''})", markup=False)
     out.print(f"Database:  {r.target}", markup=False)
     _print_statements(out, r.statements)
     _print_next_steps(out, r)
@@ -98,9 +136,10 @@ def _print_success(out: Console, r: RunReport) -> None:
 def _print_next_steps(out: Console, r: RunReport) -> None:
     if not r.next_steps:
         return
-    width = max(len(c) for c, _ in r.next_steps)
+    steps = [(_say(c), t) for c, t in r.next_steps]
+    width = max(len(c) for c, _ in steps)
     out.print("\nNext steps:")
-    for cmd, text in r.next_steps:
+    for cmd, text in steps:
         out.print(f"  {cmd:<{width}}  - {text}", markup=False)
 
 
@@ -110,13 +149,13 @@ def _print_checks(out: Console, r: RunReport) -> None:
     marks = {"pass": "[green]✓[/green]", "warn": "[yellow]![/yellow]", "fail": "[red]✗[/red]"}
     out.print("Checks:")
     for c in r.checks:
-        out.print(f"  {marks[c['status']]} {c['text']}  [dim]— {c['detail']}[/dim]")
+        out.print(f"  {marks[c['status']]} {_e(c['text'])}  [dim]— {_e(c['detail'])}[/dim]")
 
 
 def _print_dry_run(out: Console, r: RunReport) -> None:
-    out.print(f"[bold green]✅ Dry-run passed[/bold green] — {r.path}: nothing was changed "
+    out.print(f"[bold green]✅ Dry-run passed[/bold green] — {_e(r.path)}: nothing was changed "
               "(the transaction was rolled back).")
-    out.print(f"Database: {r.target}")
+    out.print(f"Database: {r.target}", markup=False)
     _print_statements(out, r.statements)
     for s in r.statements:
         if s.get("locks"):
@@ -128,6 +167,7 @@ def _print_dry_run(out: Console, r: RunReport) -> None:
     if r.ddl:
         out.print("As DDL:")
         out.print(r.ddl, markup=False)
+    _print_advisors(out, r)
     _print_next_steps(out, r)
 
 
@@ -138,12 +178,12 @@ def _print_smoke(out: Console, r: RunReport) -> None:
               "[bold red]❌ Smoke test failed[/bold red]")
     marks = {"pass": "[green]✓[/green]", "warn": "[yellow]![/yellow]", "fail": "[red]✗[/red]"}
     for c in smoke.get("checks", []):
-        out.print(f"  {marks[c['status']]} {c['title']}  [dim]({c['duration_ms']:.0f} ms)[/dim]")
+        out.print(f"  {marks[c['status']]} {_e(c['title'])}  [dim]({c['duration_ms']:.0f} ms)[/dim]")
         if c["status"] != "pass":
             out.print(f"      {c['detail']}", markup=False)
     for t in smoke.get("user_tests", []):
         mark = marks["pass" if t["passed"] else "fail"]
-        out.print(f"  {mark} {t['path']} ({t['mode']}, {t['ran']} test(s))")
+        out.print(f"  {mark} {_e(t['path'])} ({t['mode']}, {t['ran']} test(s))")
         for f in t["failures"] + ([t["error"]] if t["error"] else []):
             out.print(f"      {f}", markup=False)
     if ok:
@@ -157,7 +197,7 @@ def _print_statements(out: Console, statements: list[dict[str, Any]]) -> None:
     marks = {"ok": "[green]✓[/green]", "failed": "[red]✗[/red]", "not_run": "[dim]·[/dim]"}
     for s in statements:
         rows = f", {s['rows_affected']} row(s)" if s["rows_affected"] else ""
-        out.print(f"  {marks.get(s['status'], '?')} line {s['line']:<4} {s['sql']}"
+        out.print(f"  {marks.get(s['status'], '?')} line {s['line']:<4} {_e(s['sql'])}"
                   f"  [dim]({s['duration_ms']:.1f} ms{rows})[/dim]")
 
 
@@ -167,15 +207,282 @@ def _print_failure(out: Console, r: RunReport) -> None:
     if err.get("error") == "LockBusyError":
         title = "Another migration is running"
     out.print(f"[bold red]❌ {title}[/bold red]")
-    out.print(err.get("message", ""), markup=False)
+    out.print(_say(err.get("message", "")), markup=False)
     if err.get("source_line") is not None:
         out.print(f"    {err['source_line']}", markup=False)
         if err.get("column"):
             out.print("    " + " " * (err["column"] - 1) + "^", markup=False)
     for key, label in (("detail", "Detail"), ("hint", "Hint")):
         if err.get(key):
-            out.print(f"{label}: {err[key]}", markup=False)
+            out.print(f"{label}: {_say(str(err[key]))}", markup=False)
     if r.statements and any(s["status"] != "not_run" for s in r.statements):
         _print_statements(out, r.statements)
     if r.files.get("before"):
-        out.print(f"Pre-migration snapshot kept: {r.files['before']}")
+        out.print(f"Pre-migration snapshot kept: {r.files['before']}", markup=False)
+
+
+# --------------------------------------------------------------------------- issue 14: findings
+# The report's `details` sections (agent/steps.py makes them): rls, lints, access, advisors,
+# hotpaths. Text is built as plain lines and printed without markup (names come from the
+# database).
+
+_LEVEL_STYLE = {"ERROR": "bold red", "WARN": "yellow", "INFO": "cyan"}
+_OUTCOME = {"allowed": "✓", "denied_rls": "✗rls", "denied_privilege": "✗grant",
+            "not_testable": "?", "error": "!err"}
+
+
+def _indent(text: str, prefix: str) -> list[str]:
+    return [prefix + line for line in text.splitlines()]
+
+
+def delta_text(doc: dict[str, Any], *, errors_only: bool = False) -> str:
+    """An advisors section (a migration's delta) as text: the one-line summary, then each
+    finding it introduces (+) with why and its fix, and each it fixes (-)."""
+    lines = [f"Advisors: this migration {doc['summary']}"]
+    for f in doc["introduced"]:
+        if errors_only and f["level"] != "ERROR":
+            continue
+        lines.append(f"  + {f['level']} {f['name']} on {f['object']}"
+                     + (f" ({f['item']})" if f["item"] else ""))
+        lines.append(f"      {f['detail']}")
+        lines.append(f"      Why: {f['why']}")
+        lines += ["      Fix:", *_indent(f["fix"], "        ")]
+    if not errors_only:
+        for f in doc["fixed"]:
+            lines.append(f"  - {f['level']} {f['name']} on {f['object']}"
+                         + (f" ({f['item']})" if f["item"] else ""))
+    return "\n".join(lines)
+
+
+def _print_advisors(out: Console, r: RunReport) -> None:
+    doc = (r.details or {}).get("advisors")
+    if doc:
+        out.print(delta_text(doc), markup=False)
+
+
+def _policy_lines(t: dict[str, Any]) -> list[str]:
+    lines = []
+    for p in t["policies"]:
+        kind = "permissive" if p["permissive"] else "RESTRICTIVE"
+        lines.append(f"    policy \"{p['name']}\" FOR {p['command']} {kind} TO "
+                     f"{', '.join(p['roles'])}")
+        if p["using"] is not None:
+            lines.append(f"      USING ({p['using']})")
+        if p["with_check"] is not None:
+            lines.append(f"      WITH CHECK ({p['with_check']})")
+    return lines
+
+
+def _table_lines(t: dict[str, Any]) -> list[str]:
+    rls = "RLS on" if t["rls_enabled"] else "RLS OFF"
+    head = f"  {t['table']}  {rls}{', FORCE' if t['rls_forced'] else ''}  (owner {t['owner']}"
+    head += f", extension {t['extension']})" if t["extension"] else ")"
+    lines = [head, *_policy_lines(t)]
+    flags = t["flags"]
+    if "rls_off" in flags:
+        lines.append("    ✗ RLS off: the grants alone decide who reads and writes every row")
+    elif "rls_on_no_policy" in flags:
+        lines.append("    ✗ RLS on, no policy: nobody but the owner and BYPASSRLS roles "
+                     "(service_role) reaches a row")
+    elif t["uncovered"]:
+        lines.append(f"    ! covered: {', '.join(t['covered'])}; no permissive policy for "
+                     f"{', '.join(t['uncovered'])}")
+    else:
+        lines.append("    ✓ every command covered by a permissive policy")
+    return lines
+
+
+def rls_text(rls: dict[str, Any]) -> list[str]:
+    """The rls section: per table RLS, FORCE, policies and coverage; then the summary."""
+    s = rls["summary"]
+    lines = [f"Tables of {', '.join(rls['schemas'])}:"]
+    for t in rls["tables"]:
+        lines += _table_lines(t)
+    if not rls["tables"]:
+        lines.append("  (none)")
+    lines.append(f"Summary: {s['tables']} table(s), {s['rls_enabled']} with RLS "
+                 f"({s['rls_forced']} forced), {s['policies']} policy(ies); {s['rls_off']} with "
+                 f"RLS off, {s['rls_on_no_policy']} with RLS on and no policy, "
+                 f"{s['incomplete_coverage']} with incomplete coverage, {s['fully_covered']} "
+                 "fully covered.")
+    return lines
+
+
+def lints_text(lints: dict[str, Any]) -> list[str]:
+    """The lints by level, each with its object, why and fix (the fix once per lint: the
+    others are the same with their own names)."""
+    c = lints["counts"]
+    lines = [f"Advisor lints: {c['ERROR']} ERROR, {c['WARN']} WARN, {c['INFO']} INFO"]
+    shown: set[str] = set()
+    for f in lints["findings"]:
+        where = f["object"] + (f" ({f['item']})" if f["item"] else "")
+        lines.append(f"  {f['level']:<5} {f['name']} — {where}")
+        lines.append(f"        {f['detail']}")
+        if f["name"] in shown:
+            continue
+        shown.add(f["name"])
+        lines.append(f"        Why: {f['why']}")
+        lines += ["        Fix (the same for each " + f["name"] + ", with its own names):",
+                  *_indent(f["fix"], "          ")]
+        if f.get("docs"):
+            lines.append(f"        Docs: {f['docs']}")
+    return lines
+
+
+def _cell(probe: dict[str, Any]) -> str:
+    mark = _OUTCOME.get(probe["outcome"], probe["outcome"])
+    if probe["outcome"] == "allowed" and probe["rows"] is not None:
+        return f"{probe['rows']}"
+    return mark
+
+
+def access_text(access: dict[str, Any]) -> list[str]:
+    """The impersonation matrix: a row per table, a column per role (SELECT/INSERT/UPDATE/
+    DELETE: rows it reached, ✗rls / ✗grant denied, ? not testable, !err)."""
+    roles = access["roles"]
+    cells = {(c["table"], c["role"]): c for c in access["cells"]}
+    rows = [["table", "all rows", *roles]]
+    for table in access["tables"]:
+        total = access["total_rows"].get(table)
+        row = [table, "?" if total is None else str(total)]
+        for role in roles:
+            c = cells.get((table, role))
+            row.append("-" if c is None else " ".join(
+                f"{k[0].upper()}:{_cell(c[k])}" for k in ("select", "insert", "update", "delete")))
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["Who can do what (impersonated in a transaction that was rolled back):"]
+    lines += ["  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
+              for r in rows]
+    lines.append("  S/I/U/D: SELECT, INSERT, UPDATE, DELETE; a number: rows it reached (0: RLS "
+                 "let none through); ✗rls: refused by a policy's WITH CHECK; ✗grant: no "
+                 "privilege; ?: the probe row broke a constraint (says nothing about access); "
+                 "!err: see --json")
+    return lines
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 1000:,.2f} s" if value >= 10_000 else f"{value:,.2f} ms"
+
+
+def _flat(text: str, limit: int = 100) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _hot_finding_lines(findings: list[dict[str, Any]], prefix: str) -> list[str]:
+    lines = []
+    for f in findings:
+        lines.append(f"{prefix}[{f['severity'].upper()}] {f['title']}")
+        lines.append(f"{prefix}    evidence: {f['evidence']}")
+        lines.append(f"{prefix}    → {f['suggestion']}")
+    return lines
+
+
+def hotpaths_text(h: dict[str, Any], report_file: str | None) -> list[str]:
+    """The hotpaths section: statistics, top statements, plans and findings, indexes."""
+    st = h["statistics"]
+    lines = [f"Database {h['database']} (PostgreSQL {h['server_version']})"]
+    if report_file:
+        lines.append(f"Report: {report_file}")
+    if st["status"] != "ok":
+        lines.append(f"Query statistics are not available: {st['message']}")
+        lines += [f"  {i}. {step}" for i, step in enumerate(st["how_to_enable"], 1)]
+    else:
+        lines.append(st["message"])
+        by_number = {q["number"]: q for q in h["queries"]}
+        for title, numbers in (("by total time", h["by_total"]), ("by mean time", h["by_mean"])):
+            lines.append(f"Top statements {title}:")
+            lines += [f"  #{n:<3} {q['calls']:>8,} calls  total {_ms(q['total_ms']):>11}  "
+                      f"mean {_ms(q['mean_ms']):>10}  max {_ms(q['max_ms']):>10}  "
+                      f"{q['share']:6.1%}  {_flat(q['query'], 60)}"
+                      for n in numbers if (q := by_number.get(n))]
+            if not numbers:
+                lines.append("  (no application statement recorded yet)")
+    for q in h["queries"]:
+        lines.append(f"Statement #{q['number']}: {_flat(q['query'])}")
+        plan = q["plan"]
+        if plan is None:
+            lines.append(f"  no plan: {q['error']}")
+            continue
+        how = "EXPLAIN ANALYZE (read-only, rolled back)" if plan["analyzed"] else (
+            "EXPLAIN only, never run" + (f": {plan['write_reason']}" if plan["write_reason"]
+                                         else ""))
+        lines.append(f"  plan: {how}; cost {plan['total_cost']:,.2f}"
+                     + (f", execution {_ms(plan['execution_ms'])}"
+                        if plan["execution_ms"] is not None else ""))
+        lines += [f"    {line}" for line in plan["outline"][:15]]
+        if len(plan["outline"]) > 15:
+            lines.append(f"    … {len(plan['outline']) - 15} more node(s) in the report")
+        lines += _hot_finding_lines(q["findings"], "  ") or ["  no finding"]
+    if h["schema_findings"]:
+        lines.append("Schema findings:")
+        lines += _hot_finding_lines(h["schema_findings"], "  ")
+    idx = h["indexes"]
+    lines.append(f"Recommended indexes: {len(idx['advice'])}"
+                 + (f" — {idx['note']}" if idx["advice"] else ""))
+    for i, a in enumerate(idx["advice"], 1):
+        lines.append(f"  {i}. {a['sql']}")
+        lines.append(f"     why: {a['reason']}; {a['verification']}")
+        if a["helps"]:
+            lines.append(f"     helps statement(s) {', '.join(f'#{n}' for n in a['helps'])}")
+        lines.append(f"     as a migration: save it alone in {a['migration']} (CONCURRENTLY "
+                     "cannot share a transaction), then *dry-run it and *apply-migration it")
+    lines += [f"  already covered: {s}" for s in idx["skipped"]]
+    if h["next_steps"]:
+        lines.append("Next steps:")
+        lines += [f"  {i}. {step}" for i, step in enumerate(h["next_steps"], 1)]
+    lines.append("No data was changed: statements that may write were only planned; read-only "
+                 "ones ran under EXPLAIN ANALYZE in read-only transactions that were rolled "
+                 "back.")
+    return lines
+
+
+def _details_lines(details: dict[str, Any], files: dict[str, str]) -> list[str]:
+    lines: list[str] = []
+    if "rls" in details:
+        lines += rls_text(details["rls"])
+    if "lints" in details:
+        lines += lints_text(details["lints"])
+    if "access" in details:
+        lines += access_text(details["access"])
+    if "hotpaths" in details:
+        lines += hotpaths_text(details["hotpaths"], files.get("report"))
+    return lines
+
+
+def _print_details(out: Console, r: RunReport) -> bool:
+    """rls-audit and analyze-hotpaths: their findings, then the verdict. False for any other
+    report (or one that stopped before finding anything: the failure block shows it)."""
+    details = r.details or {}
+    if r.task == "rls-audit" and "rls" in details:
+        title = f"🔒 RLS audit of {', '.join(details['rls']['schemas'])}"
+    elif r.task == "analyze-hotpaths" and "hotpaths" in details:
+        title = "⚡ Hot paths"
+    else:
+        return False
+    out.print(title, style="bold", markup=False)
+    out.print(f"Database: {r.target}", markup=False)
+    for line in _details_lines(details, r.files):
+        level = line.lstrip().split(" ", 1)[0]
+        out.print(line, style=_LEVEL_STYLE.get(level), markup=False)
+    if r.exit_code == 0:
+        out.print("✅ " + (r.success_text.splitlines() or ["Done"])[0].lstrip("✅ "),
+                  style="bold green", markup=False)
+    else:
+        err = r.error or {}
+        out.print(f"❌ {err.get('message', 'failed')}", style="bold red", markup=False)
+        if err.get("hint"):
+            out.print(f"Hint: {err['hint']}", markup=False)
+    _print_next_steps(out, r)
+    for w in r.warnings:
+        out.print(f"⚠ {w}", style="yellow", markup=False)
+    return True
+
+
+def _print_follow_up_details(out: Console, result: dict[str, Any]) -> None:
+    """What a follow-up of the post-migration menu found (its details sections)."""
+    for line in _details_lines(result.get("details") or {}, result.get("files") or {}):
+        out.print(line, markup=False)

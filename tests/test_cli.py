@@ -34,8 +34,9 @@ def test_apply_prints_the_success_block(db: Db, project: Path) -> None:
                  f"- Before: supabase/snapshots/{t}_before.sql",
                  f"- After:  supabase/snapshots/{t}_after.sql",
                  f"- Diff:   supabase/snapshots/{t}_diff.patch",
-                 "Next steps:", "*smoke-test", "*rls-audit", f"*rollback {t}"):
+                 "Next steps:", "dbsage smoke-test", "dbsage rls-audit", f"dbsage rollback {t}"):
         assert line in out.stdout
+    assert "*rollback" not in out.stdout + out.stderr  # hints in the syntax of the shell
 
 
 def test_json_report_has_the_documented_fields(db18: Db, project: Path) -> None:
