@@ -147,9 +147,9 @@ def _start_supabase(pgdata: Path, *, new: bool) -> EmbeddedStatus:
     )
 
     try:
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+        _let_the_server_user_in(pgdata.parent)  # on every start: a parent may have changed
         if new:
-            pgdata.parent.mkdir(parents=True, exist_ok=True)
-            _let_the_server_user_in(pgdata.parent)
             init_cluster(pgdata, bin_dir=bin_dir(), port=0)
         cluster = start_cluster(pgdata)
         if new:
