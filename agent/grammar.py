@@ -108,9 +108,14 @@ def _command_name(value: str) -> str:
 
 
 def _db_url(value: str) -> str:
-    """A database URL or conninfo string: non-blank, not an option, no NUL."""
-    if not value.strip() or value.startswith("-") or "\x00" in value:
+    """A PostgreSQL connection string libpq can take (URL or key=value pairs)."""
+    from dbsage.tools.connection import CONNINFO_FORMS, conninfo_problem
+
+    if value.startswith("-"):
         raise ValueError(f"--db needs a database URL, not {value!r}")
+    problem = conninfo_problem(value)
+    if problem:
+        raise ValueError(f"--db needs a database URL: {problem}; expected {CONNINFO_FORMS}")
     return value
 
 
@@ -215,6 +220,7 @@ class ArgSpec:
     optional: bool = False
     param: str = ""  # the function parameter it binds to
     llm: bool = True
+    variadic: bool = False  # the last argument may take every remaining word (VERSION...)
 
 
 @dataclass(frozen=True)
@@ -266,7 +272,8 @@ class CommandSpec:
     def usage(self) -> str:
         """`*name ARG [OPTIONAL] [--flag] [--option VALUE]`."""
         parts = [STAR + self.name]
-        parts += [f"[{a.metavar}]" if a.optional else a.metavar for a in self.args]
+        parts += [(f"[{a.metavar}...]" if a.variadic else f"[{a.metavar}]") if a.optional
+                  else (f"{a.metavar}..." if a.variadic else a.metavar) for a in self.args]
         parts += [o.usage for o in self.options]
         return " ".join(parts)
 
@@ -288,6 +295,11 @@ def _meta(annotation: Any) -> tuple[Any, Param | None]:
 
 def _is_bool(bare: Any) -> bool:
     return bare is bool
+
+
+def _is_sequence(bare: Any) -> bool:
+    """`tuple[str, ...]` (or `list[str]`): an argument that takes every remaining word."""
+    return typing.get_origin(bare) in (tuple, list)
 
 
 def command(name: str, *, example: str, aliases: tuple[str, ...] = (),
@@ -317,7 +329,7 @@ def command(name: str, *, example: str, aliases: tuple[str, ...] = (),
             if meta.flag is None:
                 args.append(ArgSpec(p.name, meta.metavar or p.name.upper(), meta.help, check,
                                     optional=p.default is not inspect.Parameter.empty,
-                                    param=p.name, llm=meta.llm))
+                                    param=p.name, llm=meta.llm, variadic=_is_sequence(bare)))
             else:
                 metavar = None if _is_bool(bare) else (meta.metavar or "VALUE")
                 opts.append(OptionSpec(meta.flag, meta.help, metavar, check, meta.example,
@@ -360,6 +372,8 @@ def validate(spec: CommandSpec, values: dict[str, Any]) -> dict[str, Any]:
     for a in spec.args:
         if isinstance(out.get(a.param), str):
             out[a.param] = _check(spec, a.check, out[a.param], "")
+        elif a.variadic and isinstance(out.get(a.param), list | tuple):
+            out[a.param] = tuple(_check(spec, a.check, v, "") for v in out[a.param])
     for o in spec.options:
         value = out.get(o.param)
         if isinstance(value, str) and o.takes_value:
@@ -392,7 +406,7 @@ class Invocation:
     """A parsed command: canonical name, positional args and given options, and the raw line."""
 
     command: str
-    args: dict[str, str] = field(default_factory=dict)
+    args: dict[str, str | tuple[str, ...]] = field(default_factory=dict)
     options: dict[str, OptionValue] = field(default_factory=dict)
     raw: str = ""
 
@@ -528,8 +542,21 @@ def _check(spec: CommandSpec, check: Callable[[str], str] | None, value: str, wh
         raise _usage_error(spec, f"{where}: {reason}", advice) from exc
 
 
-def _bind_args(spec: CommandSpec, positionals: list[str]) -> dict[str, str]:
-    """Match positional tokens to the spec's arguments, validating each."""
+def _bind_args(spec: CommandSpec, positionals: list[str]) -> dict[str, str | tuple[str, ...]]:
+    """Match positional tokens to the spec's arguments, validating each; a variadic last
+    argument takes the rest."""
+    if spec.args and spec.args[-1].variadic:
+        *fixed, last = spec.args
+        missing_fixed = [a.metavar for a in fixed[len(positionals):] if not a.optional]
+        rest = positionals[len(fixed):]
+        if missing_fixed or (not rest and not last.optional):
+            needs = missing_fixed + ([] if rest or last.optional else [last.metavar])
+            raise _usage_error(spec, f"{STAR}{spec.name} needs {' '.join(needs)}.")
+        bound: dict[str, str | tuple[str, ...]] = {
+            a.key: _check(spec, a.check, v, "") for a, v in zip(fixed, positionals, strict=False)}
+        if rest:
+            bound[last.key] = tuple(_check(spec, last.check, v, "") for v in rest)
+        return bound
     if len(positionals) > len(spec.args):
         extra = " ".join(positionals[len(spec.args):])
         raise _usage_error(spec, f"{STAR}{spec.name}: unexpected argument(s): {extra}")

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 from dbsage.agent.state import SNAPSHOT_DIR, RunPaths, RunState, StatementOutcome
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import psycopg
 
     from dbsage.agent.definitions import RetryPolicySpec
@@ -46,19 +48,29 @@ def ensure_connected(state: RunState) -> psycopg.Connection:
     """Resolve --db / env / embedded, refuse a transaction pooler, connect (with retry) once."""
     if state.conn is not None:
         return state.conn
-    from dbsage.tools.connection import Target, check_not_transaction_pooler, connect, resolve_target
+    from dbsage.tools.connection import (
+        Target,
+        check_not_transaction_pooler,
+        check_target,
+        check_writable,
+        connect,
+        resolve_target,
+    )
 
     target = resolve_target(state.options.db)
     if target is None:
         from dbsage.tools.embedded import start_embedded
 
+        ensure_project(state.options.project_dir)
         status = start_embedded(state.options.project_dir)
+        ensure_gitignore(state)
         assert status.url is not None
         target = Target(status.url, "embedded")
         state.notices.append(
             f"Using {status.description} in {state.rel(status.pgdata)} (no --db, "
             "SUPABASE_DB_URL or DATABASE_URL set); stop it with `dbsage db stop`.")
     state.target = target
+    check_target(target)
     check_not_transaction_pooler(target.url)
     if state.early_wanted and state.early_snapshot is None:
         start_early_snapshot(state)
@@ -68,6 +80,7 @@ def ensure_connected(state: RunState) -> psycopg.Connection:
                              first_wait=policy.initial_wait_seconds)
     else:
         state.conn = connect(target.url, autocommit=True, attempts=1)
+    check_writable(state.conn)
     state.server_major = state.conn.info.server_version // 10000
     state.server_version = str(state.conn.info.parameter_status("server_version") or "")
     _settle_lock_timeout(state, state.conn)
@@ -89,6 +102,36 @@ def _settle_lock_timeout(state: RunState, conn: psycopg.Connection) -> None:
             "that table behind it for as long as it waits.")
 
 
+def ensure_project(project_dir: Path) -> None:
+    """ConfigError (exit 2) when `project_dir` is no project (no supabase/, .git or .dbsage/):
+    the local server lives in the project, and dbsage makes no new database elsewhere."""
+    from dbsage.tools.errors import ConfigError
+    from dbsage.tools.project import is_project
+
+    if is_project(project_dir):
+        return
+    raise ConfigError(
+        f"Not in a project: neither {project_dir} nor a folder above it holds "
+        "supabase/config.toml, supabase/migrations/ or .git, so there is no local database "
+        "to use, and dbsage will not make a new one here.",
+        hint="Run dbsage from your project's folder (or `supabase init` here to start one), or "
+             "pass --db URL (or set SUPABASE_DB_URL or DATABASE_URL).")
+
+
+def ensure_gitignore(state: RunState) -> None:
+    """The first time a run writes into the project: .gitignore gets the local server and the
+    saved rows (a git work tree), or the run says what to add."""
+    from dbsage.tools.project import ensure_gitignore as update
+
+    result = update(state.options.project_dir)
+    if result.added:
+        state.notices.append(f"Added {', '.join(result.added)} to {state.rel(result.path)} (the "
+                             "local server, and the rows saved for rollbacks: users' data).")
+    elif result.missing and (state.options.project_dir / ".git").exists():
+        state.notices.append(f"Add {', '.join(result.missing)} to .gitignore: the local server "
+                             "and the rows saved for rollbacks (users' data) do not belong in git.")
+
+
 def ensure_paths(state: RunState) -> RunPaths:
     """This run's TS (reserved once: no earlier run used it) and every file named after it."""
     if state.paths is None:
@@ -96,6 +139,7 @@ def ensure_paths(state: RunState) -> RunPaths:
 
         ts = reserve_ts(state.options.project_dir / SNAPSHOT_DIR)
         state.paths = RunPaths.of(state.options.project_dir, ts)
+        ensure_gitignore(state)
     return state.paths
 
 

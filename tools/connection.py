@@ -87,6 +87,57 @@ def _kv_quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+# libpq's connection keywords (PostgreSQL 18's list); anything else libpq refuses.
+LIBPQ_KEYWORDS = frozenset({
+    "host", "hostaddr", "port", "dbname", "user", "password", "passfile", "require_auth",
+    "channel_binding", "connect_timeout", "client_encoding", "options", "application_name",
+    "fallback_application_name", "keepalives", "keepalives_idle", "keepalives_interval",
+    "keepalives_count", "tcp_user_timeout", "replication", "gssencmode", "sslmode",
+    "sslnegotiation", "requiressl", "sslcompression", "sslcert", "sslkey", "sslkeylogfile",
+    "sslpassword", "sslcertmode", "sslrootcert", "sslcrl", "sslcrldir", "sslsni", "requirepeer",
+    "ssl_min_protocol_version", "ssl_max_protocol_version", "min_protocol_version",
+    "max_protocol_version", "krbsrvname", "gsslib", "gssdelegation", "service",
+    "target_session_attrs", "load_balance_hosts", "oauth_issuer", "oauth_client_id",
+    "oauth_client_secret", "oauth_scope", "scram_client_key", "scram_server_key",
+})
+CONNINFO_FORMS = ("postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME[?sslmode=require] or "
+                  "'host=HOST port=PORT dbname=DBNAME user=USER'")
+
+
+def conninfo_problem(value: str) -> str | None:
+    """What is wrong with a connection string, or None when libpq could take it: a URL must
+    be postgresql:// or postgres:// with known parameters; a key/value string must use
+    libpq's keywords. The message never repeats a password."""
+    import difflib
+
+    text = value.strip()
+    if not text:
+        return "the connection string is empty"
+    if "\x00" in text or "\n" in text:
+        return "the connection string holds a control character"
+    if "://" in text:
+        parts = urlsplit(text)
+        if parts.scheme not in ("postgresql", "postgres"):
+            return (f"'{parts.scheme}://' is not a PostgreSQL URL (dbsage speaks to PostgreSQL "
+                    "only)")
+        keys = [k for k, _ in parse_qsl(parts.query, keep_blank_values=True)]
+        try:
+            parts.port  # noqa: B018  (raises on a port that is not a number)
+        except ValueError:
+            return "the URL's port is not a number"
+    else:
+        pairs = _kv_pairs(text)
+        if pairs is None or not pairs:
+            return "it is neither a postgresql:// URL nor 'key=value' pairs"
+        keys = [k for k, _ in pairs]
+    unknown = [k for k in keys if k not in LIBPQ_KEYWORDS]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], LIBPQ_KEYWORDS, n=1)
+        return (f"unknown connection parameter '{unknown[0]}'"
+                + (f" (did you mean '{close[0]}'?)" if close else ""))
+    return None
+
+
 def libpq_argv_env(url: str, environ: Mapping[str, str] | None = None) -> tuple[str, dict[str, str]]:
     """The connection string for a libpq program's command line, and its environment.
 
@@ -128,6 +179,31 @@ def resolve_target(db: str | None = None, environ: Mapping[str, str] | None = No
         if env.get(name):
             return Target(env[name], name)
     return None
+
+
+def check_target(target: Target) -> None:
+    """A connection string from the environment gets the same check as one given with --db."""
+    problem = conninfo_problem(target.url)
+    if problem:
+        from dbsage.tools.errors import ConfigError
+
+        raise ConfigError(f"{target.source} is not a PostgreSQL connection string: {problem}.",
+                          hint=f"Expected {CONNINFO_FORMS}.")
+
+
+def check_writable(conn: psycopg.Connection) -> None:
+    """Refuse a read-only session (default_transaction_read_only, a hot standby): nothing
+    could be applied, and the first write would fail halfway through the checks."""
+    row = conn.execute("SELECT current_setting('transaction_read_only'), "
+                       "pg_is_in_recovery()").fetchone()
+    if row and (row[0] == "on" or row[1]):
+        from dbsage.tools.errors import ConfigError
+
+        why = "the server is a standby in recovery" if row[1] else (
+            "transaction_read_only is on (e.g. options=-c default_transaction_read_only=on in "
+            "the connection string, or the role's or database's default)")
+        raise ConfigError(f"The session is read-only: {why}.",
+                          hint="Connect to the primary with a session that can write.")
 
 
 def check_not_transaction_pooler(url: str) -> None:
