@@ -269,9 +269,13 @@ def _from_smoke(outcome: Any) -> CheckResult:
     return CheckResult(outcome.status, detail)
 
 
-def _touched_tables(state: RunState) -> list[str]:
-    """The relations this migration's statements name (what its checks may judge)."""
+def _touched_tables(state: RunState) -> list[str] | None:
+    """The relations this migration's statements name (what its checks may judge); None for a
+    run with no migration file (a rollback): then every table is judged, as before."""
     from dbsage.agent.resources import analysis_of
+
+    if state.path is None:
+        return None
 
     analysis = analysis_of(state)
     return list(dict.fromkeys([*analysis.tables, *analysis.created]))
@@ -296,6 +300,8 @@ def no_not_valid_constraints(state: RunState) -> CheckResult:
     from dbsage.tools.analyze import not_valid_additions
     from dbsage.tools.smoke import check_not_valid_constraints
 
+    if state.path is None:  # a rollback: its reverse script must leave nothing NOT VALID
+        return _from_smoke(check_not_valid_constraints(_conn(state)))
     additions = not_valid_additions(ensure_parsed(state))
     if not additions:
         return _ok("the migration adds no NOT VALID constraint")
