@@ -421,3 +421,88 @@ def rollback_recorded(state: RunState) -> CheckResult:
         return _ok(f"version {plan.version} marked reverted; rollback {state.ts} logged")
     return _fail(f"history after rollback: schema_migrations rows={rows.schema_migrations}, "
                  f"rollback log rows={rows.migration_log}")
+
+
+# --- files that are not migrations, and seeds -----------------------------------------------
+
+@check("is_a_migration")
+def is_a_migration(state: RunState) -> CheckResult:
+    """The file is a migration by the Supabase CLI's rule (`<digits>_<name>.sql`), or
+    --version names the version to apply it as. Looks at the name only: refused before
+    anything is read or connected."""
+    from dbsage.tools.errors import ConfigError
+    from dbsage.tools.sqlfile import MIGRATION_FILE_NAME, migration_version, why_not_a_migration
+
+    assert state.path is not None
+    name, version = state.path.name, state.options.version
+    reason = why_not_a_migration(state.path)
+    if reason is None and version in (None, migration_version(state.path)):
+        return _ok(f"{name} is migration version {migration_version(state.path)}")
+    if reason is None:
+        raise ConfigError(
+            f"{name} is version {migration_version(state.path)} by its name; --version "
+            f"{version} would record it under another version than the Supabase CLI does.",
+            hint="Leave out --version (it is for files the CLI does not take as migrations), "
+                 "or rename the file.", path=str(state.path))
+    if version is None:
+        raise ConfigError(
+            f"{state.path}: the Supabase CLI takes only files named <digits>_<name>.sql "
+            f"({MIGRATION_FILE_NAME.pattern}) as migrations, and {reason}. Nothing was run.",
+            hint="Rename it <YYYYMMDDHHMMSS>_<name>.sql to make it a migration; run seed data "
+                 "with `dbsage seed` (*seed: supabase/seed.sql, or the files [db.seed] sql_paths "
+                 "of supabase/config.toml lists); or pass --version V to apply it anyway, "
+                 "recorded as version V.",
+            path=str(state.path), rule=MIGRATION_FILE_NAME.pattern)
+    _apply_as(state, version)
+    return CheckResult(
+        "warn", f"{name} is not a migration by the Supabase CLI's rule ({reason}); applied as "
+        f"version {version} (--version). The CLI will list {version} as applied with no local "
+        f"file: keep a copy as supabase/migrations/{version}_{state.path.stem}.sql if it "
+        "should stay in step")
+
+
+def _apply_as(state: RunState, version: str) -> None:
+    """Parse the file now and give it `version`, so every later check and step (history,
+    order, dry-run record) sees the same version. A file that does not parse is left to
+    file_parses, which reports it."""
+    from dataclasses import replace as with_fields
+
+    from dbsage.agent.resources import ensure_parsed
+
+    try:
+        m = ensure_parsed(state)
+    except DbsageError:
+        return
+    state.migration = with_fields(m, version=version)
+    state.version = version
+
+
+@check("seed_files_parse")
+def seed_files_parse(state: RunState) -> CheckResult:
+    """The seed files exist ([db.seed] of supabase/config.toml, else supabase/seed.sql) and
+    each parses with PostgreSQL's parser (errors carry file:line:col)."""
+    from dbsage.agent.steps import ensure_seed_plan
+
+    plan = ensure_seed_plan(state)
+    listed = ", ".join(f"{f.path} ({len(f.statements)})" for f in plan.files)
+    detail = (f"{len(plan.files)} file(s), {len(plan.statements)} statement(s) to run in one "
+              f"transaction: {listed}")
+    if plan.sources.unmatched:
+        return CheckResult("warn", f"{detail}; no file matched "
+                           f"{', '.join(plan.sources.unmatched)}")
+    return _ok(detail)
+
+
+@check("seed_committed")
+def seed_committed(state: RunState) -> CheckResult:
+    """A new session sees the seed's transaction as committed (pg_xact_status)."""
+    from dbsage.agent.steps import seed_result
+    from dbsage.tools.seed import transaction_status
+
+    result = seed_result(state)
+    if state.status != "applied" or result is None or state.target is None:
+        return _fail("the seed did not commit")
+    status = transaction_status(state.target.url, result.xid)
+    if status == "committed":
+        return _ok(f"transaction {result.xid} committed: visible from a new session")
+    return _fail(f"a new session sees transaction {result.xid} as {status or 'unknown'}")

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from dbsage.tools.apply import StatementResult
+    from dbsage.tools.seed import SeedPlan, SeedResult
 
 Step = Callable[[RunState], None]
 
@@ -43,19 +44,23 @@ def acquire_lock(state: RunState) -> None:
 
 
 def check_history(state: RunState) -> None:
-    """After the lock: refuse an applied version; report drift. Choose the run's TS."""
+    """After the lock: refuse an applied version; report drift. Choose the run's TS.
+
+    The version is the file name's (the Supabase CLI's rule) or --version's: a file without
+    one never gets this far (the is_a_migration pre-condition refuses it), and dbsage never
+    invents one.
+    """
+    from dbsage.tools.errors import ConfigError
     from dbsage.tools.history import ensure_not_applied
 
     assert state.conn is not None
     m = ensure_parsed(state)
-    paths = ensure_paths(state)
-    if m.version is None:
-        state.version = paths.ts
-        state.warnings.append(
-            f"{m.path.name} has no leading version digits; recorded as version {paths.ts}. "
-            "Name migrations <YYYYMMDDHHMMSS>_<name>.sql.")
-    ensure_not_applied(state.conn, state.version or paths.ts, m.checksum,
-                       [s.sql for s in m.statements], str(m.path))
+    ensure_paths(state)
+    if m.version is None:  # only a definition without is_a_migration gets here
+        raise ConfigError(f"{m.path} is not a migration (no <digits>_ version in its name); "
+                          "nothing was applied.", path=str(m.path))
+    ensure_not_applied(state.conn, m.version, m.checksum, [s.sql for s in m.statements],
+                       str(m.path))
 
 
 def take_snapshot_before(state: RunState) -> None:
@@ -430,6 +435,71 @@ def rollback_migration(state: RunState) -> None:
     state.status = "rolled_back"
 
 
+# --- seeds ------------------------------------------------------------------------------------
+# RunState has no field for a seed run yet (agent/state.py is shared); its parsed files and
+# result live in `state.inputs` under these keys, read and written only through the two
+# accessors below, which check their type.
+_SEED_PLAN, _SEED_RESULT = "seed_plan", "seed_result"
+
+
+def ensure_seed_plan(state: RunState) -> SeedPlan:
+    """Find and parse the project's seed files once; nothing touches the database."""
+    from dbsage.tools.seed import SeedPlan, load_seed
+
+    plan = state.inputs.get(_SEED_PLAN)
+    if isinstance(plan, SeedPlan):
+        return plan
+    plan = load_seed(state.options.project_dir)
+    state.inputs[_SEED_PLAN] = plan
+    state.name = "seed"
+    state.statements = [StatementOutcome(i, s.line, f"{f.path}: {s.summary}")
+                        for i, (f, s) in enumerate(plan.statements, 1)]
+    return plan
+
+
+def seed_result(state: RunState) -> SeedResult | None:
+    """What run_seed committed, if it did."""
+    from dbsage.tools.seed import SeedResult
+
+    result = state.inputs.get(_SEED_RESULT)
+    return result if isinstance(result, SeedResult) else None
+
+
+def run_seed(state: RunState) -> None:
+    """Run every seed file in one transaction; record nothing in any history."""
+    from dbsage.tools.errors import MigrationFailedError
+    from dbsage.tools.seed import run_seed as run
+
+    plan = ensure_seed_plan(state)
+
+    def progress(r: StatementResult) -> None:
+        _record_statements(state, [r])
+
+    try:
+        result = run(ensure_connected(state), plan, lock_timeout=state.options.lock_timeout,
+                     statement_timeout=state.options.statement_timeout,
+                     retry=lock_retry_policy(state), on_statement=progress)
+    except MigrationFailedError as exc:
+        for row in exc.data.get("statements") or []:
+            state.statements[row["index"] - 1].record(row["status"], row["rows_affected"],
+                                                      row["duration_ms"])
+        state.notices.append("Everything was rolled back: no seed file left any row.")
+        raise
+    state.inputs[_SEED_RESULT] = result
+    _record_statements(state, list(result.statements))
+    state.records_affected = result.rows_affected
+    state.apply_time = round(result.duration_s, 4)
+    state.attempts = result.attempts
+    state.status = "applied"
+    state.step_note = (f"{len(plan.files)} file(s), {len(result.statements)} statement(s); "
+                       "nothing recorded in supabase_migrations")
+    if result.lock_timeouts:
+        state.warnings.append(
+            f"lock_timeout {state.options.lock_timeout} fired {result.lock_timeouts} time(s); "
+            f"the transaction was rolled back and retried (attempt {result.attempts} "
+            "succeeded).")
+
+
 STEPS: dict[str, Step] = {
     "save_destroyed_data": save_destroyed_data,
     "prepare_rollback": prepare_rollback_step,
@@ -444,4 +514,5 @@ STEPS: dict[str, Step] = {
     "take_snapshot_after": take_snapshot_after,
     "diff_snapshots": diff_snapshots,
     "release_lock": release_lock,
+    "run_seed": run_seed,
 }

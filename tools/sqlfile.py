@@ -14,8 +14,8 @@ from dbsage.tools.errors import MigrationFileError, TransactionShapeError
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
 #: The Supabase CLI's rule for a migration file name: `<digits>_<name>.sql`. A file that does
-#: not match (`20250101000000.sql`, `notes.sql`) has no version: the CLI skips it, `status` lists
-#: it as ignored, and apply records it under the run's TS.
+#: not match (`20250101000000.sql`, `seed.sql`) is not a migration and has no version: the CLI
+#: skips it, `status` lists it as ignored, and apply refuses it unless it is given a version.
 MIGRATION_FILE_NAME = re.compile(r"^([0-9]+)_(.*)\.sql$")
 _META_COMMAND = re.compile(r"^[ \t]*\\(?P<cmd>[a-zA-Z!?]+)", re.MULTILINE)
 
@@ -73,6 +73,25 @@ def split_version_name(path: Path) -> tuple[str | None, str]:
 def migration_version(path: Path) -> str | None:
     """The version of a migration file by the Supabase CLI's rule (None if it has none)."""
     return split_version_name(path)[0]
+
+
+def why_not_a_migration(path: Path) -> str | None:
+    """Why the Supabase CLI's rule (MIGRATION_FILE_NAME) does not take `path` as a migration,
+    as a clause ("its name has no _<name> part after the version 20250101000000"); None when
+    it does. Looks at the name only: no I/O."""
+    name = path.name
+    if MIGRATION_FILE_NAME.match(name):
+        return None
+    if not name.endswith(".sql"):
+        return "its name does not end in .sql"
+    stem = name.removesuffix(".sql")
+    digits = re.match(r"[0-9]*", stem)
+    lead = digits[0] if digits else ""
+    if lead and lead == stem:
+        return f"its name has no _<name> part after the version {lead}"
+    if lead:
+        return f"its leading digits {lead} are not followed by _"
+    return "its name does not start with version digits"
 
 
 def read_migration(path: str | Path) -> MigrationFile:

@@ -1,0 +1,291 @@
+"""The Supabase project's own settings: `supabase/config.toml`, read once into frozen dataclasses.
+
+The Supabase CLI keeps a project's local settings in `supabase/config.toml` (`supabase init`
+writes it). dbsage reads the parts it acts on:
+
+- `project_id` (top level);
+- `[api]`: `enabled`, `port`, `schemas` (the schemas PostgREST exposes: what an RLS check
+  must look at), `extra_search_path`, `max_rows`;
+- `[db]`: `port`, `shadow_port`, `major_version` (the PostgreSQL major the local stack runs:
+  the remote's, by the CLI's own rule);
+- `[db.migrations]`: `enabled`, `schema_paths`;
+- `[db.seed]`: `enabled`, `sql_paths` (globs relative to `supabase/`, in order).
+
+A key the file leaves out takes the CLI's default (the value `supabase init` writes), except
+`major_version`, which is None when unset: the CLI's default changes between its releases, so
+only the file can say. Every other key and section is kept, unread, in `ProjectConfig.raw`.
+
+Errors are ConfigError (exit 2) naming `file:line`: tomllib's own position for a syntax error,
+the key's line for a value of the wrong type. No file is not an error: `read_project_config`
+returns the defaults with `path=None` (a project without `supabase init`, or plain PostgreSQL).
+
+    config = read_project_config(project_dir)
+    config.api.schemas          # ("public", "graphql_public")
+    config.db.major_version     # 17, or None
+    config.seed.sql_paths       # ("./seed.sql",)
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from dbsage.tools.errors import ConfigError
+
+__all__ = ["CONFIG_FILE", "SUPABASE_DIR", "ApiConfig", "DbConfig", "MigrationsConfig",
+           "ProjectConfig", "SeedConfig", "parse_project_config", "read_config_file",
+           "read_project_config"]
+
+SUPABASE_DIR = Path("supabase")
+CONFIG_FILE = SUPABASE_DIR / "config.toml"
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """`[api]`: the PostgREST API of the project."""
+
+    enabled: bool = True
+    port: int = 54321
+    schemas: tuple[str, ...] = ("public", "graphql_public")  # exposed through the API
+    extra_search_path: tuple[str, ...] = ("public", "extensions")
+    max_rows: int = 1000
+
+
+@dataclass(frozen=True)
+class DbConfig:
+    """`[db]`: the local database."""
+
+    port: int = 54322
+    shadow_port: int = 54320
+    major_version: int | None = None  # None: config.toml does not say
+
+
+@dataclass(frozen=True)
+class MigrationsConfig:
+    """`[db.migrations]`."""
+
+    enabled: bool = True
+    schema_paths: tuple[str, ...] = ()  # declarative schema files (globs relative to supabase/)
+
+
+@dataclass(frozen=True)
+class SeedConfig:
+    """`[db.seed]`: the seed data `supabase db reset` (and `dbsage seed`) loads."""
+
+    enabled: bool = True
+    sql_paths: tuple[str, ...] = ("./seed.sql",)  # globs relative to supabase/, in order
+
+
+def _no_raw() -> Mapping[str, Any]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    """What supabase/config.toml says (the CLI's defaults where it is silent or absent)."""
+
+    path: Path | None = None  # the file read; None: there is none
+    project_id: str | None = None
+    api: ApiConfig = field(default_factory=ApiConfig)
+    db: DbConfig = field(default_factory=DbConfig)
+    migrations: MigrationsConfig = field(default_factory=MigrationsConfig)
+    seed: SeedConfig = field(default_factory=SeedConfig)
+    raw: Mapping[str, Any] = field(default_factory=_no_raw, compare=False, repr=False)
+
+    @property
+    def supabase_dir(self) -> Path | None:
+        """The folder the config lives in (what sql_paths and schema_paths are relative to)."""
+        return self.path.parent if self.path is not None else None
+
+    def line_of(self, section: str, key: str) -> int | None:
+        """The line of `key = ...` in `[section]` ("" for the top level), if the file has it."""
+        if self.path is None:
+            return None
+        return _line_of(self.path.read_text(encoding="utf-8"), section, key)
+
+
+def read_project_config(project_dir: Path) -> ProjectConfig:
+    """`<project_dir>/supabase/config.toml`, or the defaults (path None) when there is none.
+
+    Raises:
+        ConfigError: the file cannot be read, is not valid TOML, or a known key has the
+            wrong type; the message names file:line.
+    """
+    path = project_dir / CONFIG_FILE
+    if not path.exists():
+        return ProjectConfig()
+    return read_config_file(path)
+
+
+def read_config_file(path: Path) -> ProjectConfig:
+    """One config.toml file (see read_project_config)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc}).", path=str(path),
+                          hint="Check the file's permissions.") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}:{line}: the file is not valid UTF-8.", path=str(path),
+                          line=line, hint="TOML files are UTF-8; save it as UTF-8.") from None
+    return parse_project_config(text, path)
+
+
+_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
+_TOML_END = re.compile(r"\s*\(at end of document\)\s*$")
+
+
+def parse_project_config(text: str, path: Path = CONFIG_FILE) -> ProjectConfig:
+    """Parse config.toml text; `path` is what messages call it.
+
+    Raises:
+        ConfigError: not valid TOML (file:line:column from tomllib), or a known key has the
+            wrong type (file:line of the key).
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise _syntax_error(exc, text, path) from None
+    reader = _Reader(data, text, path)
+    api = reader.section("api")
+    db = reader.section("db")
+    migrations = reader.section("db.migrations")
+    seed = reader.section("db.seed")
+    defaults_api, defaults_db = ApiConfig(), DbConfig()
+    return ProjectConfig(
+        path=path,
+        project_id=reader.string("", data, "project_id"),
+        api=ApiConfig(
+            enabled=reader.boolean("api", api, "enabled", defaults_api.enabled),
+            port=reader.integer("api", api, "port", defaults_api.port),
+            schemas=reader.strings("api", api, "schemas", defaults_api.schemas),
+            extra_search_path=reader.strings("api", api, "extra_search_path",
+                                             defaults_api.extra_search_path),
+            max_rows=reader.integer("api", api, "max_rows", defaults_api.max_rows)),
+        db=DbConfig(
+            port=reader.integer("db", db, "port", defaults_db.port),
+            shadow_port=reader.integer("db", db, "shadow_port", defaults_db.shadow_port),
+            major_version=reader.optional_integer("db", db, "major_version")),
+        migrations=MigrationsConfig(
+            enabled=reader.boolean("db.migrations", migrations, "enabled", True),
+            schema_paths=reader.strings("db.migrations", migrations, "schema_paths", ())),
+        seed=SeedConfig(
+            enabled=reader.boolean("db.seed", seed, "enabled", True),
+            sql_paths=reader.strings("db.seed", seed, "sql_paths", SeedConfig().sql_paths)),
+        raw=MappingProxyType(data))
+
+
+def _syntax_error(exc: tomllib.TOMLDecodeError, text: str, path: Path) -> ConfigError:
+    """file:line:column and tomllib's message (its position moved out of the text)."""
+    message = str(exc)
+    line: int | None = getattr(exc, "lineno", None)  # Python 3.14 has them as attributes
+    column: int | None = getattr(exc, "colno", None)
+    at = _TOML_POSITION.search(message)
+    end = _TOML_END.search(message)
+    if at is not None:
+        line, column = line or int(at[1]), column or int(at[2])
+        message = message[:at.start()]
+    elif end is not None:
+        message = message[:end.start()]
+        line = line or text.count("\n") + 1
+    message = str(getattr(exc, "msg", None) or message).rstrip(".")
+    where = (f"{path}:{line}:{column}" if line and column else
+             f"{path}:{line}" if line else str(path))
+    lines = text.splitlines()
+    source = lines[line - 1] if line and 0 < line <= len(lines) else None
+    return ConfigError(f"{where}: invalid TOML: {message}.", path=str(path), line=line,
+                       column=column, source_line=source,
+                       hint="Fix that line; the Supabase CLI reads the same file and refuses "
+                            "it too.")
+
+
+class _Reader:
+    """Typed reads of the known keys, with file:line in every error."""
+
+    def __init__(self, data: Mapping[str, Any], text: str, path: Path) -> None:
+        self.data, self.text, self.path = data, text, path
+
+    def section(self, dotted: str) -> Mapping[str, Any]:
+        node: Any = self.data
+        for part in dotted.split("."):
+            node = node.get(part, {}) if isinstance(node, Mapping) else None
+            if not isinstance(node, Mapping):
+                raise self._error(dotted.rpartition(".")[0], part,
+                                  f"[{dotted}] must be a table")
+        return node
+
+    def _error(self, section: str, key: str, what: str) -> ConfigError:
+        line = _line_of(self.text, section, key)
+        where = f"{self.path}:{line}" if line else str(self.path)
+        return ConfigError(f"{where}: {what}.", path=str(self.path), line=line,
+                           key=f"{section}.{key}" if section else key,
+                           hint="See https://supabase.com/docs/guides/local-development/cli/"
+                                "config for the keys and their types.")
+
+    def _name(self, section: str, key: str) -> str:
+        return f"[{section}] {key}" if section else key
+
+    def _get(self, section: str, table: Mapping[str, Any], key: str, kind: type | tuple[type, ...],
+             what: str) -> Any:
+        value = table.get(key)
+        # bool is an int in Python; TOML keeps them apart, and so does this check.
+        if value is not None and (not isinstance(value, kind) or (
+                kind is int and isinstance(value, bool))):
+            raise self._error(section, key, f"{self._name(section, key)} must be {what}, not "
+                                            f"{value!r}")
+        return value
+
+    def string(self, section: str, table: Mapping[str, Any], key: str) -> str | None:
+        value = self._get(section, table, key, str, "a string")
+        return str(value) if value is not None else None
+
+    def boolean(self, section: str, table: Mapping[str, Any], key: str, default: bool) -> bool:
+        value = self._get(section, table, key, bool, "true or false")
+        return default if value is None else bool(value)
+
+    def integer(self, section: str, table: Mapping[str, Any], key: str, default: int) -> int:
+        value = self.optional_integer(section, table, key)
+        return default if value is None else value
+
+    def optional_integer(self, section: str, table: Mapping[str, Any], key: str) -> int | None:
+        value = self._get(section, table, key, int, "a whole number")
+        return int(value) if value is not None else None
+
+    def strings(self, section: str, table: Mapping[str, Any], key: str,
+                default: tuple[str, ...]) -> tuple[str, ...]:
+        value = self._get(section, table, key, list, "a list of strings")
+        if value is None:
+            return default
+        if not all(isinstance(v, str) for v in value):
+            raise self._error(section, key, f"{self._name(section, key)} must be a list of "
+                                            f"strings, not {value!r}")
+        return tuple(value)
+
+
+def _line_of(text: str, section: str, key: str) -> int | None:
+    """The 1-based line of `key =` inside `[section]` (a dotted `section.key =` elsewhere too)."""
+    header = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
+    assign = re.compile(r"^\s*(?:\"?" + re.escape(key) + r"\"?)\s*=")
+    dotted = re.compile(r"^\s*" + re.escape(f"{section}.{key}" if section else key) + r"\s*=")
+    current = ""
+    for number, line in enumerate(text.splitlines(), 1):
+        found = header.match(line)
+        if found and not line.lstrip().startswith("[["):
+            current = found[1].replace(" ", "")
+            continue
+        if (current == section and assign.match(line)) or (current == "" and dotted.match(line)):
+            return number
+    if section:  # the section header itself, for a table of the wrong type
+        for number, line in enumerate(text.splitlines(), 1):
+            found = header.match(line)
+            if found and found[1].replace(" ", "") == f"{section}.{key}":
+                return number
+    return None
+
