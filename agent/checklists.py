@@ -126,44 +126,65 @@ def file_parses(state: RunState) -> CheckResult:
     return _ok(f"{len(m.statements)} statement(s), to run in {kind}")
 
 
+def _missing_privilege(exc: DbsageError) -> CheckResult:
+    """A bookkeeping privilege the role lacks, as a warning: the history step, under the lock
+    and before anything is applied, stops the run on it with its own message and exit 2 (this
+    item's failure wording would misname it as an applied migration)."""
+    if not exc.data.get("missing_privileges"):
+        raise exc
+    return CheckResult("warn", f"{exc.message} An apply stops on this under the lock, before "
+                       "its snapshot.")
+
+
 @check("not_applied_yet")
 def not_applied_yet(state: RunState) -> CheckResult:
     """The version is not in the history (checked again once the lock is held).
 
-    An applied version fails as AlreadyAppliedError, or DriftError when the file changed.
+    An applied version fails as AlreadyAppliedError, DriftError when the file changed, and a
+    MigrationFileError when another migration already uses the version. Judged on what was
+    recorded: dbsage's checksum for its rows, the Supabase CLI's statements for the CLI's.
     """
     from dbsage.agent.resources import ensure_parsed
+    from dbsage.tools.errors import ConfigError
     from dbsage.tools.history import ensure_not_applied
 
     m = ensure_parsed(state)
     if m.version is None:
         return _ok("the file has no version digits; it will be recorded under the run's TS")
-    ensure_not_applied(_conn(state), m.version, m.checksum, [s.sql for s in m.statements],
-                       str(m.path))
+    try:
+        ensure_not_applied(_conn(state), m.version, m.checksum, [s.sql for s in m.statements],
+                           str(m.path))
+    except ConfigError as exc:
+        return _missing_privilege(exc)
     return _ok(f"version {m.version} is not applied yet")
 
 
 @check("checksum_unchanged")
 def checksum_unchanged(state: RunState) -> CheckResult:
-    """If the version is applied, the file is byte-for-byte what was applied (no drift)."""
+    """If the version is applied, the file is what was applied (no drift): by the checksum
+    dbsage recorded, or by the statements the Supabase CLI recorded for a row it wrote."""
     from dbsage.agent.resources import ensure_parsed
-    from dbsage.tools.errors import DriftError
-    from dbsage.tools.history import find_applied
+    from dbsage.tools.errors import ConfigError
+    from dbsage.tools.history import judge_file
 
     m = ensure_parsed(state)
-    applied = find_applied(_conn(state), m.version) if m.version else None
-    if applied is None:
+    if m.version is None:
+        return _ok("the file has no version: nothing to compare")
+    try:
+        verdict = judge_file(_conn(state), m.version, str(m.path), m.checksum)
+    except ConfigError as exc:
+        return _missing_privilege(exc)
+    if verdict.verdict == "not_applied":
         return _ok("not applied before: nothing to compare")
-    if applied.checksum is None:
-        same = applied.statements == [s.sql for s in m.statements]
-        how = "statements recorded by the Supabase CLI"
-    else:
-        same = applied.checksum == m.checksum
-        how = "sha256 recorded at apply time"
-    if same:
-        return _ok(f"file unchanged since it was applied ({how})")
-    raise DriftError(f"{m.path} changed since version {m.version} was applied ({how} differ).",
-                     hint="Never edit an applied migration: put the change in a new one.")
+    if verdict.verdict == "applied":
+        return _ok(f"file unchanged since it was applied ({verdict.compared})")
+    if verdict.verdict == "unverifiable":
+        return CheckResult("warn", "applied, but its history row has no statements (a Supabase "
+                           "CLI older than v1.67.0 wrote it): whether the file changed since "
+                           "cannot be verified")
+    refusal = verdict.refusal()
+    assert refusal is not None
+    raise refusal
 
 
 @check("migration_order")

@@ -2,30 +2,52 @@
 log, and every query about them.
 
 Both history rows are written inside the migration's own transaction, so a migration and its
-record commit or vanish together.
+record commit or vanish together. The `statements` dbsage writes are the Supabase CLI's own
+split of the file (tools/cli_split.py), so the CLI and dbsage agree on every row either wrote.
+
+Which rows are whose: a version whose latest record in dbsage.migration_log is an apply was
+applied by dbsage and is judged by the file's sha256 (or, failing that, by the statements in
+its row, which a `supabase migration repair` may have rewritten); any other row was written by
+the Supabase CLI and is judged by `matches_cli_history`; a CLI row without statements (CLI
+older than v1.67.0) is applied but cannot be verified.
+
+Before anything is applied, `ensure_not_applied` also checks that the connecting role can
+read and write every bookkeeping table (or create what is missing), and names the GRANT that
+is missing: nothing is created or applied half-way for lack of a privilege.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
-from dbsage.tools.errors import AlreadyAppliedError, DriftError
+from dbsage.tools.cli_split import matches_cli_history, split_like_cli, statements_for_history
+from dbsage.tools.errors import (
+    AlreadyAppliedError,
+    ConfigError,
+    DbsageError,
+    DriftError,
+    MigrationFileError,
+)
+from dbsage.tools.sqlfile import split_version_name
 
 if TYPE_CHECKING:
     import psycopg
 
-# Exactly the Supabase CLI's shape, so `supabase migration list` agrees with dbsage.
-SUPABASE_HISTORY_DDL = """
-CREATE SCHEMA IF NOT EXISTS supabase_migrations;
-CREATE TABLE IF NOT EXISTS supabase_migrations.schema_migrations (version text NOT NULL PRIMARY KEY);
-ALTER TABLE supabase_migrations.schema_migrations ADD COLUMN IF NOT EXISTS statements text[];
-ALTER TABLE supabase_migrations.schema_migrations ADD COLUMN IF NOT EXISTS name text;
-"""
+# Exactly the Supabase CLI's DDL (apps/cli-go/pkg/migration/history.go), one statement each: a
+# piece runs only when what it creates is missing (see ensure_history_tables).
+CREATE_SUPABASE_SCHEMA = "CREATE SCHEMA IF NOT EXISTS supabase_migrations"
+CREATE_SUPABASE_TABLE = ("CREATE TABLE IF NOT EXISTS supabase_migrations.schema_migrations "
+                         "(version text NOT NULL PRIMARY KEY)")
+SUPABASE_COLUMNS: tuple[tuple[str, str], ...] = (("statements", "text[]"), ("name", "text"))
 
-DBSAGE_LOG_DDL = """
-CREATE SCHEMA IF NOT EXISTS dbsage;
+CREATE_DBSAGE_SCHEMA = "CREATE SCHEMA IF NOT EXISTS dbsage"
+CREATE_MIGRATION_LOG = """
 CREATE TABLE IF NOT EXISTS dbsage.migration_log (
     id bigserial PRIMARY KEY,
     ts text NOT NULL,
@@ -45,9 +67,15 @@ CREATE TABLE IF NOT EXISTS dbsage.migration_log (
     snapshot_after text,
     diff_patch text,
     applied_by text NOT NULL DEFAULT current_user
-);
-CREATE INDEX IF NOT EXISTS migration_log_version_idx ON dbsage.migration_log (version, id);
-"""
+)"""
+CREATE_MIGRATION_LOG_INDEX = ("CREATE INDEX IF NOT EXISTS migration_log_version_idx ON "
+                              "dbsage.migration_log (version, id)")
+
+_SUPABASE_HISTORY = ("supabase_migrations", "schema_migrations")
+_MIGRATION_LOG = ("dbsage", "migration_log")
+_DRY_RUN_LOG = ("dbsage", "dry_run_log")
+#: What dbsage does with each bookkeeping table: read it and insert into it.
+_NEEDED = ("SELECT", "INSERT")
 
 
 @dataclass(frozen=True)
@@ -57,9 +85,91 @@ class AppliedMigration:
     version: str
     name: str | None
     statements: list[str] | None
-    checksum: str | None  # from dbsage's log; None when another tool applied it
+    checksum: str | None  # from dbsage's log when its latest record of the version is an apply
     applied_at: datetime | None
     ts: str | None  # dbsage's run timestamp of that apply
+    path: str | None = None  # the file dbsage applied it from
+
+
+Verdict = Literal["not_applied", "applied", "unverifiable", "drift", "version_used"]
+BY_CHECKSUM = "checksum recorded by dbsage"
+BY_CLI_STATEMENTS = "statements recorded by the Supabase CLI"
+BY_ROW_STATEMENTS = "statements recorded in supabase_migrations.schema_migrations"
+
+
+@dataclass(frozen=True)
+class HistoryVerdict:
+    """What the history says about one migration file.
+
+    `compared` names what the file was held against (BY_CHECKSUM, BY_CLI_STATEMENTS,
+    BY_ROW_STATEMENTS), None when there was nothing to compare.
+    """
+
+    version: str
+    path: str
+    verdict: Verdict
+    compared: str | None
+    applied: AppliedMigration | None
+    first_difference: int | None = None  # 1-based statement where a CLI row differs first
+
+    def refusal(self) -> DbsageError | None:
+        """The error an apply of this file meets, None when it is not applied yet."""
+        a = self.applied
+        if self.verdict == "not_applied" or a is None:
+            return None
+        when = f" on {a.applied_at:%Y-%m-%d %H:%M:%S}" if a.applied_at else ""
+        v, path = self.version, self.path
+        if self.verdict == "version_used":
+            return MigrationFileError(
+                f"{path}: version {v} is already used by {_applied_file(a)} (applied{when}), a "
+                "different migration; this file was not applied.", path=path,
+                hint=f"Give this migration a version of its own: rename it to "
+                f"<YYYYMMDDHHMMSS>_{_file_name(path)}.sql with a timestamp newer than every "
+                "applied version.")
+        if self.verdict == "drift":
+            return DriftError(self._drift_message(when), hint=self._repair_hint(), version=v,
+                              compared=self.compared, applied_checksum=a.checksum,
+                              first_difference=self.first_difference)
+        if self.verdict == "unverifiable":
+            return AlreadyAppliedError(
+                f"Migration {v} ({a.name or path}) is already applied{when}. Its row has no "
+                "statements (written by a Supabase CLI older than v1.67.0), so whether "
+                f"{path} changed since cannot be verified.",
+                hint="Nothing to do.", version=v, applied_ts=a.ts, verifiable=False)
+        return AlreadyAppliedError(
+            f"Migration {v} ({a.name or path}) is already applied{when} (the file matches the "
+            f"{self.compared}).",
+            hint="Nothing to do. To apply it again, roll it back first." if a.ts else
+            "Nothing to do.", version=v, applied_ts=a.ts, compared=self.compared)
+
+    def _drift_message(self, when: str) -> str:
+        v, path = self.version, self.path
+        if self.compared == BY_CHECKSUM:
+            what = f"its sha256 is not the {BY_CHECKSUM} at apply time"
+            by = " by dbsage"
+        else:
+            at = f" (first at statement {self.first_difference})" if self.first_difference else ""
+            what = f"its statements differ from the {BY_CLI_STATEMENTS}{at}"
+            by = " by the Supabase CLI"
+        return (f"Migration {v} was applied{by}{when}, but {path} has changed since: {what}. "
+                "The database does not hold what the file says.")
+
+    def _repair_hint(self) -> str:
+        v = self.version
+        return ("Never edit an applied migration: restore the file from version control and put "
+                "the change in a new migration. If the database really holds the file as it is "
+                f"now (the change was made by hand), record that: `supabase migration repair "
+                f"--status reverted {v}`, then `supabase migration repair --status applied {v}`.")
+
+
+def _file_name(path: str) -> str:
+    return split_version_name(Path(path))[1]
+
+
+def _applied_file(a: AppliedMigration) -> str:
+    if a.path:
+        return Path(a.path).name
+    return f"{a.version}_{a.name}.sql" if a.name else f"version {a.version}"
 
 
 @dataclass(frozen=True)
@@ -98,84 +208,308 @@ class ApplyRun:
     path: str
 
 
+# --- what this role may do with the bookkeeping ----------------------------------------------
+
+# Catalog lookups only: to_regclass() itself fails on a schema the role has no USAGE on.
+_ACCESS_SQL = """
+SELECT t.schema, t.name, current_user::text, current_database()::text,
+       has_database_privilege(current_database(), 'CREATE'),
+       n.oid IS NOT NULL, pg_get_userbyid(n.nspowner)::text,
+       coalesce(has_schema_privilege(n.oid, 'USAGE'), false),
+       coalesce(has_schema_privilege(n.oid, 'CREATE'), false),
+       c.oid IS NOT NULL, pg_get_userbyid(c.relowner)::text,
+       coalesce(pg_has_role(c.relowner, 'USAGE'), false),
+       ARRAY(SELECT p FROM unnest(%(privileges)s::text[]) WITH ORDINALITY AS u(p, i)
+             WHERE c.oid IS NOT NULL AND NOT has_table_privilege(c.oid, p) ORDER BY i),
+       ARRAY(SELECT a.attname::text FROM pg_attribute a
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+       ARRAY(SELECT s.relname::text FROM pg_depend d JOIN pg_class s ON s.oid = d.objid
+             WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+               AND d.refobjid = c.oid
+               AND CASE WHEN s.relkind = 'S' THEN NOT has_sequence_privilege(s.oid, 'USAGE') END),
+       ARRAY(SELECT i.relname::text FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+             WHERE x.indrelid = c.oid)
+FROM unnest(%(schemas)s::text[], %(names)s::text[]) WITH ORDINALITY AS t(schema, name, i)
+LEFT JOIN pg_namespace n ON n.nspname = t.schema
+LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name AND c.relkind IN ('r', 'p')
+ORDER BY t.i
+"""
+
+
+@dataclass(frozen=True)
+class _Table:
+    """One bookkeeping table as this role sees it."""
+
+    schema: str
+    name: str
+    role: str
+    database: str
+    can_create_schema: bool  # CREATE on the database
+    schema_exists: bool
+    schema_owner: str | None
+    schema_usage: bool
+    schema_create: bool
+    exists: bool
+    owner: str | None
+    owned: bool  # this role has its owner's privileges (may ALTER it)
+    lacking: tuple[str, ...]  # of _NEEDED
+    columns: frozenset[str]
+    sequences: tuple[str, ...]  # its serial sequences this role may not use
+    indexes: frozenset[str]
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def readable(self) -> bool:
+        """The role can SELECT from it (False when it does not exist)."""
+        return self.exists and self.schema_usage and "SELECT" not in self.lacking
+
+
+def _access(conn: psycopg.Connection, *tables: tuple[str, str]) -> list[_Table]:
+    rows = conn.execute(_ACCESS_SQL, {"schemas": [t[0] for t in tables],
+                                      "names": [t[1] for t in tables],
+                                      "privileges": list(_NEEDED)}).fetchall()
+    return [_Table(r[0], r[1], r[2], r[3], bool(r[4]), bool(r[5]), r[6], bool(r[7]), bool(r[8]),
+                   bool(r[9]), r[10], bool(r[11]), tuple(r[12]), frozenset(r[13]), tuple(r[14]),
+                   frozenset(r[15])) for r in rows]
+
+
+_PLAIN_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_$]*$")
+
+
+def _ident(name: str) -> str:
+    """`name` as it must be written in SQL (double-quoted unless it is a plain identifier)."""
+    return name if _PLAIN_IDENTIFIER.match(name) else '"' + name.replace('"', '""') + '"'
+
+
+def _missing_privileges(tables: list[_Table],
+                        columns: dict[str, tuple[tuple[str, str], ...]] | None = None
+                        ) -> list[tuple[str, str]]:
+    """(privilege this role lacks, the statement that grants it) for writing `tables`: read and
+    insert into each, or create it (and its schema) when it is missing."""
+    out: list[tuple[str, str]] = []
+
+    def lack(what: str, fix: str) -> None:
+        if (what, fix) not in out:
+            out.append((what, fix))
+
+    absent_schemas = list(dict.fromkeys(t.schema for t in tables if not t.schema_exists))
+    for t in tables:
+        role, db = _ident(t.role), _ident(t.database)
+        if not t.schema_exists:
+            if not t.can_create_schema:
+                lack(f"CREATE on database {t.database} (to create schema"
+                     f"{'s' if len(absent_schemas) > 1 else ''} {' and '.join(absent_schemas)})",
+                     f"GRANT CREATE ON DATABASE {db} TO {role};")
+            continue
+        if not t.schema_usage:
+            lack(f"USAGE on schema {t.schema} (owned by {t.schema_owner})",
+                 f"GRANT USAGE ON SCHEMA {t.schema} TO {role};")
+        if not t.exists:
+            if not t.schema_create:
+                lack(f"CREATE on schema {t.schema} (owned by {t.schema_owner}; to create table "
+                     f"{t.qualified})", f"GRANT CREATE ON SCHEMA {t.schema} TO {role};")
+            continue
+        if t.lacking:
+            lack(f"{', '.join(t.lacking)} on table {t.qualified} (owned by {t.owner})",
+                 f"GRANT {', '.join(t.lacking)} ON TABLE {t.qualified} TO {role};")
+        for seq in t.sequences:
+            lack(f"USAGE on sequence {t.schema}.{seq}",
+                 f"GRANT USAGE ON SEQUENCE {t.schema}.{_ident(seq)} TO {role};")
+        absent = [(c, kind) for c, kind in (columns or {}).get(t.qualified, ())
+                  if c not in t.columns]
+        if absent and not t.owned:
+            lack(f"ownership of {t.qualified} (owned by {t.owner}), to add its missing "
+                 f"column(s) {', '.join(c for c, _ in absent)}",
+                 " ".join(f"ALTER TABLE {t.qualified} ADD COLUMN IF NOT EXISTS {c} {kind};"
+                          for c, kind in absent) + f" (as {t.owner})")
+    return out
+
+
+def _privilege_error(tables: list[_Table], missing: list[tuple[str, str]],
+                     doing: str) -> ConfigError:
+    role, database = tables[0].role, tables[0].database
+    return ConfigError(
+        f"Role {role} cannot {doing} in database {database}: it lacks "
+        f"{'; '.join(what for what, _ in missing)}. Nothing was applied or created.",
+        hint="Grant it as the owner or a superuser: " + " ".join(fix for _, fix in missing)
+        + " Or connect as a role that has these privileges (the database owner has them).",
+        role=role, database=database, missing_privileges=[what for what, _ in missing],
+        grants=[fix for _, fix in missing])
+
+
+_HISTORY_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "supabase_migrations.schema_migrations": SUPABASE_COLUMNS}
+
+
+def ensure_history_writable(conn: psycopg.Connection) -> None:
+    """ConfigError (exit 2) naming each missing privilege and its GRANT when this role could
+    not record a migration: read and insert into both history tables, or create them."""
+    tables = _access(conn, _SUPABASE_HISTORY, _MIGRATION_LOG)
+    missing = _missing_privileges(tables, _HISTORY_COLUMNS)
+    if missing:
+        raise _privilege_error(tables, missing, "record migrations")
+
+
+def _ensure_readable(tables: list[_Table]) -> None:
+    """ConfigError naming the GRANTs when an existing history table cannot be read."""
+    unreadable = [t for t in tables if t.exists and not t.readable]
+    if unreadable:
+        raise _privilege_error(tables, _missing_privileges(unreadable), "read the migration history")
+
+
+# --- what the history says about a file -------------------------------------------------------
+
+def _latest_event_sql(where: str) -> str:
+    return ("SELECT event, checksum, finished_at, ts, path FROM dbsage.migration_log "
+            f"WHERE {where} ORDER BY id DESC LIMIT 1")
+
+
 def find_applied(conn: psycopg.Connection, version: str) -> AppliedMigration | None:
-    """The history of `version`, or None when it was never applied (or no history exists)."""
-    tables = conn.execute(
-        "SELECT to_regclass('supabase_migrations.schema_migrations') IS NOT NULL, "
-        "to_regclass('dbsage.migration_log') IS NOT NULL").fetchone()
-    assert tables is not None
-    if not tables[0]:
+    """The history of `version`, or None when it was never applied (or no history exists).
+
+    ConfigError (naming the GRANT) when a history table exists that this role cannot read.
+    """
+    history, log = _access(conn, _SUPABASE_HISTORY, _MIGRATION_LOG)
+    if not history.exists:
         return None
-    row = conn.execute("SELECT version, name, statements FROM "
+    _ensure_readable([history, log])
+    # A table that an old CLI made may lack `statements` or `name` (the CLI adds them later).
+    kinds = dict(SUPABASE_COLUMNS)
+    name, statements = (c if c in history.columns else f"NULL::{kinds[c]} AS {c}"
+                        for c in ("name", "statements"))
+    row = conn.execute(f"SELECT version, {name}, {statements} FROM "
                        "supabase_migrations.schema_migrations WHERE version = %s",
                        (version,)).fetchone()
     if row is None:
         return None
-    checksum = applied_at = ts = None
-    if tables[1]:
-        log = conn.execute("SELECT checksum, finished_at, ts FROM dbsage.migration_log WHERE "
-                           "version = %s AND event = 'apply' ORDER BY id DESC LIMIT 1",
-                           (version,)).fetchone()
-        if log:
-            checksum, applied_at, ts = log
-    return AppliedMigration(row[0], row[1], row[2], checksum, applied_at, ts)
+    checksum = applied_at = ts = path = None
+    if log.exists:
+        latest = conn.execute(_latest_event_sql("version = %s"), (version,)).fetchone()
+        if latest and latest[0] == "apply":  # else the row is not dbsage's (e.g. rolled back)
+            checksum, applied_at, ts, path = latest[1:]
+    return AppliedMigration(row[0], row[1], row[2], checksum, applied_at, ts, path)
+
+
+def _read_text(path: str, checksum: str) -> str | None:
+    """The file's text as dbsage parsed it (CRLF kept), None when the file at `path` is gone or
+    is no longer the one with `checksum`."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError:
+        return None
+    if hashlib.sha256(raw).hexdigest() != checksum:
+        return None
+    try:
+        return raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError:
+        return None
+
+
+def _first_difference(recorded: list[str], text: str) -> int | None:
+    mine = split_like_cli(text)
+    for i, (a, b) in enumerate(zip(recorded, mine, strict=False), 1):
+        if a != b:
+            return i
+    return min(len(recorded), len(mine)) + 1 if len(recorded) != len(mine) else None
+
+
+def judge(applied: AppliedMigration | None, version: str, path: str, checksum: str,
+          text: str | None) -> HistoryVerdict:
+    """Hold a file (its `checksum` and `text`, None when unreadable) against its history row."""
+    if applied is None:
+        return HistoryVerdict(version, path, "not_applied", None, None)
+    recorded = applied.statements
+    same_statements = text is not None and matches_cli_history(text, recorded)
+    if applied.checksum is not None:  # dbsage applied it
+        if applied.checksum == checksum:
+            return HistoryVerdict(version, path, "applied", BY_CHECKSUM, applied)
+        if same_statements and recorded is not None:  # e.g. rewritten by `migration repair`
+            return HistoryVerdict(version, path, "applied", BY_ROW_STATEMENTS, applied)
+        compared = BY_CHECKSUM
+    else:  # the Supabase CLI (or another tool) wrote the row
+        if same_statements:
+            return HistoryVerdict(version, path, "applied", BY_CLI_STATEMENTS, applied)
+        if recorded is None:
+            if applied.name and applied.name != _file_name(path):
+                return HistoryVerdict(version, path, "version_used", None, applied)
+            return HistoryVerdict(version, path, "unverifiable", None, applied)
+        compared = BY_CLI_STATEMENTS
+    if applied.name and applied.name != _file_name(path):
+        return HistoryVerdict(version, path, "version_used", compared, applied)
+    diff = _first_difference(list(recorded), text) if (
+        recorded is not None and text is not None and compared == BY_CLI_STATEMENTS) else None
+    return HistoryVerdict(version, path, "drift", compared, applied, diff)
+
+
+def judge_file(conn: psycopg.Connection, version: str, path: str,
+               checksum: str) -> HistoryVerdict:
+    """What the history says about the migration file at `path` (sha256 `checksum`)."""
+    applied = find_applied(conn, version)
+    text = _read_text(path, checksum) if applied is not None else None
+    return judge(applied, version, path, checksum, text)
 
 
 def ensure_not_applied(conn: psycopg.Connection, version: str, checksum: str,
                        statements: list[str], path: str) -> None:
-    """Refuse a version that is applied already; call it drift when the file changed."""
-    applied = find_applied(conn, version)
-    if applied is None:
-        return
-    if applied.checksum is not None:
-        changed = applied.checksum != checksum
-    else:  # applied by the Supabase CLI: compare the statements it recorded
-        changed = applied.statements is not None and applied.statements != statements
-    when = f" on {applied.applied_at:%Y-%m-%d %H:%M:%S}" if applied.applied_at else ""
-    if changed:
-        raise DriftError(
-            f"Migration {version} was applied{when}, but {path} has changed since "
-            "(checksum differs). The database does not hold what the file says.",
-            hint="Never edit an applied migration: restore the file from version control and "
-            "put the change in a new migration.", version=version,
-            applied_checksum=applied.checksum, file_checksum=checksum)
-    raise AlreadyAppliedError(
-        f"Migration {version} ({applied.name or path}) is already applied{when}.",
-        hint="Nothing to do. To apply it again, roll it back first.", version=version,
-        applied_ts=applied.ts)
+    """Refuse a version that is applied already (AlreadyAppliedError), a file that changed
+    since (DriftError) or another file that uses an applied version (MigrationFileError); then
+    make sure this role may record the migration (ConfigError naming the GRANT).
+
+    `statements` (dbsage's own split) is not compared: a row is judged on what was recorded,
+    the file's checksum for dbsage's rows and the CLI's split of its text for the CLI's.
+    """
+    del statements
+    refusal = judge_file(conn, version, path, checksum).refusal()
+    if refusal is not None:
+        raise refusal
+    ensure_history_writable(conn)
+    text = _read_text(path, checksum)
+    if text is not None:  # split now, so that record_applied does not while holding locks
+        _cli_split(text)
 
 
 def latest_applied_version(conn: psycopg.Connection) -> str | None:
-    """The highest applied version, for the migration-order check."""
-    exists = conn.execute("SELECT to_regclass('supabase_migrations.schema_migrations') IS NOT "
-                          "NULL").fetchone()
-    if not (exists and exists[0]):
+    """The highest applied version, for the migration-order check (None when there is no
+    history this role can read: `ensure_not_applied` names the missing GRANT)."""
+    (history,) = _access(conn, _SUPABASE_HISTORY)
+    if not history.readable:
         return None
     row = conn.execute("SELECT max(version) FROM supabase_migrations.schema_migrations").fetchone()
     return row[0] if row else None
 
 
-# Both tables with every column and index dbsage writes: the DDL above is then a no-op.
-_HISTORY_READY_SQL = """
-SELECT to_regclass('dbsage.migration_log_version_idx') IS NOT NULL
-   AND (SELECT count(*) FROM pg_attribute
-        WHERE attrelid = to_regclass('supabase_migrations.schema_migrations')
-          AND attname IN ('version', 'statements', 'name') AND attnum > 0
-          AND NOT attisdropped) = 3
-"""
-
-
 def ensure_history_tables(conn: psycopg.Connection) -> None:
-    """Create or complete both history tables, only when something is missing.
+    """Create or complete both history tables, only what is missing, as the Supabase CLI does.
 
     `ALTER TABLE ... ADD COLUMN IF NOT EXISTS` takes ACCESS EXCLUSIVE even when the column
-    exists; run inside a migration's transaction it would block every reader of the Supabase
-    history (Studio, `supabase migration list`) until the migration commits.
+    exists, and `CREATE SCHEMA IF NOT EXISTS` needs CREATE on the database even when the schema
+    exists: each piece runs only when what it makes is absent, so a migration's transaction
+    never blocks the readers of the Supabase history (Studio, `supabase migration list`), and a
+    role that may only write the tables can. A missing privilege is a ConfigError naming it.
     """
-    if conn.execute(_HISTORY_READY_SQL).fetchone() == (True,):
-        return
-    conn.execute(SUPABASE_HISTORY_DDL)
-    conn.execute(DBSAGE_LOG_DDL)
+    tables = _access(conn, _SUPABASE_HISTORY, _MIGRATION_LOG)
+    missing = _missing_privileges(tables, _HISTORY_COLUMNS)
+    if missing:
+        raise _privilege_error(tables, missing, "record migrations")
+    history, log = tables
+    ddl: list[str] = []
+    if not history.schema_exists:
+        ddl.append(CREATE_SUPABASE_SCHEMA)
+    if not history.exists:
+        ddl.append(CREATE_SUPABASE_TABLE)
+    ddl += [f"ALTER TABLE supabase_migrations.schema_migrations ADD COLUMN IF NOT EXISTS "
+            f"{column} {kind}" for column, kind in SUPABASE_COLUMNS if column not in history.columns]
+    if not log.schema_exists:
+        ddl.append(CREATE_DBSAGE_SCHEMA)
+    if not log.exists:
+        ddl.append(CREATE_MIGRATION_LOG)
+    if "migration_log_version_idx" not in log.indexes and (log.owned or not log.exists):
+        ddl.append(CREATE_MIGRATION_LOG_INDEX)
+    for statement in ddl:
+        conn.execute(statement)
 
 
 _LOG_SQL = """
@@ -195,11 +529,35 @@ def _log(conn: psycopg.Connection, rec: HistoryRecord, event: str, status: str) 
     conn.execute(_LOG_SQL, params)
 
 
+def cli_statements(rec: HistoryRecord) -> list[str] | None:
+    """What `supabase db push` would store in `statements` for the file `rec` applied: the
+    CLI's split of its text (comments, BEGIN/COMMIT and a trailing comment kept; CRLF kept).
+
+    The text is read again from `rec.path` and used only when it still has `rec.checksum`;
+    otherwise (the file is gone or was edited meanwhile) `rec.statements`, what ran, is kept.
+    """
+    text = _read_text(rec.path, rec.checksum)
+    if text is None:
+        return rec.statements
+    split = _cli_split(text)
+    return list(split) if split is not None else None
+
+
+@functools.lru_cache(maxsize=4)
+def _cli_split(text: str) -> tuple[str, ...] | None:
+    """statements_for_history, kept: splitting 10,000 statements takes ~0.4 s, which
+    ensure_not_applied spends before the migration's transaction instead of inside it."""
+    statements = statements_for_history(text)
+    return tuple(statements) if statements is not None else None
+
+
 def record_applied(conn: psycopg.Connection, rec: HistoryRecord) -> None:
-    """Insert both history rows; call inside the migration's transaction."""
+    """Insert both history rows, `statements` exactly as the Supabase CLI would write them;
+    call inside the migration's transaction."""
+    statements = cli_statements(rec)
     ensure_history_tables(conn)
-    conn.execute("INSERT INTO supabase_migrations.schema_migrations (version, statements, name) "
-                 "VALUES (%s, %s, %s)", (rec.version, rec.statements, rec.name))
+    conn.execute("INSERT INTO supabase_migrations.schema_migrations (version, name, statements) "
+                 "VALUES (%s, %s, %s)", (rec.version, rec.name, statements))
     _log(conn, rec, "apply", "applied")
 
 
@@ -299,14 +657,11 @@ def applied_name_for_update(conn: psycopg.Connection, version: str) -> str | Non
 def applied_checksums(conn: psycopg.Connection) -> dict[str, str | None]:
     """Applied version → checksum of its latest 'apply' in dbsage's log (None if unlogged)."""
     with conn.transaction(force_rollback=True):
-        row = conn.execute(
-            "SELECT to_regclass('supabase_migrations.schema_migrations') IS NOT NULL, "
-            "to_regclass('dbsage.migration_log') IS NOT NULL").fetchone()
-        assert row is not None
-        has_history, has_log = row
-        if not has_history:
+        history, log = _access(conn, _SUPABASE_HISTORY, _MIGRATION_LOG)
+        if not history.exists:
             return {}
-        if has_log:
+        _ensure_readable([history, log])
+        if log.exists:
             rows = conn.execute("""
                 SELECT h.version, l.checksum FROM supabase_migrations.schema_migrations h
                 LEFT JOIN LATERAL (SELECT checksum FROM dbsage.migration_log m
@@ -341,8 +696,7 @@ def history_state(conn: psycopg.Connection) -> tuple[str, ...]:
 
 # --- the dry-run log -------------------------------------------------------------------------
 
-DRY_RUN_LOG_DDL = """
-CREATE SCHEMA IF NOT EXISTS dbsage;
+CREATE_DRY_RUN_LOG = """
 CREATE TABLE IF NOT EXISTS dbsage.dry_run_log (
     id bigserial PRIMARY KEY,
     version text,
@@ -353,9 +707,9 @@ CREATE TABLE IF NOT EXISTS dbsage.dry_run_log (
     failure text,
     ran_at timestamptz NOT NULL DEFAULT now(),
     duration_ms double precision NOT NULL
-);
-CREATE INDEX IF NOT EXISTS dry_run_log_checksum_idx ON dbsage.dry_run_log (checksum, id);
-"""
+)"""
+CREATE_DRY_RUN_LOG_INDEX = ("CREATE INDEX IF NOT EXISTS dry_run_log_checksum_idx ON "
+                            "dbsage.dry_run_log (checksum, id)")
 
 
 @dataclass(frozen=True)
@@ -375,8 +729,8 @@ class DryRunRecord:
 
 def find_passing_dry_run(conn: psycopg.Connection, checksum: str) -> DryRunRecord | None:
     """The latest passing dry run of exactly this file content (sha256 checksum), if any."""
-    row = conn.execute("SELECT to_regclass('dbsage.dry_run_log') IS NOT NULL").fetchone()
-    if not row or not row[0]:
+    (log,) = _access(conn, _DRY_RUN_LOG)
+    if not log.readable:  # none yet, or this role may not read it: no record of a dry run
         return None
     found = conn.execute(
         "SELECT id, version, path, checksum, passed, statements, failure, ran_at, duration_ms "
@@ -390,10 +744,25 @@ def record_dry_run(conn: psycopg.Connection, version: str | None, path: str, che
                    duration_ms: float) -> int:
     """Insert the dry_run_log row in its own short transaction; its id."""
     with conn.transaction():
-        conn.execute(DRY_RUN_LOG_DDL)
+        _ensure_dry_run_log(conn)
         row = conn.execute(
             "INSERT INTO dbsage.dry_run_log (version, path, checksum, passed, statements, "
             "failure, duration_ms) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
             (version, path, checksum, passed, statements, failure, duration_ms)).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def _ensure_dry_run_log(conn: psycopg.Connection) -> None:
+    """Create what is missing of dbsage.dry_run_log (nothing when it exists); a ConfigError
+    naming the GRANT when this role can neither write it nor create it."""
+    (log,) = _access(conn, _DRY_RUN_LOG)
+    missing = _missing_privileges([log])
+    if missing:
+        raise _privilege_error([log], missing, "record the dry run")
+    if not log.schema_exists:
+        conn.execute(CREATE_DBSAGE_SCHEMA)
+    if not log.exists:
+        conn.execute(CREATE_DRY_RUN_LOG)
+    if "dry_run_log_checksum_idx" not in log.indexes and (log.owned or not log.exists):
+        conn.execute(CREATE_DRY_RUN_LOG_INDEX)
