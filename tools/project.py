@@ -31,6 +31,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -289,3 +290,173 @@ def _line_of(text: str, section: str, key: str) -> int | None:
                 return number
     return None
 
+
+# --- the project root, and the files dbsage keeps in it (issue 12) -----------------------------
+#
+# Every relative path, the `.dbsage/` local server and the snapshots live in the project root,
+# found upward from the current directory: the nearest folder with `supabase/config.toml`
+# (`supabase init`), else the nearest with a `supabase/migrations/` folder (a project without
+# a config), else the top of the git work tree (`.git`).
+
+GITIGNORE_LINES = (".dbsage/", "supabase/snapshots/*_data/")
+_GITIGNORE_HEADER = "# dbsage: the local server, and the rows saved for rollbacks (users' data)"
+
+
+@dataclass(frozen=True)
+class ProjectRoot:
+    """Where a command's project lives, and how it was found."""
+
+    path: Path
+    found_by: str | None  # "supabase/config.toml", "supabase/migrations", ".git"; None: none
+
+
+def find_project_root(start: Path | None = None) -> ProjectRoot:
+    """The project root for `start` (default: the current directory); `found_by` None (and
+    `path` = `start`) when no folder up to the file-system root is a project."""
+    here = (start or Path.cwd()).resolve()
+    chain = [here, *here.parents]
+    for marker in (CONFIG_FILE, SUPABASE_DIR / "migrations", Path(".git")):
+        for folder in chain:
+            if (folder / marker).exists():
+                return ProjectRoot(folder, str(marker))
+    return ProjectRoot(here, None)
+
+
+def is_project(folder: Path) -> bool:
+    """`folder` holds a project (a supabase/ folder, a git work tree, or dbsage's own
+    local server from an earlier run)."""
+    return any((folder / m).exists() for m in (SUPABASE_DIR, Path(".git"), Path(".dbsage")))
+
+
+@dataclass(frozen=True)
+class GitignoreUpdate:
+    """What `ensure_gitignore` did."""
+
+    path: Path
+    added: tuple[str, ...]  # lines appended now
+    missing: tuple[str, ...]  # lines it should hold but could not be given (not a git tree)
+
+
+def ensure_gitignore(root: Path, lines: tuple[str, ...] = GITIGNORE_LINES) -> GitignoreUpdate:
+    """Append the lines `.gitignore` lacks (the local server, saved rows) when `root` is a git
+    work tree; elsewhere nothing is written and `missing` says what to add."""
+    path = root / ".gitignore"
+    try:
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+    except (OSError, UnicodeDecodeError):
+        return GitignoreUpdate(path, (), lines)
+    have = {x.strip() for x in text.splitlines()}
+    absent = tuple(x for x in lines if x not in have and "/" + x not in have)
+    if not absent:
+        return GitignoreUpdate(path, (), ())
+    if not (root / ".git").exists():
+        return GitignoreUpdate(path, (), absent)
+    block = ("" if not text or text.endswith("\n") else "\n") + \
+        ("\n" if text.strip() else "") + "\n".join((_GITIGNORE_HEADER, *absent)) + "\n"
+    try:
+        with path.open("a", encoding="utf-8") as f:
+            f.write(block)
+    except OSError:
+        return GitignoreUpdate(path, (), absent)
+    return GitignoreUpdate(path, absent, ())
+
+
+MIGRATION_NAME = re.compile(r"^[a-z0-9_]+$")
+MIGRATION_TEMPLATE = """\
+-- Migration: {name}
+-- Created {created} (UTC) by `dbsage new`. Apply it with `dbsage up`, or this file alone
+-- with `dbsage apply {relpath}`.
+--
+-- dbsage runs this file in one transaction with SET LOCAL lock_timeout (1s by default,
+-- --lock-timeout) and statement_timeout (--statement-timeout), and retries the transaction
+-- when a lock cannot be had in time. squawk (require-lock-timeout, require-statement-timeout)
+-- recommends setting them in the file too, for tools that do not (psql, supabase db push):
+-- SET lock_timeout = '1s';
+-- SET statement_timeout = '5min';
+
+"""
+
+
+@dataclass(frozen=True)
+class NewMigration:
+    """The file `create_migration` wrote."""
+
+    path: Path
+    version: str
+    name: str
+
+
+def create_migration(root: Path, name: str, now: datetime | None = None) -> NewMigration:
+    """Write `supabase/migrations/{UTC YYYYMMDDHHMMSS}_{name}.sql` with the template; a later
+    second when a file of that version exists already. Never overwrites.
+
+    Raises:
+        ConfigError: the name is not lowercase letters, digits and underscores, or the file
+            exists.
+    """
+    if not MIGRATION_NAME.match(name):
+        raise ConfigError(f"{name!r} is not a migration name: use lowercase letters, digits and "
+                          "underscores only (e.g. add_profiles).", name=name,
+                          hint="The file is named <timestamp>_<name>.sql; the Supabase CLI "
+                               "takes the part after the first _ as the migration's name.")
+    folder = root / SUPABASE_DIR / "migrations"
+    folder.mkdir(parents=True, exist_ok=True)
+    moment = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    taken = {p.name.split("_", 1)[0] for p in folder.glob("*_*.sql")}
+    for i in range(3600):
+        version = (moment + timedelta(seconds=i)).strftime("%Y%m%d%H%M%S")
+        if version not in taken:
+            break
+    path = folder / f"{version}_{name}.sql"
+    relpath = path.relative_to(root)
+    text = MIGRATION_TEMPLATE.format(name=name, created=f"{moment:%Y-%m-%d %H:%M:%S}",
+                                     relpath=relpath)
+    try:
+        with path.open("x", encoding="utf-8") as f:
+            f.write(text)
+    except FileExistsError:
+        raise ConfigError(f"{relpath} exists already; dbsage never overwrites a migration.",
+                          path=str(path)) from None
+    return NewMigration(path, version, name)
+
+
+_SNAPSHOT_FILE = re.compile(r"^([0-9]{14})_(before\.sql|after\.sql|diff\.patch|decisions\.json|"
+                            r"data)$")
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What `prune_snapshots` removed (or, with `dry_run`, would remove) and kept."""
+
+    removed: tuple[str, ...]  # run TSs
+    kept: tuple[str, ...]
+    files: tuple[Path, ...]  # what was (or would be) deleted
+    bytes_freed: int
+
+
+def prune_snapshots(root: Path, keep: int, *, dry_run: bool = False) -> PruneResult:
+    """Keep the newest `keep` runs of `supabase/snapshots/` (every file of a run's TS: the two
+    snapshots, the diff, the decision log, the saved data) and delete the older ones. Files
+    dbsage did not name are never touched."""
+    import shutil
+
+    folder = root / SUPABASE_DIR / "snapshots"
+    groups: dict[str, list[Path]] = {}
+    if folder.is_dir():
+        for p in folder.iterdir():
+            m = _SNAPSHOT_FILE.match(p.name)
+            if m:
+                groups.setdefault(m[1], []).append(p)
+    order = sorted(groups, reverse=True)
+    kept, removed = order[:keep], order[keep:]
+    files = sorted(p for ts in removed for p in groups[ts])
+    freed = 0
+    for p in files:
+        freed += sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() \
+            else p.stat().st_size
+        if not dry_run:
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+    return PruneResult(tuple(sorted(removed)), tuple(sorted(kept)), tuple(files), freed)
