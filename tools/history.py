@@ -766,3 +766,138 @@ def _ensure_dry_run_log(conn: psycopg.Connection) -> None:
         conn.execute(CREATE_DRY_RUN_LOG)
     if "dry_run_log_checksum_idx" not in log.indexes and (log.owned or not log.exists):
         conn.execute(CREATE_DRY_RUN_LOG_INDEX)
+
+
+# --- a project's whole history: status, batches, repair (issue 12) ------------------------------
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One applied version as `dbsage status` shows it: the Supabase history row and, when
+    dbsage applied it, its latest apply in dbsage.migration_log."""
+
+    version: str
+    name: str | None
+    statements: int | None  # how many the row records (None: the CLI stored none)
+    ts: str | None = None  # dbsage's run TS
+    applied_at: datetime | None = None
+    applied_by: str | None = None
+    mode: str | None = None
+    duration_ms: float | None = None
+    checksum: str | None = None
+    path: str | None = None
+    by_dbsage: bool = False  # False: the Supabase CLI (or another tool) wrote the row
+
+
+_ENTRIES_SQL = """
+SELECT h.version, h.name, cardinality(h.statements), l.ts, l.finished_at, l.applied_by, l.mode,
+       l.duration_ms, l.checksum, l.path
+FROM supabase_migrations.schema_migrations h
+LEFT JOIN LATERAL (SELECT m.event, m.ts, m.finished_at, m.applied_by, m.mode, m.duration_ms,
+                          m.checksum, m.path
+                   FROM dbsage.migration_log m WHERE m.version = h.version
+                   ORDER BY m.id DESC LIMIT 1) l ON l.event = 'apply'
+ORDER BY h.version
+"""
+_ENTRIES_NO_LOG_SQL = ("SELECT version, name, cardinality(statements), NULL, NULL, NULL, NULL, "
+                       "NULL, NULL, NULL FROM supabase_migrations.schema_migrations ORDER BY "
+                       "version")
+
+
+def history_entries(conn: psycopg.Connection) -> list[HistoryEntry]:
+    """Every applied version, oldest first (empty when there is no history yet); ConfigError
+    naming the GRANT when a history table exists that this role cannot read. Read in a
+    transaction that is rolled back."""
+    with conn.transaction(force_rollback=True):
+        history, log = _access(conn, _SUPABASE_HISTORY, _MIGRATION_LOG)
+        if not history.exists:
+            return []
+        _ensure_readable([history, log])
+        if "statements" not in history.columns or "name" not in history.columns:
+            rows = conn.execute("SELECT version, NULL::text, NULL::int, NULL, NULL, NULL, NULL, "
+                                "NULL, NULL, NULL FROM supabase_migrations.schema_migrations "
+                                "ORDER BY version").fetchall()
+        else:
+            rows = conn.execute(_ENTRIES_SQL if log.exists else _ENTRIES_NO_LOG_SQL).fetchall()
+    return [HistoryEntry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9],
+                         by_dbsage=r[3] is not None) for r in rows]
+
+
+def batch_rows(conn: psycopg.Connection, ts: str, versions: list[str]) -> HistoryRows:
+    """How many of `versions` the Supabase history holds, and how many 'apply' rows of run
+    `ts` dbsage's log holds for them."""
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM supabase_migrations.schema_migrations WHERE version = "
+        "ANY(%(v)s)), (SELECT count(DISTINCT version) FROM dbsage.migration_log WHERE ts = %(ts)s"
+        " AND event = 'apply' AND version = ANY(%(v)s))", {"v": versions, "ts": ts}).fetchone()
+    assert row is not None
+    return HistoryRows(int(row[0]), int(row[1]))
+
+
+def recorded_in_new_session_many(url: str, versions: list[str]) -> int:
+    """How many of `versions` a new session sees in the Supabase history (only what committed).
+
+    Opens (and closes) a session of its own on `url`.
+    """
+    from dbsage.tools.connection import connect
+
+    with connect(url, autocommit=True) as other:
+        row = other.execute("SELECT count(*) FROM supabase_migrations.schema_migrations "
+                            "WHERE version = ANY(%s)", (versions,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def apply_run_versions(conn: psycopg.Connection, ts: str) -> list[str]:
+    """The versions apply run `ts` recorded, in the order it applied them (a batch has more
+    than one)."""
+    if not history_exists(conn):
+        return []
+    rows = conn.execute("SELECT version FROM dbsage.migration_log WHERE ts = %s AND event = "
+                        "'apply' GROUP BY version ORDER BY min(id)", (ts,)).fetchall()
+    return [r[0] for r in rows]
+
+
+def record_batch_file(conn: psycopg.Connection, rec: HistoryRecord, *,
+                      check_tables: bool) -> None:
+    """`record_applied` for one file of a batch: the bookkeeping tables are checked (and
+    completed) for the batch's first file only (`check_tables`), since every later file runs
+    on the same session, after them, under the same lock."""
+    if check_tables:
+        record_applied(conn, rec)
+        return
+    # Both rows in one statement (one round trip): the Supabase row in a data-modifying CTE.
+    params: dict[str, Any] = {**rec.__dict__, "event": "apply", "status": "applied",
+                              "statement_count": len(rec.statements),
+                              "cli_statements": cli_statements(rec)}
+    conn.execute("WITH sm AS (INSERT INTO supabase_migrations.schema_migrations (version, name, "
+                 "statements) VALUES (%(version)s, %(name)s, %(cli_statements)s)) " + _LOG_SQL,
+                 params)
+
+
+UPSERT_VERSION = ("INSERT INTO supabase_migrations.schema_migrations (version, name, statements) "
+                  "VALUES (%s, %s, %s) ON CONFLICT (version) DO UPDATE SET name = EXCLUDED.name, "
+                  "statements = EXCLUDED.statements")
+
+
+def mark_applied(conn: psycopg.Connection, rows: list[tuple[str, str, list[str]]]) -> None:
+    """`supabase migration repair --status applied`: upsert (version, name, statements) rows,
+    statements split as the CLI splits the file; call inside a transaction. The history tables
+    are made first when missing (as the CLI's CreateMigrationTable does)."""
+    ensure_history_tables(conn)
+    for version, name, statements in rows:
+        conn.execute(UPSERT_VERSION, (version, name, statements))
+
+
+def mark_reverted(conn: psycopg.Connection, versions: list[str]) -> int:
+    """`supabase migration repair --status reverted`: delete the versions' rows; how many
+    there were. Call inside a transaction."""
+    ensure_history_tables(conn)
+    cur = conn.execute("DELETE FROM supabase_migrations.schema_migrations WHERE version = "
+                       "ANY(%s)", (versions,))
+    return max(cur.rowcount, 0)
+
+
+def log_event(conn: psycopg.Connection, rec: HistoryRecord, status: str) -> None:
+    """dbsage's log row alone, an 'apply' whose `status` says how the version got there
+    ("baseline": recorded as already present, nothing run); call inside a transaction."""
+    ensure_history_tables(conn)
+    _log(conn, rec, "apply", status)
