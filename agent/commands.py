@@ -167,6 +167,10 @@ NoDryRun = Annotated[bool, Param("skip the automatic dry-run (logged as your dec
                                  flag="--no-dry-run", llm=False)]
 RollbackScript = Annotated[bool, Param("write supabase/rollback/{TS}_rollback.sql now",
                                        flag="--rollback-script", llm=False)]
+AllowTransactionControl = Annotated[bool, Param(
+    "run a file with its own BEGIN/COMMIT in the middle as psql and the Supabase CLI do: "
+    "statement by statement, history only if every part commits",
+    flag="--allow-transaction-control", llm=False)]
 AllowDataLoss = Annotated[bool, Param(
     "allow a rollback that drops tables or columns holding rows", flag="--allow-data-loss",
     llm=False)]
@@ -251,6 +255,18 @@ def migration_files(project_dir: Path) -> list[Path]:
     return list_files(project_dir / MIGRATIONS_DIR, "*.sql")
 
 
+def _offer_transaction_control(report: RunReport, path: str, session: Session) -> None:
+    """A file refused for its own mid-file BEGIN/COMMIT: name the option that runs it as
+    written, when that would run it."""
+    error = report.error or {}
+    if not (error.get("transaction_control") and error.get("run_as_written")):
+        return
+    verb = "dbsage apply" if session.front == "cli" else "*apply-migration"
+    offer = (f"To run it as written: {verb} {path} --allow-transaction-control (no dry-run "
+             "can run it: its COMMIT would end the dry-run's transaction).")
+    error["hint"] = f"{error['hint']} {offer}" if error.get("hint") else offer
+
+
 # --------------------------------------------------------------------------- task commands
 
 
@@ -263,6 +279,7 @@ def apply_migration(path: MigrationPath, *, mode: Mode = None, db: Db = None,
                     allow_destructive: AllowDestructive = False,
                     allow_out_of_order: AllowOutOfOrder = False, force: Force = False,
                     no_dry_run: NoDryRun = False, rollback_script: RollbackScript = False,
+                    allow_transaction_control: AllowTransactionControl = False,
                     version: Version = None, as_json: Json = False,
                     session: Session) -> Outcome:
     """Apply a migration safely: lock, snapshot, apply, diff, record.
@@ -276,12 +293,19 @@ def apply_migration(path: MigrationPath, *, mode: Mode = None, db: Db = None,
 
     chosen = _mode("apply-migration", mode, session)
     flags = {"allow_destructive": allow_destructive, "allow_out_of_order": allow_out_of_order,
-             "force": force, "skip_dry_run": no_dry_run, "rollback_script": rollback_script}
+             "force": force, "skip_dry_run": no_dry_run, "rollback_script": rollback_script,
+             "allow_transaction_control": allow_transaction_control}
     opts = _run_options(session, mode=chosen, db=db, lock_timeout=lock_timeout,
                         statement_timeout=statement_timeout,
                         asker=_asker(session, chosen, yes, answers), flags=flags)
     opts.version = version
-    return _from_report("apply-migration", run_apply(_path(path, session), opts), as_json)
+    from dbsage.tools.sqlfile import allowing_transaction_control
+
+    # read_migration keeps a mid-file BEGIN ... COMMIT only when this run allows it
+    with allowing_transaction_control(allow_transaction_control):
+        report = run_apply(_path(path, session), opts)
+    _offer_transaction_control(report, path, session)
+    return _from_report("apply-migration", report, as_json)
 
 
 @command("dry-run", example=f"*dry-run {_EXAMPLE_PATH}", aliases=("dryrun",), tool="dry_run",

@@ -213,12 +213,24 @@ def build_report(state: RunState) -> RunReport:
         statements=[_statement_dict(s) for s in state.statements],
         records_affected=state.records_affected, execution_time=state.execution_time,
         apply_time=state.apply_time, attempts=state.attempts, files=dict(state.files),
-        notices=list(state.notices), warnings=list(state.warnings), steps=list(state.steps),
+        notices=list(state.notices), warnings=[*_file_warnings(state), *state.warnings],
+        steps=list(state.steps),
         checks=list(state.checks), decisions=state.policy.decisions_json(),
         prompts=state.policy.prompts, changes=list(state.changes), ddl=state.ddl,
         smoke=state.smoke_out, success_text=state.success_text,
         next_steps=list(state.next_steps), follow_up=state.follow_up,
         follow_up_result=state.follow_up_result, error=state.error, exit_code=state.exit_code)
+
+
+def _file_warnings(state: RunState) -> list[str]:
+    """What the file's own SET/set_config lines change (pg_dump's header named as such) and
+    what it does on the database host, each with its line: plan, dry-run and apply say so."""
+    m = state.migration
+    if m is None:
+        return []
+    from dbsage.tools.analyze import file_warnings
+
+    return [f"{m.path.name} {w}" for w in file_warnings(m)]
 
 
 def _statement_dict(s: StatementOutcome) -> dict[str, Any]:

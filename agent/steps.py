@@ -136,7 +136,9 @@ def apply_migration(state: RunState) -> None:
         state.apply_result = run(state.conn, m, lock_timeout=state.options.lock_timeout,
                                  statement_timeout=state.options.statement_timeout,
                                  retry=lock_retry_policy(state), before_commit=record,
-                                 on_statement=progress, before_statements=_data_saver(state))
+                                 on_statement=progress, before_statements=_data_saver(state),
+                                 allow_transaction_control=bool(
+                                     state.options.flags.get("allow_transaction_control")))
     except DbsageError as exc:  # a failed statement, or saving the data failed (rolled back)
         # With the connection gone (even during COMMIT) the outcome is unknown: keep the data.
         if getattr(exc, "rolled_back", True) and not (state.conn.broken or state.conn.closed):
@@ -158,6 +160,16 @@ def apply_migration(state: RunState) -> None:
     state.apply_time = round(res.duration_s, 4)
     state.attempts = res.attempts
     state.status = "applied"
+    if res.committed_parts:
+        state.warnings.append(
+            f"Run as written, its own transaction control allowed: committed {res.parts_text}; "
+            "the history was recorded once every part had committed. The risk taken: had a "
+            "statement failed after a COMMIT, the part before it would have stayed applied, "
+            "with no history row.")
+    if res.reset_settings:
+        state.notices.append("Put back after the migration: the session settings it changed "
+                             f"({', '.join(res.reset_settings)}).")
+    state.warnings.extend(res.notes)
     if res.lock_timeouts:
         state.warnings.append(
             f"lock_timeout {state.options.lock_timeout} fired {res.lock_timeouts} time(s); the "

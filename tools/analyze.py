@@ -12,6 +12,7 @@ below and the test suite checks them against `pg_locks` on real servers.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -19,7 +20,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dbsage.tools.errors import DbsageError, LintUnavailableError, MigrationFileError
-from dbsage.tools.sqlfile import MigrationFile, Statement
+from dbsage.tools.sqlfile import (
+    MigrationFile,
+    Statement,
+    called_functions,
+    constant_text,
+    do_block_body,
+    line_in,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -223,6 +231,10 @@ class StatementAnalysis:
         missing_ok: IF EXISTS / IF NOT EXISTS: a missing target is not an error.
         transactional: False when the statement cannot run inside a transaction.
         description: one line for reports.
+        settings: the run-time settings it changes (SET, RESET, set_config()).
+        acts_on_server: what it does on the database host outside any transaction (COPY
+            ... PROGRAM, lo_export, pg_terminate_backend, ...), or None. A dry-run must not
+            run a statement that has one.
     """
 
     statement: Statement
@@ -237,6 +249,8 @@ class StatementAnalysis:
     missing_ok: bool
     transactional: bool
     description: str
+    settings: tuple[SettingChange, ...] = ()
+    acts_on_server: ServerAction | None = None
 
     @property
     def destructive(self) -> DestructiveOp | None:
@@ -260,6 +274,8 @@ class StatementAnalysis:
             "destructive": [asdict(op) for op in self.destructive_ops],
             "transactional": self.transactional,
             "description": self.description,
+            "settings": [asdict(c) for c in self.settings],
+            "acts_on_server": asdict(self.acts_on_server) if self.acts_on_server else None,
         }
 
 
@@ -275,6 +291,9 @@ class MigrationAnalysis:
         strongest_lock: the strongest lock taken on a relation that existed before the
             migration (relations the migration creates first block nobody), or None.
         created: every relation the migration creates.
+        settings: every run-time setting the file changes, with its line (pg_dump's header
+            lines recognised as such).
+        server_actions: every statement that acts on the database host, with its line.
     """
 
     statements: tuple[StatementAnalysis, ...]
@@ -283,6 +302,15 @@ class MigrationAnalysis:
     non_transactional: tuple[StatementAnalysis, ...]
     strongest_lock: str | None
     created: tuple[str, ...]
+    settings: tuple[SettingChange, ...] = ()
+    server_actions: tuple[ServerAction, ...] = ()
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What the file's settings change and what it does on the host, `line N: ...`."""
+        items = [(c.line, c.message) for c in self.settings]
+        items += [(a.line, a.message) for a in self.server_actions]
+        return tuple(text for _, text in sorted(items, key=lambda x: x[0]))
 
     @property
     def tables(self) -> tuple[str, ...]:
@@ -298,6 +326,8 @@ class MigrationAnalysis:
             "non_transactional": [s.statement.index for s in self.non_transactional],
             "strongest_lock": self.strongest_lock,
             "created": list(self.created),
+            "settings": [asdict(c) for c in self.settings],
+            "server_actions": [asdict(a) for a in self.server_actions],
         }
 
 
@@ -921,6 +951,8 @@ def analyze_statement(stmt: Statement) -> StatementAnalysis:
         missing_ok=facts.missing_ok,
         transactional=stmt.transactional,
         description=description,
+        settings=setting_changes_of(stmt) if _may_set(stmt) else (),
+        acts_on_server=acts_on_server(stmt),
     )
 
 
@@ -949,7 +981,332 @@ def analyze_migration(migration: MigrationFile) -> MigrationAnalysis:
         non_transactional=tuple(a for a in analyses if not a.transactional),
         strongest_lock=strongest_lock(existing_locks),
         created=tuple(created),
+        settings=tuple(c for a in analyses for c in a.settings),
+        server_actions=tuple(a.acts_on_server for a in analyses if a.acts_on_server),
     )
+
+
+# --------------------------------------------------------------------------- settings, host effects
+
+#: The SET lines every pg_dump output starts with (name, value as dbsage normalises it), and
+#: what each does to the statements after it.
+PG_DUMP_HEADER: dict[tuple[str, str], str] = {
+    ("statement_timeout", "0"): "",  # said by the timeout rule below
+    ("lock_timeout", "0"): "",
+    ("idle_in_transaction_session_timeout", "0"): "no limit on time idle in a transaction for "
+    "the rest of dbsage's session: no effect on the migration",
+    ("transaction_timeout", "0"): "no limit on a transaction's time for the rest of dbsage's "
+    "session: no effect on the migration",
+    ("client_encoding", "utf8"): "the encoding dbsage already uses: no change",
+    ("standard_conforming_strings", "on"): "the default: no change",
+    ("search_path", ""): "",  # said by the search_path rule below
+    ("check_function_bodies", "false"): "function bodies are not checked when they are created: "
+    "a function that refers to something missing fails only when it is called",
+    ("xmloption", "content"): "the default: no change",
+    ("client_min_messages", "warning"): "notices (such as `... does not exist, skipping`) are "
+    "not sent: no change to what runs",
+    ("row_security", "off"): "a query that row-level security would filter fails instead "
+    "(for a role without BYPASSRLS), so a statement on a table with RLS may fail",
+    ("default_tablespace", ""): "new tables go to the database's default tablespace: no change",
+    ("default_table_access_method", "heap"): "new tables use heap, the default: no change",
+    ("default_with_oids", "false"): "the default: no change",
+}
+_TIMEOUTS = ("lock_timeout", "statement_timeout")
+#: SET and set_config in a DO block's PL/pgSQL (not parsed by pglast): a text match.
+_SET_IN_CODE = re.compile(
+    r"(?i)(?:^|;|\bbegin\b|\bthen\b|\bloop\b|\belse\b)\s*set\s+(?P<local>local\s+|session\s+)?"
+    r"(?P<name>[a-z_][a-z0-9_.]*)\s*(?:=|\bto\b)\s*(?P<value>[^;]*)|"
+    r"set_config\s*\(\s*'(?P<cname>[^']*)'\s*,\s*'(?P<cvalue>[^']*)'\s*,\s*(?P<clocal>\w+)")
+
+
+@dataclass(frozen=True)
+class SettingChange:
+    """A statement that changes a run-time setting: SET, SET LOCAL, RESET, set_config().
+
+    Attributes:
+        statement_index: 1-based index of the statement in its migration.
+        line: file line of the change.
+        name: the setting, lower-case; "" when the name is computed at run time.
+        value: the new value as written (normalised), None for a reset to the default.
+        scope: "session" (SET, set_config(..., false)) or "transaction" (SET LOCAL,
+            set_config(..., true)).
+        written: how the file writes it, e.g. `SET lock_timeout = 0`.
+        pg_dump_header: one of the SET lines pg_dump output starts with (PG_DUMP_HEADER).
+        effect: what it does to the statements after it, and what dbsage does about it.
+    """
+
+    statement_index: int
+    line: int
+    name: str
+    value: str | None
+    scope: str
+    written: str
+    pg_dump_header: bool
+    effect: str
+
+    @property
+    def changes_timeouts(self) -> bool:
+        """It may change lock_timeout or statement_timeout (the executor then sets dbsage's
+        own again)."""
+        return self.name in (*_TIMEOUTS, "")
+
+    @property
+    def message(self) -> str:
+        """`line 1: SET lock_timeout = 0 (a pg_dump header line): ...`."""
+        header = " (a pg_dump header line)" if self.pg_dump_header else ""
+        return f"line {self.line}: {self.written}{header}: {self.effect}"
+
+
+@dataclass(frozen=True)
+class ServerAction:
+    """A statement that acts on the database host, outside any transaction: nothing rolls it
+    back, so a dry-run must not run it (COPY ... PROGRAM, server-side COPY files, lo_export,
+    pg_terminate_backend, pg_reload_conf, dblink, ...).
+
+    Attributes:
+        statement_index: 1-based index of the statement in its migration.
+        line: file line of the call (or of the statement).
+        what: the statement or function, e.g. `COPY ... TO PROGRAM`, `lo_export()`.
+        reason: what it does there, e.g. "runs a shell command".
+    """
+
+    statement_index: int
+    line: int
+    what: str
+    reason: str
+
+    @property
+    def message(self) -> str:
+        """`line 4: COPY ... TO PROGRAM acts on the database host (runs a shell command) ...`."""
+        return (f"line {self.line}: {self.what} acts on the database host ({self.reason}), "
+                "outside the transaction: no rollback undoes it")
+
+
+#: Functions that act on the host or on other sessions, by name: what they do.
+SERVER_FUNCTIONS: dict[str, str] = {
+    "lo_export": "writes a file there",
+    "lo_import": "reads a file there",
+    "pg_terminate_backend": "ends another session",
+    "pg_cancel_backend": "cancels another session's query",
+    "pg_reload_conf": "makes the server reload its configuration",
+    "pg_rotate_logfile": "makes the server start a new log file",
+    "pg_switch_wal": "makes the server switch to a new WAL file",
+    "pg_promote": "promotes a standby server",
+    "pg_create_restore_point": "writes a restore point into the WAL",
+    "pg_file_write": "writes a file there",
+    "pg_file_rename": "renames a file there",
+    "pg_file_unlink": "deletes a file there",
+    "pg_file_sync": "syncs a file there",
+    "pg_create_physical_replication_slot": "creates a replication slot (not transactional)",
+    "pg_create_logical_replication_slot": "creates a replication slot (not transactional)",
+    "pg_drop_replication_slot": "drops a replication slot (not transactional)",
+    "pg_copy_physical_replication_slot": "creates a replication slot (not transactional)",
+    "pg_copy_logical_replication_slot": "creates a replication slot (not transactional)",
+}
+_DBLINK_REASON = ("runs SQL over another connection, possibly to another database, that "
+                  "commits on its own")
+_SERVER_CALL_HINT = re.compile(
+    "(?i)" + "|".join(sorted({*SERVER_FUNCTIONS, "dblink"}, key=len, reverse=True)))
+_SERVER_IN_CODE = re.compile(
+    r"(?i)\b(?P<func>" + "|".join(sorted(SERVER_FUNCTIONS, key=len, reverse=True))
+    + r"|dblink\w*)\s*\(|(?P<copy>\bcopy\b[^;]*?\b(?P<dir>to|from)\s+(?P<program>program\s+)?"
+    r"(?:'|e'))")
+_SERVER_STATEMENTS = {
+    "AlterSystemStmt": ("ALTER SYSTEM", "writes the server's configuration file "
+                        "(postgresql.auto.conf)"),
+    "CreateSubscriptionStmt": ("CREATE SUBSCRIPTION", "connects to another server and starts "
+                               "replicating from it"),
+}
+
+
+def _unquote(value: str | None) -> str | None:
+    return None if value is None else value.strip().strip("'\"").strip()
+
+
+def _setting_effect(name: str, value: str | None, scope: str) -> str:
+    """What a change of `name` to `value` (None: its default) does, in words."""
+    rest = "the rest of the migration" if scope == "transaction" else \
+        "the rest of the migration (dbsage resets it afterwards)"
+    if name == "lock_timeout":
+        wait = ("for locks without limit" if value in (None, "0") else f"for locks up to {value}")
+        return (f"the statements after it would wait {wait}, queueing other sessions' queries "
+                "on the same tables behind them; dbsage sets its own lock_timeout again "
+                "right after this line, so the file's value does not apply")
+    if name == "statement_timeout":
+        limit = "no limit" if value in (None, "0") else f"a limit of {value}"
+        return (f"it would give the statements after it {limit}; dbsage sets its own "
+                "statement_timeout again right after this line, so the file's value does not "
+                "apply")
+    if name == "":
+        return ("it sets a setting whose name is computed when it runs; if it is lock_timeout "
+                "or statement_timeout, dbsage sets its own again right after it")
+    if name == "search_path":
+        if value is None:
+            return f"name resolution goes back to the default search_path for {rest}"
+        if value == "":
+            return (f"search_path is empty for {rest}: an unqualified name resolves only in "
+                    "pg_catalog, so every other name must be schema-qualified (as pg_dump "
+                    "output is)")
+        return f"unqualified names resolve in {value} for {rest}"
+    if name == "client_encoding" and (value or "").lower() not in ("", "utf8", "utf-8",
+                                                                   "unicode"):
+        return (f"the server would exchange text with dbsage in {value} for {rest}: a "
+                "character that encoding cannot hold fails")
+    if name == "timezone":
+        return (f"times without a zone are read and shown in {value or 'the default zone'} "
+                f"for {rest}")
+    if value is None:
+        return f"{name} goes back to its default for {rest}"
+    return f"{name} is {value or 'empty'} for {rest}"
+
+
+def _setting_change(stmt: Statement, line: int, name: str, value: str | None, scope: str,
+                    written: str, *, top_level: bool = True) -> SettingChange:
+    name = name.lower()
+    shown = _unquote(value)
+    key = (name, (shown or "").lower())
+    header = top_level and shown is not None and key in PG_DUMP_HEADER
+    effect = (PG_DUMP_HEADER[key] if header else "") or _setting_effect(name, shown, scope)
+    return SettingChange(stmt.index, line, name, shown, scope, written, header, effect)
+
+
+def setting_changes_of(stmt: Statement) -> tuple[SettingChange, ...]:
+    """The run-time settings one statement changes (SET, SET LOCAL, RESET, set_config(),
+    and SET/set_config in a DO block). SET ROLE, RESET ALL and their kind never get here:
+    read_migration refuses them."""
+    node = stmt.node
+    if node is None:
+        return ()
+    out: list[SettingChange] = []
+    if stmt.kind == "VariableSetStmt":
+        kind = _enum_name(node.kind)
+        name = str(node.name or "").lower()
+        scope = "transaction" if node.is_local else "session"
+        local = "LOCAL " if node.is_local else ""
+        if kind == "VAR_SET_VALUE":
+            joined = ", ".join(c if (c := constant_text(a)) is not None else "?"
+                               for a in node.args or ())
+            shown = " ".join(stmt.sql.split())
+            out.append(_setting_change(stmt, stmt.line, name, joined, scope, shown))
+        elif kind in ("VAR_RESET", "VAR_SET_DEFAULT"):
+            out.append(_setting_change(stmt, stmt.line, name, None, scope,
+                                       f"RESET {name}" if kind == "VAR_RESET"
+                                       else f"SET {local}{name} TO DEFAULT"))
+        elif kind == "VAR_SET_MULTI":
+            out.append(SettingChange(stmt.index, stmt.line, name, None, scope,
+                                     " ".join(stmt.sql.split()), False,
+                                     f"sets the {name.lower()} characteristics for the rest of "
+                                     "the migration"))
+        return tuple(out)
+    if "set_config" in stmt.sql.lower():
+        for fname, call in called_functions(stmt):
+            if fname != "set_config" or not call.args:
+                continue
+            args = list(call.args)
+            setting = constant_text(args[0])
+            value = constant_text(args[1]) if len(args) > 1 else None
+            is_local = (constant_text(args[2]) or "").lower() if len(args) > 2 else ""
+            scope = "transaction" if is_local in ("true", "t", "on", "1", "yes") else "session"
+            line = line_in(stmt, stmt.sql.lower().find("set_config"))
+            flag = "true" if scope == "transaction" else "false"
+            written = (f"set_config('{setting}', '{value}', {flag})" if setting is not None
+                       else "set_config(...) with a computed name")
+            out.append(_setting_change(stmt, line, setting or "", value, scope, written))
+    body = do_block_body(stmt)
+    if body is not None:
+        for m in _SET_IN_CODE.finditer(body[0]):
+            line = line_in(stmt, body[1] + (m.start("name") if m["name"] else m.start()))
+            if m["cname"] is not None:
+                scope = "transaction" if m["clocal"].lower() == "true" else "session"
+                out.append(_setting_change(stmt, line, m["cname"], m["cvalue"], scope,
+                                           f"set_config('{m['cname']}', ...) in a DO block",
+                                           top_level=False))
+            else:
+                scope = "transaction" if (m["local"] or "").strip().lower() == "local" \
+                    else "session"
+                out.append(_setting_change(stmt, line, m["name"], m["value"].strip(), scope,
+                                           f"SET {m['name']} in a DO block", top_level=False))
+    return tuple(out)
+
+
+def acts_on_server(stmt: Statement) -> ServerAction | None:
+    """What the statement does on the database host, outside any transaction, or None.
+
+    COPY ... TO/FROM PROGRAM, server-side COPY to or from a file, lo_export/lo_import,
+    pg_terminate_backend, pg_reload_conf, dblink, replication slots, ALTER SYSTEM, CREATE
+    SUBSCRIPTION; calls are looked for in what the statement runs now and in DO blocks. A
+    dry-run must not run such a statement (nothing rolls it back). Pure: no database.
+    """
+    node = stmt.node
+    if node is None:
+        return None
+    if stmt.kind in _SERVER_STATEMENTS:
+        return ServerAction(stmt.index, stmt.line, *_SERVER_STATEMENTS[stmt.kind])
+    if stmt.kind == "CopyStmt" and node.filename is not None:
+        direction = "FROM" if node.is_from else "TO"
+        if node.is_program:
+            return ServerAction(stmt.index, stmt.line, f"COPY ... {direction} PROGRAM",
+                                "runs a shell command")
+        verb = "reads" if node.is_from else "writes"
+        return ServerAction(stmt.index, stmt.line, f"COPY ... {direction} '{node.filename}'",
+                            f"{verb} the file {node.filename}")
+    if _may_call_server_function(stmt.sql):
+        for name, _call in called_functions(stmt):
+            line = line_in(stmt, stmt.sql.lower().find(name))
+            if name in SERVER_FUNCTIONS:
+                return ServerAction(stmt.index, line, f"{name}()", SERVER_FUNCTIONS[name])
+            if name.startswith("dblink"):
+                return ServerAction(stmt.index, line, f"{name}()", _DBLINK_REASON)
+    body = do_block_body(stmt)
+    if body is not None:
+        m = _SERVER_IN_CODE.search(body[0])
+        if m is not None:
+            line = line_in(stmt, body[1] + m.start())
+            where = f" (in the DO block at line {stmt.line})"
+            if m["func"]:
+                name = m["func"].lower()
+                reason = SERVER_FUNCTIONS.get(name, _DBLINK_REASON)
+                return ServerAction(stmt.index, line, f"{name}(){where}", reason)
+            direction = m["dir"].upper()
+            if m["program"]:
+                return ServerAction(stmt.index, line, f"COPY ... {direction} PROGRAM{where}",
+                                    "runs a shell command")
+            verb = "reads" if direction == "FROM" else "writes"
+            return ServerAction(stmt.index, line, f"COPY ... {direction} a file{where}",
+                                f"{verb} a file there")
+    return None
+
+
+def _may_set(stmt: Statement) -> bool:
+    return stmt.kind in ("VariableSetStmt", "DoStmt") or "set_config" in stmt.sql.lower()
+
+
+def _may_call_server_function(sql: str) -> bool:
+    """A cheap test (substrings first: a regex per statement costs a 10,000-statement file
+    half a second) before a statement's tree is walked for SERVER_FUNCTIONS."""
+    low = sql.lower()
+    return ("pg_" in low or "lo_" in low or "dblink" in low) and bool(
+        _SERVER_CALL_HINT.search(low))
+
+
+def setting_changes(migration: MigrationFile) -> tuple[SettingChange, ...]:
+    """Every run-time setting the migration changes, in order (cheap: a kind or substring
+    test per statement before any tree is walked)."""
+    return tuple(c for s in migration.statements if _may_set(s) for c in setting_changes_of(s))
+
+
+def server_actions(migration: MigrationFile) -> tuple[ServerAction, ...]:
+    """Every statement of the migration that acts on the database host (see acts_on_server)."""
+    found = (acts_on_server(s) for s in migration.statements)
+    return tuple(a for a in found if a is not None)
+
+
+def file_warnings(migration: MigrationFile) -> tuple[str, ...]:
+    """What the file's own settings change and what it does on the database host, one
+    `line N: ...` sentence each, in file order (for plan, dry-run and apply reports)."""
+    items: list[tuple[int, str]] = [(c.line, c.message) for c in setting_changes(migration)]
+    items += [(a.line, a.message) for a in server_actions(migration)]
+    return tuple(text for _, text in sorted(items, key=lambda x: x[0]))
 
 
 # --------------------------------------------------------------------------- squawk

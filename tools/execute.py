@@ -95,11 +95,56 @@ def with_lock_retry(attempt: Callable[[], T], policy: LockRetryPolicy) -> tuple[
 
 
 def set_timeouts(conn: psycopg.Connection, lock_timeout: str, statement_timeout: str | None,
-                 *, local: bool) -> None:
-    """lock_timeout and statement_timeout ("0"/None: none) for the transaction or the session."""
+                 *, local: bool, guard_key: str | None = None) -> None:
+    """lock_timeout and statement_timeout ("0"/None: none) for the transaction or the session.
+
+    With `guard_key` (inside a transaction), also take the transaction-level advisory lock on
+    that key, in the same round trip: held until the transaction ends whatever its
+    statements do, so no pg_advisory_unlock* they run can let a second migration in (a
+    session that holds the session-level lock on the key gets it at once).
+    """
+    if guard_key is None:
+        conn.execute("SELECT set_config('lock_timeout', %s, %s), "
+                     "set_config('statement_timeout', %s, %s)",
+                     (lock_timeout or "0", local, statement_timeout or "0", local))
+        return
     conn.execute("SELECT set_config('lock_timeout', %s, %s), "
-                 "set_config('statement_timeout', %s, %s)",
-                 (lock_timeout or "0", local, statement_timeout or "0", local))
+                 "set_config('statement_timeout', %s, %s), pg_advisory_xact_lock(hashtext(%s))",
+                 (lock_timeout or "0", local, statement_timeout or "0", local, guard_key))
+
+
+def session_settings(conn: psycopg.Connection) -> dict[str, str]:
+    """The settings this session has SET itself (pg_settings.source = 'session'), by name."""
+    rows = conn.execute("SELECT name, setting FROM pg_settings WHERE source = 'session'"
+                        ).fetchall()
+    return {str(r[0]): str(r[1]) for r in rows}
+
+
+def restore_session_settings(conn: psycopg.Connection, before: dict[str, str],
+                             names: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Put back the session's settings as `session_settings` saw them: whatever changed since
+    (a migration's `SET x`, `set_config(x, ..., false)`), and each of `names`, goes back to
+    its value then, or to its default. Also RESET ROLE. Returns the names put back."""
+    from psycopg import sql
+
+    after = session_settings(conn)
+    changed = [n for n in after if before.get(n) != after[n]]
+    changed += [n for n in before if n not in after]
+    wanted = list(dict.fromkeys([*changed, *(n for n in names if n)]))
+    parts: list[sql.Composable] = [sql.SQL("RESET ROLE")]
+    for name in wanted:
+        if name in before:
+            parts.append(sql.SQL("SELECT set_config({}, {}, false)").format(
+                sql.Literal(name), sql.Literal(before[name])))
+        else:
+            parts.append(sql.SQL("RESET {}").format(sql.Identifier(*name.split("."))))
+    conn.execute(sql.SQL("; ").join(parts))
+    return tuple(wanted)
+
+
+def reset_role(conn: psycopg.Connection) -> None:
+    """Act as the role the session connected as again (before writing history)."""
+    conn.execute("RESET ROLE")
 
 
 def execute_statement(conn: psycopg.Connection, stmt: Statement) -> int:

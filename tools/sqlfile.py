@@ -6,6 +6,10 @@ import bisect
 import difflib
 import hashlib
 import re
+import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,11 +60,14 @@ class MigrationFile:
     version: str | None  # the file name's leading digits, if any
     name: str
     wrapped_in_transaction: bool  # the file had an outer BEGIN; ... COMMIT;
+    #: The file's own BEGIN/COMMIT statements, kept (and run) as written: only when it was read
+    #: with its transaction control allowed and has some in the middle; else empty.
+    transaction_control: tuple[Statement, ...] = ()
 
     @property
     def transactional(self) -> bool:
-        """True when every statement may run inside one transaction."""
-        return all(s.transactional for s in self.statements)
+        """True when every statement may run inside one transaction (of dbsage's own)."""
+        return not self.transaction_control and all(s.transactional for s in self.statements)
 
 
 def split_version_name(path: Path) -> tuple[str | None, str]:
@@ -94,15 +101,42 @@ def why_not_a_migration(path: Path) -> str | None:
     return "its name does not start with version digits"
 
 
-def read_migration(path: str | Path) -> MigrationFile:
-    """Read, decode and parse a migration. Raises MigrationFileError; touches no database."""
+#: Whether read_migration keeps a file's own mid-file BEGIN/COMMIT (to be run as written)
+#: instead of refusing it; set for one run by `allowing_transaction_control`.
+_TRANSACTION_CONTROL_ALLOWED: ContextVar[bool] = ContextVar("transaction_control_allowed",
+                                                            default=False)
+
+
+@contextmanager
+def allowing_transaction_control(allowed: bool = True) -> Iterator[None]:
+    """Within it, read_migration (when not told otherwise) keeps a mid-file BEGIN ... COMMIT
+    instead of refusing it: the caller has chosen to run the file as psql and the Supabase CLI
+    do. For callers that cannot reach read_migration's own argument."""
+    token = _TRANSACTION_CONTROL_ALLOWED.set(allowed)
+    try:
+        yield
+    finally:
+        _TRANSACTION_CONTROL_ALLOWED.reset(token)
+
+
+def read_migration(path: str | Path, *,
+                   allow_transaction_control: bool | None = None) -> MigrationFile:
+    """Read, decode and parse a migration. Raises MigrationFileError; touches no database.
+
+    `allow_transaction_control` (default: `allowing_transaction_control`'s choice, else
+    False) keeps BEGIN/COMMIT in the middle of the file as statements to run as written
+    (`MigrationFile.transaction_control`) instead of refusing the file.
+    """
     p = Path(path)
     raw = _read_bytes(p)
     text = _decode(p, raw)
-    statements, wrapped = parse_statements(text, str(p))
+    allow = (_TRANSACTION_CONTROL_ALLOWED.get() if allow_transaction_control is None
+             else allow_transaction_control)
+    statements, wrapped = parse_statements(text, str(p), allow_transaction_control=allow)
     version, name = split_version_name(p)
+    control = tuple(s for s in statements if _txn_kind(s) in _CONTROL_KINDS)
     return MigrationFile(p, text, hashlib.sha256(raw).hexdigest(), statements, version, name,
-                         wrapped)
+                         wrapped, control)
 
 
 def _read_bytes(p: Path) -> bytes:
@@ -151,17 +185,23 @@ class _Lines:
         return self.text[start:end]
 
 
-def parse_statements(text: str, path: str = "<sql>") -> tuple[tuple[Statement, ...], bool]:
+def parse_statements(text: str, path: str = "<sql>", *, allow_transaction_control: bool = False
+                     ) -> tuple[tuple[Statement, ...], bool]:
     """Split `text` into located statements; strip one outer BEGIN/COMMIT pair.
 
     Returns (statements, had_outer_transaction). Raises MigrationFileError for empty input,
-    psql meta-commands, syntax errors, and TransactionShapeError for a COMMIT/ROLLBACK in the
-    middle or a file mixing transactional and non-transactional statements.
+    psql meta-commands, syntax errors, NUL bytes and characters that read differently from
+    how they look (`refuse_hidden_characters`), statements dbsage cannot run safely
+    (`refuse_unsafe_statements`: SET ROLE, session advisory locks, COPY FROM STDIN, ...), and
+    TransactionShapeError for a BEGIN/COMMIT/ROLLBACK in the middle (unless
+    `allow_transaction_control`: then a balanced BEGIN ... COMMIT is kept, unstripped, to run
+    as written) or a file mixing transactional and non-transactional statements.
     """
     from pglast import parse_sql
     from pglast.parser import ParseError
 
     lines = _Lines(text)
+    refuse_hidden_characters(text, path, lines)
     try:
         raw_stmts = parse_sql(text)
     except ParseError as exc:
@@ -178,7 +218,8 @@ def parse_statements(text: str, path: str = "<sql>") -> tuple[tuple[Statement, .
     if not stmts:
         raise MigrationFileError(f"{path}: the file contains no SQL statements.", path=path,
                                  hint="Write the migration's SQL, or delete the empty file.")
-    stmts, wrapped = _strip_outer_transaction(stmts, path, lines)
+    refuse_unsafe_statements(stmts, text, path, lines)
+    stmts, wrapped = _strip_outer_transaction(stmts, path, lines, allow_transaction_control)
     if not stmts:
         raise MigrationFileError(f"{path}: the file holds only BEGIN/COMMIT, no statements.",
                                  path=path)
@@ -193,6 +234,11 @@ def parse_statements(text: str, path: str = "<sql>") -> tuple[tuple[Statement, .
 def _syntax_error(exc: Exception, text: str, lines: _Lines, path: str) -> MigrationFileError:
     message = str(exc.args[0]) if exc.args else str(exc)
     offset = exc.args[1] if len(exc.args) > 1 and exc.args[1] is not None else len(text)
+    copy = _COPY_STDIN.search(text, 0, min(offset, len(text)))
+    if copy:  # pg_dump's `COPY ... FROM stdin;` followed by its data lines and `\.`
+        cline, ccol = lines.at(copy.start())
+        return _refused(path, cline, ccol, lines, "COPY ... FROM STDIN", _COPY_STDIN_WHY,
+                        _COPY_STDIN_HINT, "copy_stdin")
     meta = _META_COMMAND.search(text)
     if meta:
         mline, _ = lines.at(meta.start())
@@ -241,32 +287,107 @@ def _txn_kind(stmt: Statement) -> str | None:
     return str(stmt.node.kind.name).removeprefix("TRANS_STMT_")
 
 
-def _strip_outer_transaction(stmts: list[Statement], path: str,
-                             lines: _Lines) -> tuple[list[Statement], bool]:
-    first, last = _txn_kind(stmts[0]), _txn_kind(stmts[-1])
-    if first not in ("BEGIN", "START"):
+_OPEN_KINDS = ("BEGIN", "START")
+#: TransactionStmt kinds that begin or end a transaction (savepoints nest inside dbsage's own).
+_CONTROL_KINDS = frozenset({"BEGIN", "START", "COMMIT", "ROLLBACK", "PREPARE", "COMMIT_PREPARED",
+                            "ROLLBACK_PREPARED"})
+
+
+def _control_word(stmt: Statement) -> str:
+    kind = _txn_kind(stmt) or ""
+    word = {"START": "START TRANSACTION", "PREPARE": "PREPARE TRANSACTION",
+            "COMMIT_PREPARED": "COMMIT PREPARED", "ROLLBACK_PREPARED": "ROLLBACK PREPARED"}.get(
+        kind, kind)
+    return f"{word} AND CHAIN" if getattr(stmt.node, "chain", False) else word
+
+
+def transaction_control_lines(statements: tuple[Statement, ...] | list[Statement]) -> str:
+    """`BEGIN at line 3, COMMIT at line 7`: a file's own transaction control, for messages."""
+    return ", ".join(f"{_control_word(s)} at line {s.line}" for s in statements
+                     if _txn_kind(s) in _CONTROL_KINDS)
+
+
+def _strip_outer_transaction(stmts: list[Statement], path: str, lines: _Lines,
+                             allow: bool = False) -> tuple[list[Statement], bool]:
+    control = [s for s in stmts if _txn_kind(s) in _CONTROL_KINDS]
+    if not control:
         return stmts, False
-    if last != "COMMIT" or len(stmts) < 2:
+    first, last = _txn_kind(stmts[0]), _txn_kind(stmts[-1])
+    if first in _OPEN_KINDS and last == "COMMIT" and len(stmts) >= 2 and len(control) == 2:
+        return stmts[1:-1], True  # one outer BEGIN; ... COMMIT; around the whole body
+    if first in _OPEN_KINDS and len(control) == 1:
         s = stmts[0]
         raise TransactionShapeError(
             f"{path}:{s.line}: the file starts a transaction with {s.summary} but does not end "
             "with COMMIT.", path=path, line=s.line, source_line=lines.line_text(s.line),
             hint="dbsage wraps the migration in one transaction itself: remove BEGIN, or end "
             "the file with COMMIT.")
-    return stmts[1:-1], True
+    problem = _run_as_written_problem(control)
+    if allow and problem is None:
+        return stmts, False  # kept as written: the file's own BEGIN/COMMIT decide
+    outer = first in _OPEN_KINDS and last == "COMMIT"
+    s = control[1] if outer else control[0]  # the first one dbsage's transaction cannot hold
+    listed = transaction_control_lines(control)
+    word = _control_word(s)
+    verb = "nest inside" if _txn_kind(s) in _OPEN_KINDS else "end"
+    if allow:  # asked to run it as written, but even that would not be safe
+        assert problem is not None
+        refused = TransactionShapeError(
+            f"{path}:{problem[0].line}: {problem[1]}; the file's transaction control: "
+            f"{listed}. Nothing was run.",
+            path=path, line=problem[0].line, source_line=lines.line_text(problem[0].line),
+            hint="Run as written, a file may only BEGIN ... COMMIT (each BEGIN closed by a "
+            "COMMIT before the next one and before the end). Remove the rest, or split the "
+            "file into migrations at those lines.")
+        refused.data["transaction_control"] = _control_data(control)
+        raise refused
+    err = TransactionShapeError(
+        f"{path}:{s.line}: the file controls its own transactions in the middle ({listed}): "
+        f"the {word} at line {s.line} would {verb} the one transaction dbsage applies a file "
+        "in, so the statements around it could not be applied (or undone) together. Nothing "
+        "was run.",
+        path=path, line=s.line, source_line=lines.line_text(s.line),
+        hint="Remove them (dbsage's transaction already covers the whole file), or split the "
+        "file into migrations at those lines." + ("" if problem else
+        " Or run it as psql and the Supabase CLI do, by allowing its transaction control: "
+        "statement by statement, its own BEGIN ... COMMIT deciding what commits together, "
+        "the history recorded only if every part committed; a failure after a COMMIT then "
+        "leaves the part before it applied."))
+    err.data["transaction_control"] = _control_data(control)
+    err.data["run_as_written"] = problem is None  # whether allowing it would run it
+    raise err
+
+
+def _control_data(control: list[Statement]) -> list[dict[str, Any]]:
+    return [{"statement": _control_word(s), "line": s.line} for s in control]
+
+
+def _run_as_written_problem(control: list[Statement]) -> tuple[Statement, str] | None:
+    """Why the file's transaction control cannot be run as written (statement by statement,
+    recording the history only if every part committed), or None when it can."""
+    open_at: Statement | None = None
+    for s in control:
+        kind = _txn_kind(s)
+        if getattr(s.node, "chain", False) or kind not in (*_OPEN_KINDS, "COMMIT"):
+            return s, (f"{_control_word(s)} at line {s.line} would leave part of the file "
+                       "uncommitted (or prepared for later) on purpose, so dbsage could not "
+                       "record the migration as applied")
+        if kind in _OPEN_KINDS:
+            if open_at is not None:
+                return s, (f"BEGIN at line {s.line} is inside the transaction begun at line "
+                           f"{open_at.line} (PostgreSQL ignores it; its COMMIT would end both)")
+            open_at = s
+        else:
+            open_at = None  # a COMMIT with no transaction open only draws a warning
+    if open_at is not None:
+        return open_at, (f"the transaction begun at line {open_at.line} is never committed "
+                         "(it would be rolled back at the end of the session)")
+    return None
 
 
 def _check_transaction_shape(stmts: list[Statement], path: str, lines: _Lines) -> None:
-    for s in stmts:
-        kind = _txn_kind(s)
-        if kind in ("BEGIN", "START", "COMMIT", "ROLLBACK", "PREPARE", "COMMIT_PREPARED",
-                    "ROLLBACK_PREPARED"):
-            raise TransactionShapeError(
-                f"{path}:{s.line}: {s.summary.upper()} in the middle of the migration would end "
-                "or nest dbsage's transaction, so the statements around it could not be "
-                "applied (or undone) together. Nothing was run.",
-                path=path, line=s.line, source_line=lines.line_text(s.line),
-                hint="Remove it, or split the file into two migrations at that line.")
+    if any(_txn_kind(s) in _CONTROL_KINDS for s in stmts):
+        return  # kept to run as written (read with its transaction control allowed)
     non_tx = [s for s in stmts if not s.transactional]
     if non_tx and len(non_tx) != len(stmts):
         listed = "; ".join(f"line {s.line}: {s.summary}" for s in non_tx[:5])
@@ -302,3 +423,297 @@ def _is_transactional(node: Any) -> bool:
             if type(part).__name__ == "PartitionCmd" and getattr(part, "concurrent", False):
                 return False
     return True
+
+
+# --------------------------------------------------------------------------- what cannot run safely
+
+#: Characters that make an editor (or a code review) show the text in another order than the
+#: one PostgreSQL reads ("Trojan Source"): refused anywhere, strings and comments included.
+_BIDI_CHARS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+_BIDI_CONTROLS = re.compile(f"[{_BIDI_CHARS}]")
+#: Characters that show as nothing (or as a line break) but that PostgreSQL reads as part of
+#: the name around them: refused outside string literals and comments.
+_INVISIBLE_CHARS = "\u200b\u2060\ufeff\u00ad\u2028\u2029\u0085"
+_INVISIBLE = re.compile(f"[{_INVISIBLE_CHARS}]")
+_TEXT_TOKENS = frozenset({"SCONST", "USCONST", "BCONST", "XCONST", "SQL_COMMENT", "C_COMMENT"})
+
+
+def _char_name(ch: str) -> str:
+    return f"U+{ord(ch):04X} {unicodedata.name(ch, 'unnamed character')}"
+
+
+def _shown(line: str) -> str:
+    """A source line with the characters that cannot be shown as one replacement mark each
+    (so a caret under the column still points at it)."""
+    return re.sub("[\x00\u202a-\u202e\u2066-\u2069\u200b\u2060\ufeff\u00ad\u2028\u2029\u0085]",
+                  "\ufffd", line)
+
+
+def refuse_hidden_characters(text: str, path: str = "<sql>", lines: _Lines | None = None
+                             ) -> None:
+    """Refuse text that PostgreSQL would not read the way it looks, with file:line:col.
+
+    A NUL byte ends the text for PostgreSQL's parser (everything after it would be silently
+    left out); a bidirectional control character makes editors show the text in another
+    order than the one the server reads; an invisible character (zero-width space, word
+    joiner, a byte-order mark, a soft hyphen, a Unicode line separator) outside a string or
+    comment becomes part of a name. Raises MigrationFileError; touches no database.
+    """
+    lines = lines or _Lines(text)
+    nul = text.find("\x00")
+    if nul >= 0:
+        line, col = lines.at(nul)
+        raise MigrationFileError(
+            f"{path}:{line}:{col}: the file holds a NUL byte: PostgreSQL's parser stops "
+            "reading at it, so everything after it would be silently left out. Nothing was run.",
+            path=path, line=line, column=col, source_line=_shown(lines.line_text(line)),
+            hint="Remove it: a NUL byte has no place in SQL text (files saved as UTF-16, or "
+            "mangled by a tool, hold them).")
+    # `in` first: a character-class regex over a 1 MB file costs ~15 ms, nine `in`s ~1 ms
+    bidi = _BIDI_CONTROLS.search(text) if any(c in text for c in _BIDI_CHARS) else None
+    if bidi:
+        line, col = lines.at(bidi.start())
+        raise MigrationFileError(
+            f"{path}:{line}:{col}: {_char_name(bidi[0])} is a bidirectional control character: "
+            "it makes editors and code review show the text around it in another order than "
+            "the one PostgreSQL reads. Nothing was run.",
+            path=path, line=line, column=col, source_line=_shown(lines.line_text(line)),
+            hint=f"Remove it. In a string value, write it as an escape: U&'\\{ord(bidi[0]):04X}'.")
+    if not any(c in text for c in _INVISIBLE_CHARS):
+        return
+    tokens = _text_token_spans(text)
+    for m in _INVISIBLE.finditer(text):
+        if tokens is not None and _inside(tokens, m.start()):
+            continue  # data in a string, or a comment: kept as written
+        line, col = lines.at(m.start())
+        around = re.search(r"\S*\Z", text[max(0, m.start() - 40):m.start()])
+        after = re.match(r"\S*", text[m.end():m.end() + 40])
+        word = (around[0] if around else "") + "\u2038" + (after[0] if after else "")
+        raise MigrationFileError(
+            f"{path}:{line}:{col}: {_char_name(m[0])} shows as nothing, but PostgreSQL reads it "
+            f"as part of the name around it ({_shown(word)}, at the mark), so the statement "
+            "would not do what it looks like. Nothing was run.",
+            path=path, line=line, column=col, source_line=_shown(lines.line_text(line)),
+            hint="Remove it (an editor or a copy from a web page put it there). Inside a "
+            "string value or a comment it is kept as written.")
+
+
+def _text_token_spans(text: str) -> list[tuple[int, int]] | None:
+    """(start, end) of every string literal and comment, in order; None if unscannable."""
+    from pglast.parser import scan
+
+    try:
+        return [(t.start, t.end) for t in scan(text) if t.name in _TEXT_TOKENS]
+    except Exception:  # pglast's scanner failing is not the user's problem: refuse anyway
+        return None
+
+
+def _inside(spans: list[tuple[int, int]], offset: int) -> bool:
+    i = bisect.bisect_right(spans, (offset, 1 << 62)) - 1
+    return i >= 0 and spans[i][0] <= offset <= spans[i][1]
+
+
+def _walk_nodes(node: Any) -> Iterator[Any]:
+    """Every pglast node below (and including) `node`, depth first."""
+    from pglast import ast
+
+    if isinstance(node, ast.Node):
+        yield node
+        for attr in type(node).__slots__:  # type: ignore[attr-defined]
+            yield from _walk_nodes(getattr(node, attr, None))
+    elif isinstance(node, list | tuple):
+        for item in node:
+            yield from _walk_nodes(item)
+
+
+#: Statements whose expressions are stored to run later (a view, a function, a policy, a
+#: default), not run now: a call in them is not a call the migration makes.
+_DEFINING_KINDS = frozenset({"ViewStmt", "CreateFunctionStmt", "RuleStmt", "CreateTrigStmt",
+                             "CreatePolicyStmt", "AlterPolicyStmt", "CreateStmt",
+                             "CreateDomainStmt", "IndexStmt", "CommentStmt", "CreateStatsStmt",
+                             "CreateEventTrigStmt", "DefineStmt", "CreateCastStmt"})
+
+
+def called_functions(stmt: Statement) -> Iterator[tuple[str, Any]]:
+    """The functions `stmt` calls when it runs: (lower-case name, pglast FuncCall) for each
+    call in its expressions; none for a statement that stores expressions to run later
+    (CREATE VIEW, FUNCTION, POLICY, TABLE defaults, ...)."""
+    if stmt.node is None or stmt.kind in _DEFINING_KINDS:
+        return
+    for n in _walk_nodes(stmt.node):
+        if type(n).__name__ == "FuncCall":
+            last = n.funcname[-1]
+            yield str(getattr(last, "sval", last)).lower(), n
+
+
+def constant_text(node: Any) -> str | None:
+    """The text of a string (or other) constant argument, None for an expression."""
+    if type(node).__name__ == "TypeCast":
+        node = node.arg
+    if type(node).__name__ != "A_Const" or node.isnull:
+        return None
+    val = node.val
+    for attr in ("sval", "ival", "fval", "boolval"):
+        if hasattr(val, attr):
+            return str(getattr(val, attr))
+    return None
+
+
+def do_block_body(stmt: Statement) -> tuple[str, int] | None:
+    """A DO block's code and its offset within `stmt.sql` (None for other statements)."""
+    if stmt.kind != "DoStmt" or stmt.node is None:
+        return None
+    for arg in stmt.node.args or ():
+        if getattr(arg, "defname", None) == "as":
+            body = str(getattr(arg.arg, "sval", ""))
+            return body, max(stmt.sql.find(body), 0)
+    return None
+
+
+def line_in(stmt: Statement, offset: int) -> int:
+    """The file line of a character offset within `stmt.sql`."""
+    return stmt.line + stmt.sql.count("\n", 0, max(offset, 0))
+
+
+_SESSION_LOCK_FUNCTIONS = frozenset({
+    "pg_advisory_lock", "pg_advisory_lock_shared", "pg_try_advisory_lock",
+    "pg_try_advisory_lock_shared", "pg_advisory_unlock", "pg_advisory_unlock_shared",
+    "pg_advisory_unlock_all"})
+_IDENTITY_SETTINGS = {"role": "the role the session acts as",
+                      "session_authorization": "the user (and role) the session acts as"}
+#: The same, in a DO block's PL/pgSQL (which pglast does not parse): a text match.
+_REFUSED_IN_CODE = re.compile(
+    r"(?i)\b(?P<lock>pg_advisory_(?:unlock(?:_shared|_all)?|lock(?:_shared)?)|"
+    r"pg_try_advisory_lock(?:_shared)?)\s*\(|"
+    r"(?P<role>\bset\s+(?:local\s+|session\s+)?role\b|\bsession\s+authorization\b|"
+    r"\breset\s+role\b)|(?P<reset>\breset\s+all\b)|(?P<discard>\bdiscard\s+(?:all|plans|"
+    r"sequences|temp|temporary)\b)")
+_COPY_STDIN = re.compile(r"(?im)^[ \t]*copy\b[^;]*?\bfrom\s+stdin\b")
+_COPY_STDIN_WHY = ("reads its rows from the client (psql sends the lines that follow it); "
+                   "dbsage sends statements only, so it would fail mid-migration")
+_COPY_STDIN_HINT = ("Load data from a client with psql's \\copy (it reads a file on your "
+                    "machine), or as INSERT statements in a seed (supabase/seed.sql); keep the "
+                    "migration to the schema.")
+_ROLE_WHY = ("changes {what}: the statements after it, and the history "
+             "row dbsage writes with them, would run as another role (the history as one that "
+             "may not write it)")
+_ROLE_HINT = ("Remove it: a migration runs as the role you connect as. To give an object to "
+              "another role, ALTER ... OWNER TO it after creating it; to act as one inside a "
+              "function, make the function SECURITY DEFINER.")
+_LOCK_WHY = ("takes or releases a session-level advisory lock: an unlock can release the lock "
+             "dbsage holds so that no second migration runs at the same time, and a lock would "
+             "stay held by dbsage's session after the migration")
+_LOCK_HINT = ("Remove it. To serialise with other work inside the migration, use "
+              "pg_advisory_xact_lock(), which ends with the transaction.")
+_RESET_WHY = ("undoes every setting of the session, dbsage's lock_timeout and "
+              "statement_timeout among them, for the statements after it")
+_RESET_HINT = "Reset what the file changed by name (RESET search_path), or remove it."
+_DISCARD_WHY = "resets the session dbsage runs the migration and its history on"
+_DISCARD_HINT = "Remove it: nothing a migration does needs it."
+_SCS_WHY = ("makes the server read backslashes in every later string as escapes, differently "
+            "from how PostgreSQL's own parser (with the default, on) split and located the "
+            "statements dbsage sends")
+_SCS_HINT = "Remove it, and write escapes in E'...' strings."
+
+
+def _refused(path: str, line: int, column: int | None, lines: _Lines, what: str, why: str,
+             hint: str, key: str) -> MigrationFileError:
+    err = MigrationFileError(f"{path}:{line}: {what} {why}. Nothing was run.", path=path,
+                             line=line, column=column, source_line=lines.line_text(line),
+                             hint=hint)
+    err.data["refused"] = key
+    return err
+
+
+def refuse_unsafe_statements(stmts: list[Statement], text: str, path: str,
+                             lines: _Lines) -> None:
+    """Refuse, before anything runs, the statements dbsage cannot run safely in a migration.
+
+    SET/RESET ROLE and SESSION AUTHORIZATION (and set_config of them): the history would be
+    written as another role; RESET ALL and DISCARD: they undo dbsage's session settings;
+    session-level advisory lock functions: an unlock releases dbsage's own migration lock;
+    COPY FROM STDIN / TO STDOUT: the client side of COPY is not there; standard_conforming_
+    strings off: later strings would be read differently from how the file was split. Calls
+    are looked for in what a statement runs now (not in a view or function it defines) and
+    in DO blocks. Raises MigrationFileError (exit 2) naming the line.
+    """
+    low = text.lower()
+    calls = "advisory" in low or "set_config" in low
+    for s in stmts:
+        node, kind = s.node, s.kind
+        if kind == "VariableSetStmt" and node is not None:
+            _refuse_setting(s, node, path, lines)
+        elif kind == "DiscardStmt" and node is not None:
+            target = str(node.target.name).removeprefix("DISCARD_")
+            raise _refused(path, s.line, s.column, lines, f"DISCARD {target}", _DISCARD_WHY,
+                           _DISCARD_HINT, "discard")
+        elif kind == "CopyStmt" and node is not None and node.filename is None \
+                and not node.is_program:
+            what, why = (("COPY ... FROM STDIN", _COPY_STDIN_WHY) if node.is_from else
+                         ("COPY ... TO STDOUT", "sends its rows to the client, which dbsage "
+                          "does not read, so it would fail mid-migration"))
+            raise _refused(path, s.line, s.column, lines, what, why, _COPY_STDIN_HINT,
+                           "copy_stdin" if node.is_from else "copy_stdout")
+        if calls and ("advisory" in (sql := s.sql.lower()) or "set_config" in sql):
+            for name, call in called_functions(s):
+                _refuse_call(s, name, call, path, lines)
+        body = do_block_body(s)
+        if body is not None:
+            _refuse_in_code(s, *body, path, lines)
+
+
+def _refuse_setting(s: Statement, node: Any, path: str, lines: _Lines) -> None:
+    kind = str(node.kind.name)
+    name = str(node.name or "").lower()
+    if kind == "VAR_RESET_ALL":
+        raise _refused(path, s.line, s.column, lines, "RESET ALL", _RESET_WHY, _RESET_HINT,
+                       "reset_all")
+    if name in _IDENTITY_SETTINGS:
+        verb = "RESET" if kind == "VAR_RESET" else "SET"
+        what = f"{verb} {'ROLE' if name == 'role' else 'SESSION AUTHORIZATION'}"
+        raise _refused(path, s.line, s.column, lines, what,
+                       _ROLE_WHY.format(what=_IDENTITY_SETTINGS[name]), _ROLE_HINT, "role")
+    if name == "standard_conforming_strings" and kind == "VAR_SET_VALUE":
+        value = " ".join(constant_text(a) or "" for a in node.args or ()).strip().lower()
+        if value in ("off", "false", "0", "no"):
+            raise _refused(path, s.line, s.column, lines,
+                           "SET standard_conforming_strings = off", _SCS_WHY, _SCS_HINT,
+                           "standard_conforming_strings")
+
+
+def _refuse_call(s: Statement, name: str, call: Any, path: str, lines: _Lines) -> None:
+    if name in _SESSION_LOCK_FUNCTIONS:
+        raise _refused(path, line_in(s, s.sql.lower().find(name)), None, lines, f"{name}()",
+                       _LOCK_WHY, _LOCK_HINT, "advisory_lock")
+    if name == "set_config" and call.args:
+        setting = (constant_text(call.args[0]) or "").lower()
+        line = line_in(s, s.sql.lower().find("set_config"))
+        if setting in _IDENTITY_SETTINGS:
+            raise _refused(path, line, None, lines, f"set_config('{setting}', ...)",
+                           _ROLE_WHY.format(what=_IDENTITY_SETTINGS[setting]), _ROLE_HINT,
+                           "role")
+        value = (constant_text(call.args[1]) or "").lower() if len(call.args) > 1 else ""
+        if setting == "standard_conforming_strings" and value in ("off", "false", "0", "no"):
+            raise _refused(path, line, None, lines,
+                           "set_config('standard_conforming_strings', 'off', ...)", _SCS_WHY,
+                           _SCS_HINT, "standard_conforming_strings")
+
+
+def _refuse_in_code(s: Statement, body: str, offset: int, path: str, lines: _Lines) -> None:
+    m = _REFUSED_IN_CODE.search(body)
+    if m is None:
+        return
+    line = line_in(s, offset + m.start())
+    found = " ".join(m[0].split()).rstrip("( ")
+    if m["lock"]:
+        why, hint, key = _LOCK_WHY, _LOCK_HINT, "advisory_lock"
+        found += "()"
+    elif m["role"]:
+        setting = "session_authorization" if "authorization" in found.lower() else "role"
+        why, hint, key = _ROLE_WHY.format(what=_IDENTITY_SETTINGS[setting]), _ROLE_HINT, "role"
+    elif m["reset"]:
+        why, hint, key = _RESET_WHY, _RESET_HINT, "reset_all"
+    else:
+        why, hint, key = _DISCARD_WHY, _DISCARD_HINT, "discard"
+    raise _refused(path, line, None, lines, f"{found} (in the DO block at line {s.line})", why,
+                   hint, key)
