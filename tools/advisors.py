@@ -990,6 +990,12 @@ def run_advisors(conn: psycopg.Connection[Any], exposed_schemas: Sequence[str],
     return findings
 
 
+def api_roles(conn: psycopg.Connection[Any]) -> tuple[str, ...]:
+    """The API roles (`API_ROLES`) this database has: none on plain PostgreSQL, where no Data
+    API serves the exposed schemas (the lints then treat everything in them as exposed)."""
+    return tuple(r[0] for r in conn.execute(_Q_API_ROLES, {"api": list(API_ROLES)}).fetchall())
+
+
 def compare_findings(before: Iterable[LintFinding],
                      after: Iterable[LintFinding]) -> AdvisorDelta:
     """What a change did: findings only after it (introduced), only before it (fixed), and in

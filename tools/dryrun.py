@@ -146,7 +146,8 @@ class _StatementFailed(Exception):
 def dry_run_migration(conn: psycopg.Connection, migration: MigrationFile, *,
                       lock_timeout: str = "1s", statement_timeout: str | None = None,
                       retry: LockRetryPolicy | None = None,
-                      describe_changes: bool = True, observe: bool = True) -> DryRunResult:
+                      describe_changes: bool = True, observe: bool = True,
+                      inside: Callable[[psycopg.Connection], None] | None = None) -> DryRunResult:
     """Run the migration in a transaction that is always rolled back, then log the outcome.
 
     Args:
@@ -160,6 +161,9 @@ def dry_run_migration(conn: psycopg.Connection, migration: MigrationFile, *,
             catalog inspections cost about 0.7 s at 1,000 tables and 3.7 s at 5,000.
         observe: record the locks each statement takes and the sequences the run moves. A
             pass/fail gate skips that too: both read a row per user relation or sequence.
+        inside: called with the connection inside the transaction, after every statement ran
+            and before it is rolled back (again on each lock-timeout retry; not when a
+            statement failed), to look at the migration's uncommitted effect.
 
     A failing statement gives `passed=False` and its `failure`; only connection trouble raises.
     """
@@ -168,7 +172,8 @@ def dry_run_migration(conn: psycopg.Connection, migration: MigrationFile, *,
     started = time.perf_counter()
     sequences = _sequence_values(conn) if observe else {}
     attempt, attempts = _run_with_retry(conn, migration, lock_timeout, statement_timeout,
-                                        retry or LockRetryPolicy(), describe_changes, observe)
+                                        retry or LockRetryPolicy(), describe_changes, observe,
+                                            inside)
     warnings = _sequence_warnings(sequences, _sequence_values(conn)) if observe else []
     duration = time.perf_counter() - started
     message = (describe_failure(migration.path, len(migration.statements), attempt.failure,
@@ -205,10 +210,13 @@ def _refuse_transaction_control(migration: MigrationFile) -> None:
 
 def _run_with_retry(conn: psycopg.Connection, migration: MigrationFile, lock_timeout: str,
                     statement_timeout: str | None, policy: LockRetryPolicy,
-                    describe: bool = True, observe: bool = True) -> tuple[_Attempt, int]:
+                    describe: bool = True, observe: bool = True,
+                    inside: Callable[[psycopg.Connection], None] | None = None
+                    ) -> tuple[_Attempt, int]:
     try:
         return with_lock_retry(lambda: _run_once(conn, migration, lock_timeout,
-                                                 statement_timeout, policy, describe, observe),
+                                                 statement_timeout, policy, describe, observe,
+                                                 inside),
                                policy)
     except LockRetry as last:
         attempt = cast(_Attempt, last.outcome)
@@ -221,7 +229,8 @@ def _run_with_retry(conn: psycopg.Connection, migration: MigrationFile, lock_tim
 
 def _run_once(conn: psycopg.Connection, migration: MigrationFile, lock_timeout: str,
               statement_timeout: str | None, policy: LockRetryPolicy, describe: bool = True,
-              observe: bool = True) -> _Attempt:
+              observe: bool = True,
+              inside: Callable[[psycopg.Connection], None] | None = None) -> _Attempt:
     """One transaction: inspect, run every statement, inspect again, roll back. A failure the
     policy retries raises LockRetry with this attempt."""
     import psycopg
@@ -233,6 +242,8 @@ def _run_once(conn: psycopg.Connection, migration: MigrationFile, lock_timeout: 
         with conn.transaction():
             set_timeouts(conn, lock_timeout, statement_timeout, local=True)
             _run_statements(conn, migration, attempt.statements, observe)
+            if inside is not None:
+                inside(conn)
             if describe:
                 after = _inspect(conn)
                 attempt.changes = diff_schemas(before, after)
