@@ -527,3 +527,66 @@ def seed_committed(state: RunState) -> CheckResult:
     if status == "committed":
         return _ok(f"transaction {result.xid} committed: visible from a new session")
     return _fail(f"a new session sees transaction {result.xid} as {status or 'unknown'}")
+
+
+# --- rls-audit and analyze-hotpaths ---------------------------------------------------------
+
+@check("no_error_lints")
+def no_error_lints(state: RunState) -> CheckResult:
+    """No ERROR-level advisor lint about what the API exposes (WARN ones are reported)."""
+    from dbsage.agent.steps import lint_findings_of
+
+    findings = lint_findings_of(state)
+    if findings is None:
+        return _fail("the advisor lints did not run")
+    errors = [f for f in findings if f.level == "ERROR"]
+    listed = "; ".join(f"{f.name} on {f.object}" for f in errors[:8])
+    more = f" and {len(errors) - 8} more" if len(errors) > 8 else ""
+    if errors:
+        return _fail(f"{len(errors)} found: {listed}{more}")
+    warns = sum(f.level == "WARN" for f in findings)
+    if warns:
+        return CheckResult("warn", f"no ERROR-level lint; {warns} WARN-level (see the lints)")
+    return _ok(f"no ERROR- or WARN-level lint ({len(findings)} INFO)")
+
+
+@check("exposed_tables_covered")
+def exposed_tables_covered(state: RunState) -> CheckResult:
+    """Every table of the exposed schemas has RLS on and a permissive policy for some command
+    (RLS on with no policy: nobody reaches a row); a command no policy covers is a warning."""
+    from dbsage.agent.steps import rls_audit_of, uncovered_tables
+
+    audit = rls_audit_of(state)
+    if audit is None:
+        return _fail("the RLS audit did not run")
+    off = [t.qualified for t in audit.tables if "rls_off" in t.flags and t.extension is None]
+    none = [t.qualified for t in audit.tables
+            if "rls_on_no_policy" in t.flags and t.extension is None]
+    if uncovered_tables(audit):
+        parts = ([f"RLS off on {', '.join(off)}"] if off else []) + (
+            [f"RLS on but no policy on {', '.join(none)}"] if none else [])
+        return _fail("; ".join(parts))
+    partial = [f"{t.qualified} ({', '.join(t.uncovered)})" for t in audit.tables
+               if "incomplete_coverage" in t.flags]
+    if partial:
+        return CheckResult("warn", "no permissive policy for some commands: "
+                           + "; ".join(partial))
+    n = len(audit.tables)
+    return _ok(f"{n} table(s) in {', '.join(audit.schemas)}: RLS on and policies for every "
+               "command" if n else f"no table in {', '.join(audit.schemas)}")
+
+
+@check("query_stats_available")
+def query_stats_available(state: RunState) -> CheckResult:
+    """pg_stat_statements recorded the workload (else: how to enable it)."""
+    from dbsage.agent.steps import hotpaths_of
+
+    report = hotpaths_of(state)
+    if report is None:
+        return _fail("the analysis did not run")
+    hot = report.hot
+    if not hot.available:
+        return CheckResult("warn", f"{hot.message} {' '.join(hot.how_to_enable)}")
+    if not hot.statements:
+        return CheckResult("warn", f"{hot.message} No application statement to analyse yet.")
+    return _ok(hot.message)

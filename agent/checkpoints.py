@@ -16,6 +16,8 @@ from dbsage.agent.resources import analysis_of, ensure_connected, ensure_parsed
 from dbsage.agent.state import RunState
 
 if TYPE_CHECKING:
+    import psycopg
+
     from dbsage.agent.definitions import CheckpointSpec
 
 Action = Callable[[RunState, "CheckpointSpec"], None]
@@ -198,14 +200,160 @@ def follow_up_smoke(state: RunState) -> None:
         "checks": [{"id": c.id, "status": c.status, "detail": c.detail} for c in smoke.checks]}
 
 
-def follow_up_rls(state: RunState) -> None:
-    """The RLS check of the exposed schemas, on a fresh session."""
-    from dbsage.tools.smoke import rls_check_url
+def _follow_up_connection(state: RunState) -> psycopg.Connection:
+    """A fresh session on the run's target (the run's own is closed by now)."""
+    from dbsage.tools.connection import connect
 
     assert state.target is not None
-    out = rls_check_url(state.target.url, state.options.exposed_schemas)
-    state.follow_up_result = {"passed": out.status != "fail", "checks": [
-        {"id": out.id, "status": out.status, "detail": out.detail}]}
+    return connect(state.target.url, autocommit=True, attempts=1)
 
 
-FOLLOW_UPS: dict[str, FollowUp] = {"smoke_test": follow_up_smoke, "rls_audit": follow_up_rls}
+def _check_entries(state: RunState, *check_ids: str) -> list[dict[str, str]]:
+    from dbsage.agent.checklists import run_check
+
+    return [{"id": cid, "status": r.status, "detail": r.detail}
+            for cid in check_ids for r in (run_check(cid, state),)]
+
+
+def follow_up_rls(state: RunState) -> None:
+    """The RLS audit (*rls-audit): every exposed table's RLS, policies and coverage, and the
+    exposure lints, on a fresh session; the schemas of supabase/config.toml when it has them."""
+    from dbsage.agent.steps import (
+        EXPOSURE_LINTS,
+        audit_doc,
+        lints_doc,
+        project_exposed_schemas,
+        store_audit,
+    )
+    from dbsage.tools.advisors import run_advisors
+    from dbsage.tools.rls import audit_rls
+
+    exposed = project_exposed_schemas(state.options.project_dir) or state.options.exposed_schemas
+    with _follow_up_connection(state) as conn:
+        audit = audit_rls(conn, exposed)
+        findings = run_advisors(conn, exposed, only=set(EXPOSURE_LINTS))
+    store_audit(state, audit, findings)
+    checks = _check_entries(state, "no_error_lints", "exposed_tables_covered")
+    state.follow_up_result = {
+        "passed": all(c["status"] != "fail" for c in checks), "checks": checks,
+        "details": {"rls": audit_doc(audit), "lints": lints_doc(findings)}}
+
+
+def follow_up_hotpaths(state: RunState) -> None:
+    """The hot-path analysis (*analyze-hotpaths) on a fresh session, its report written to
+    supabase/docs/; never creates an extension (that takes the command's own checkpoint)."""
+    from dbsage.agent.steps import DOCS_DIR, hotpaths_doc, store_hotpaths
+    from dbsage.tools.hotpaths import analyze_hotpaths, write_report
+
+    with _follow_up_connection(state) as conn:
+        report = analyze_hotpaths(conn, 10)
+    store_hotpaths(state, report)
+    path = write_report(report, state.options.project_dir.joinpath(*DOCS_DIR))
+    checks = _check_entries(state, "query_stats_available")
+    state.follow_up_result = {
+        "passed": all(c["status"] != "fail" for c in checks), "checks": checks,
+        "files": {"report": state.rel(path)}, "details": {"hotpaths": hotpaths_doc(report)}}
+
+
+FOLLOW_UPS: dict[str, FollowUp] = {"smoke_test": follow_up_smoke, "rls_audit": follow_up_rls,
+                                   "analyze_hotpaths": follow_up_hotpaths}
+
+
+# --- the advisors' gate and the extension question (issue 14) ----------------------------------
+
+def advisor_gate(state: RunState, cp: CheckpointSpec) -> None:
+    """Action `advisor_gate`: does the migration introduce an ERROR-level advisor lint?
+
+    yolo decides inside the migration's own transaction (it rolls back unless --force); here
+    interactive and pre-flight learn it before anything is applied: pre-flight from the plan's
+    dry-run, interactive from a dry-run now (only on a database with Supabase's API roles,
+    where the gate applies). Interactive asks (no stops the run); pre-flight stops unless
+    --force, as the plan showed them already.
+    """
+    from dbsage.agent.steps import (
+        accept_introduced_lints,
+        advisor_delta_of,
+        advisor_gate_applies,
+        delta_summary,
+        note_advisor_delta,
+        run_gate_dry_run,
+    )
+
+    if not advisor_gate_applies(state):  # plain PostgreSQL, or not one transaction
+        return
+    if state.policy.name == "yolo":
+        state.policy.log(cp.id, "skipped", "yolo: judged inside the migration's transaction (an "
+                         "ERROR-level lint it introduces rolls it back unless --force)")
+        return
+    by = "plan" if state.policy.name == "preflight" else "rule"
+    delta = advisor_delta_of(state)
+    if delta is None:
+        try:
+            run_gate_dry_run(state)
+        except StopRun as exc:  # the apply itself will fail the same way, with its own report
+            state.policy.log(cp.id, "skipped", f"the dry-run for the advisors failed: "
+                             f"{exc.message}", by)
+            return
+        note_advisor_delta(state)
+        delta = advisor_delta_of(state)
+    if delta is None:
+        state.policy.log(cp.id, "skipped", "the advisor lints could not be compared", by)
+        return
+    errors = [f for f in delta.introduced if f.level == "ERROR"]
+    if not errors:
+        state.policy.log(cp.id, "yes", f"no ERROR-level lint introduced ({delta_summary(delta)})",
+                         by)
+        return
+    listed = "; ".join(f"{f.name} on {f.object}" for f in errors)
+    if state.policy.name == "preflight":
+        if state.options.flags.get("force"):
+            state.policy.log(cp.id, "yes", f"pre-flight: accepted by --force: {listed}", by)
+            accept_introduced_lints(state, [f.key for f in errors])
+            return
+        state.policy.log(cp.id, "no", f"pre-flight: refused (--force not given): {listed}", by)
+        raise StopRun(f"The plan shows this migration introduces ERROR-level advisor lint(s): "
+                      f"{listed}. Nothing was applied.",
+                      hint=f"See {state.files.get('plan_md', 'the plan')} for each one and its "
+                           "fix; fix the migration, or pass --force to apply anyway.",
+                      checkpoint=cp.id)
+    ask_checkpoint(state, cp)
+    accept_introduced_lints(state, [f.key for f in errors])
+
+
+def extension_gate(state: RunState, cp: CheckpointSpec) -> None:
+    """Action `extension_gate`: pg_stat_statements is missing from the database; create it?
+    Only --create-extension or the interactive user's yes creates it (then hypopg too, when
+    the server has it); yolo, scripts and the model never do."""
+    from dbsage.agent.steps import want_extensions
+    from dbsage.tools.hotpaths import top_queries
+
+    if state.options.flags.get("create_extension"):
+        state.policy.log(cp.id, "yes", "--create-extension")
+        return
+    hot = top_queries(ensure_connected(state), 1)
+    if hot.status != "extension_missing":
+        return
+    if state.policy.name != "interactive":
+        state.policy.log(cp.id, "no", f"{state.policy.name}: no extension is created without "
+                         "--create-extension")
+        return
+    from dataclasses import replace
+
+    detail = "\n".join([hot.message, *hot.how_to_enable])
+    if state.policy.checkpoint(replace(question(state, cp, detail), default="no")) == "yes":
+        want_extensions(state)
+
+
+def advisor_delta_detail(state: RunState) -> str:
+    """The ERROR-level findings the migration introduces, each with why and its fix."""
+    from dbsage.agent.render import delta_text
+    from dbsage.agent.steps import advisor_delta_of, delta_doc
+
+    delta = advisor_delta_of(state)
+    if delta is None:
+        return ""
+    return delta_text(delta_doc(delta, state.options.exposed_schemas), errors_only=True)
+
+
+ACTIONS.update({"advisor_gate": advisor_gate, "extension_gate": extension_gate})
+DETAILS.update({"advisor_delta": advisor_delta_detail})

@@ -487,35 +487,112 @@ def status(*, db: Db = None, as_json: Json = False, session: Session) -> Outcome
                    exit_code=0 if ok else 1)
 
 
-@command("rls-audit", example="*rls-audit", aliases=("rls",), tool="rls_audit",
+def _probe_roles(value: str) -> str:
+    """API roles to impersonate, comma-separated: anon, authenticated, service_role."""
+    names = [x.strip().lower() for x in value.split(",") if x.strip()]
+    if not names or any(n not in ("anon", "authenticated", "service_role") for n in names):
+        raise ValueError("ROLES are anon, authenticated and/or service_role, comma-separated "
+                         f"(e.g. anon,authenticated), not {value!r}")
+    return ",".join(dict.fromkeys(names))
+
+
+def _claims_json(value: str) -> str:
+    """A JSON object of JWT claims (e.g. the user's id as sub)."""
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise ValueError('JSON must be a JSON object of claims, e.g. {"sub": "<user id>"}, '
+                         f"not {value!r}")
+    return json.dumps(parsed)
+
+
+VALIDATORS.setdefault("probe_roles", _probe_roles)  # grammar.py's table; every front end uses it
+VALIDATORS.setdefault("claims_json", _claims_json)
+AsRoles = Annotated[str | None, Param(
+    "impersonate ROLES side by side (anon, authenticated, service_role; comma-separated): "
+    "rows each SELECT returns, whether INSERT/UPDATE/DELETE are allowed (always rolled back)",
+    flag="--as", metavar="ROLES", check="probe_roles", example="anon,authenticated")]
+Claims = Annotated[str | None, Param(
+    "the authenticated probe's JWT claims, a JSON object (its sub is auth.uid())",
+    flag="--claims", metavar="JSON", check="claims_json",
+    example='\'{"sub": "00000000-0000-0000-0000-000000000001"}\'')]
+Top = Annotated[str | None, Param(
+    "analyse the N slowest statements by total and by mean time (default 10)", flag="--top",
+    metavar="N", check="positive_int", example="5")]
+CreateExtension = Annotated[bool, Param(
+    "create pg_stat_statements (and hypopg, when the server has it) if the database lacks it",
+    flag="--create-extension", llm=False)]
+
+
+def _exposed(session: Session, given: str | None) -> str | None:
+    """--exposed-schemas, else `[api] schemas` of supabase/config.toml, else None (the
+    session's default)."""
+    if given:
+        return given
+    from dbsage.agent.steps import project_exposed_schemas
+
+    found = project_exposed_schemas(session.project_dir)
+    return ",".join(found) if found else None
+
+
+@command("rls-audit", example="*rls-audit --as anon,authenticated", aliases=("rls",),
+         tool="rls_audit",
          keywords=("rls", "security", "secure", "policy", "policies", "row", "audit",
-                   "exposed"))
-def rls_audit(*, db: Db = None, exposed_schemas: Exposed = None, as_json: Json = False,
-              session: Session) -> Outcome:
-    """Audit row-level security: tables without RLS or policies in the exposed schemas."""
-    from dbsage.tools.smoke import rls_check_url
+                   "exposed", "who", "see", "access", "lint", "lints", "advisor", "advisors"))
+def rls_audit(*, db: Db = None, exposed_schemas: Exposed = None, as_roles: AsRoles = None,
+              claims: Claims = None, as_json: Json = False, session: Session) -> Outcome:
+    """Audit row level security: RLS, policies and coverage per exposed table, the lints.
 
-    url, shown = _target(session, db)
-    schemas = tuple(exposed_schemas.split(",")) if exposed_schemas else session.exposed_schemas
-    outcome = rls_check_url(url, schemas)
-    data = {"target": shown, "status": outcome.status, "detail": outcome.detail,
-            "tables": list(outcome.items)}
-    if as_json:
-        return Outcome("rls-audit", text=json.dumps(data, indent=2), data=data, as_json=True)
-    mark = "✅" if outcome.status == "pass" else "⚠"
-    lines = [f"{mark} {outcome.title}", f"  {outcome.detail}"]
-    lines += [f"  - {t}" for t in outcome.items]
-    return Outcome("rls-audit", text="\n".join(lines), data=data)
+    Per table of the exposed schemas (--exposed-schemas, else [api] schemas of
+    supabase/config.toml, else public): RLS on/off, FORCE, each policy, the commands its
+    permissive policies cover; the Supabase advisor lints about exposure, each with why and a
+    fix; with --as, what each role can actually see and change (impersonated in a
+    transaction that is always rolled back). Exit code 1 when an ERROR-level lint or an
+    exposed table without RLS or without any policy exists.
+    """
+    from dbsage.agent.runner import run_named
+
+    roles = as_roles.split(",") if as_roles else []
+    if claims and "authenticated" not in roles:
+        if roles:
+            raise CommandError("--claims are the JWT claims of the authenticated probe, but "
+                               f"--as {as_roles} does not probe authenticated.",
+                               hint=f"Use --as {as_roles},authenticated.")
+        roles = ["authenticated"]
+    opts = _run_options(session, mode="yolo", db=db, asker=_yes(),
+                        exposed=_exposed(session, exposed_schemas))
+    report = run_named("rls-audit", opts, roles=roles, claims=claims)
+    return _from_report("rls-audit", report, as_json)
 
 
-@command("analyze-hotpaths", example="*analyze-hotpaths", aliases=("hotpaths",),
+@command("analyze-hotpaths", example="*analyze-hotpaths --top 5", aliases=("hotpaths",),
+         tool="analyze_hotpaths",
          keywords=("hot", "hotpaths", "slow", "queries", "performance", "index", "indexes"))
-def analyze_hotpaths(*, db: Db = None, as_json: Json = False, session: Session) -> Outcome:
-    """Find the slowest queries and the indexes they are missing."""
-    return Outcome(
-        "analyze-hotpaths", ok=False, exit_code=1,
-        text="❌ analyze-hotpaths is not available yet in this version of dbsage.\n"
-             "Hint: until then, look at pg_stat_statements for the slowest queries.")
+def analyze_hotpaths(*, top: Top = None, db: Db = None,
+                     statement_timeout: StatementTimeout = None,
+                     create_extension: CreateExtension = False, as_json: Json = False,
+                     session: Session) -> Outcome:
+    """Find the slowest queries, their plans, what is wrong and the indexes that would help.
+
+    Reads pg_stat_statements; plans statements that may write with EXPLAIN only, and runs
+    EXPLAIN ANALYZE for read-only ones in read-only transactions that are rolled back: no
+    data changes. Writes supabase/docs/performance-analysis-{TS}.md. Creates no extension
+    unless --create-extension is given or you answer yes when asked.
+    """
+    from dbsage.agent.runner import run_named
+
+    asker: Asker | None = None
+    if session.interactive and not as_json:
+        from dbsage.agent.modes import ConsoleAsker
+
+        asker = session.asker or ConsoleAsker()
+    opts = _run_options(session, mode="interactive" if asker else "yolo", db=db,
+                        statement_timeout=statement_timeout, asker=asker or _yes(),
+                        flags={"create_extension": create_extension})
+    report = run_named("analyze-hotpaths", opts, top=int(top or 10))
+    return _from_report("analyze-hotpaths", report, as_json)
 
 
 # --------------------------------------------------------------------------- chat commands

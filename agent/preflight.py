@@ -17,7 +17,7 @@ from dbsage.agent.state import PLAN_DIR, RunState
 
 def build_plan(state: RunState) -> dict[str, Any]:
     """The pre-flight analysis: locks, sizes, rewrites, destructive ops, lint, dry-run."""
-    from dbsage.agent.steps import run_gate_dry_run
+    from dbsage.agent.steps import note_advisor_delta, run_gate_dry_run
     from dbsage.tools.analyze import count_rows_at_stake, missing_objects, table_sizes
     from dbsage.tools.catalog import schema_fingerprint
 
@@ -35,8 +35,9 @@ def build_plan(state: RunState) -> dict[str, Any]:
     if not m.transactional:
         state.warnings.append("Non-transactional file: the pre-flight dry-run validates it "
                               "by parsing only.")
-    run_gate_dry_run(state)
+    run_gate_dry_run(state)  # with the advisor lints before it and inside its transaction
     assert state.dry_run is not None
+    advisors = note_advisor_delta(state)
     return {
         "path": str(m.path), "checksum": m.checksum, "version": m.version,
         "fingerprint": schema_fingerprint(conn), "target": state.target_label,
@@ -59,6 +60,7 @@ def build_plan(state: RunState) -> dict[str, Any]:
                  for f in state.lint or []],
         "dry_run": {"passed": state.dry_run.passed,
                     "duration_s": round(state.dry_run.duration_s, 4)},
+        "advisors": advisors,
     }
 
 
@@ -85,6 +87,14 @@ def render_plan_markdown(plan: dict[str, Any]) -> str:
     for s in plan["statements"]:
         lines.append(f"| {s['line']} | {s['lock_level'] or '-'} | "
                      f"{'yes' if s['rewrites_table'] else ''} | `{s['sql']}` |")
+    advisors = plan.get("advisors")
+    if advisors:
+        lines += ["", "## Advisor lints", "", f"This migration {advisors['summary']}."]
+        for f in advisors["introduced"]:
+            lines += ["", f"- introduces **{f['level']} {f['name']}** on `{f['object']}`"
+                      + (f" ({f['item']})" if f["item"] else "") + f": {f['detail']}",
+                      f"  - Why: {f['why']}", "  - Fix:", "", "```sql", f["fix"], "```"]
+        lines += [f"- fixes {f['level']} {f['name']} on `{f['object']}`" for f in advisors["fixed"]]
     for title, key in (("Destructive operations", "destructive"),
                        ("Missing objects", "missing_objects"), ("squawk", "lint")):
         if plan[key]:

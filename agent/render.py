@@ -267,9 +267,9 @@ def _policy_lines(t: dict[str, Any]) -> list[str]:
         lines.append(f"    policy \"{p['name']}\" FOR {p['command']} {kind} TO "
                      f"{', '.join(p['roles'])}")
         if p["using"] is not None:
-            lines.append(f"      USING ({p['using']})")
+            lines.append(f"      using ({p['using']})")
         if p["with_check"] is not None:
-            lines.append(f"      WITH CHECK ({p['with_check']})")
+            lines.append(f"      with check ({p['with_check']})")
     return lines
 
 
@@ -461,6 +461,13 @@ def _print_details(out: Console, r: RunReport) -> bool:
         title = f"🔒 RLS audit of {', '.join(details['rls']['schemas'])}"
     elif r.task == "analyze-hotpaths" and "hotpaths" in details:
         title = "⚡ Hot paths"
+    elif r.task in ("rls-audit", "analyze-hotpaths"):  # stopped before it found anything
+        err = r.error or {}
+        out.print(f"❌ {r.task} stopped: {err.get('message', r.status)}", style="bold red",
+                  markup=False)
+        if err.get("hint"):
+            out.print(f"Hint: {err['hint']}", markup=False)
+        return True
     else:
         return False
     out.print(title, style="bold", markup=False)
@@ -477,8 +484,10 @@ def _print_details(out: Console, r: RunReport) -> bool:
         if err.get("hint"):
             out.print(f"Hint: {err['hint']}", markup=False)
     _print_next_steps(out, r)
+    shown = (r.error or {}).get("message", "")
     for w in r.warnings:
-        out.print(f"⚠ {w}", style="yellow", markup=False)
+        if w not in shown:  # a failed check is both a warning and part of the verdict
+            out.print(f"⚠ {w}", style="yellow", markup=False)
     return True
 
 

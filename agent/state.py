@@ -176,6 +176,7 @@ class RunState:
     next_steps: list[tuple[str, str]] = field(default_factory=list)
     follow_up: str | None = None
     follow_up_result: dict[str, Any] | None = None
+    details: dict[str, Any] | None = None  # the report's `details` sections (steps fill them)
     error: dict[str, Any] | None = None
     exit_code: int = 0
 
@@ -219,7 +220,8 @@ def build_report(state: RunState) -> RunReport:
         prompts=state.policy.prompts, changes=list(state.changes), ddl=state.ddl,
         smoke=state.smoke_out, success_text=state.success_text,
         next_steps=list(state.next_steps), follow_up=state.follow_up,
-        follow_up_result=state.follow_up_result, error=state.error, exit_code=state.exit_code)
+        follow_up_result=state.follow_up_result, details=state.details, error=state.error,
+        exit_code=state.exit_code)
 
 
 def _file_warnings(state: RunState) -> list[str]:

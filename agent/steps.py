@@ -21,9 +21,15 @@ from dbsage.agent.state import Pending, RollbackPlan, RunState, StatementOutcome
 from dbsage.tools.errors import DbsageError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import psycopg
 
+    from dbsage.tools.advisors import AdvisorDelta, LintFinding
     from dbsage.tools.apply import StatementResult
+    from dbsage.tools.hotpaths import Finding as HotFinding
+    from dbsage.tools.hotpaths import HotpathsReport, QueryPlan
+    from dbsage.tools.rls import AccessMatrix, RlsAudit
     from dbsage.tools.seed import SeedPlan, SeedResult
 
 Step = Callable[[RunState], None]
@@ -135,8 +141,9 @@ def apply_migration(state: RunState) -> None:
     try:
         state.apply_result = run(state.conn, m, lock_timeout=state.options.lock_timeout,
                                  statement_timeout=state.options.statement_timeout,
-                                 retry=lock_retry_policy(state), before_commit=record,
-                                 on_statement=progress, before_statements=_data_saver(state),
+                                 retry=lock_retry_policy(state), before_commit=_gate_commit(state, record),
+                                 on_statement=progress,
+                                 before_statements=_gate_baseline(state, _data_saver(state)),
                                  allow_transaction_control=bool(
                                      state.options.flags.get("allow_transaction_control")))
     except DbsageError as exc:  # a failed statement, or saving the data failed (rolled back)
@@ -238,7 +245,9 @@ def dry_run_step(state: RunState) -> None:
     state.fingerprint_before = schema_fingerprint(conn)
     state.dry_run = r = dry_run_migration(conn, m, lock_timeout=state.options.lock_timeout,
                                           statement_timeout=state.options.statement_timeout,
-                                          retry=lock_retry_policy(state))
+                                          retry=lock_retry_policy(state),
+                                          inside=advisor_delta_hook(state))
+    note_advisor_delta(state)
     for st in r.statements:
         out = state.statements[st.index - 1]
         out.record(st.status, st.rows_affected, st.duration_ms)
@@ -270,7 +279,8 @@ def run_gate_dry_run(state: RunState) -> None:
     state.dry_run = result = dry_run_migration(
         ensure_connected(state), ensure_parsed(state), lock_timeout=state.options.lock_timeout,
         statement_timeout=state.options.statement_timeout, retry=lock_retry_policy(state),
-        describe_changes=False, observe=False)  # a gate: pass or fail is all it needs
+        describe_changes=False, observe=False,  # a gate: pass or fail is all it needs
+        inside=advisor_delta_hook(state))  # ... and the advisor lints' delta
     if not result.passed:
         f = result.failure
         assert f is not None
@@ -528,3 +538,474 @@ STEPS: dict[str, Step] = {
     "release_lock": release_lock,
     "run_seed": run_seed,
 }
+
+
+# --- RLS audit, advisors, hot paths (issue 14) ------------------------------------------------
+# RunState has no typed fields for these results (agent/state.py is shared): the tools' own
+# frozen results live in `state.inputs` under these keys, written here and read only through
+# the accessors below, which check their type. What the report shows goes to `state.details`,
+# one JSON-ready section each ("rls", "lints", "access", "advisors", "hotpaths").
+_AUDIT, _LINTS, _ACCESS, _HOTPATHS = "rls_audit", "lint_findings", "access_matrix", "hotpaths"
+_BASELINE, _DELTA, _API_ROLES = "advisor_baseline", "advisor_delta", "api_roles"
+_GATE_BEFORE, _ACCEPTED, _CREATE_EXTENSION = "gate_baseline", "accepted_lints", "create_extension"
+DOCS_DIR = ("supabase", "docs")  # where the performance analysis is written
+# The advisor lints an RLS audit runs: those about what the API exposes (issue 14's list).
+EXPOSURE_LINTS: tuple[str, ...] = (
+    "rls_disabled_in_public", "policy_exists_rls_disabled", "rls_enabled_no_policy",
+    "rls_policy_always_true", "rls_references_user_metadata", "auth_rls_initplan",
+    "multiple_permissive_policies", "security_definer_view", "auth_users_exposed",
+    "function_search_path_mutable", "anon_security_definer_function_executable",
+    "authenticated_security_definer_function_executable", "sensitive_columns_exposed",
+    "public_bucket_allows_listing", "extension_in_public")
+ADVISOR_GATE = "advisor_errors"  # the decision point (checkpoint id) of introduced ERROR lints
+
+
+def _section(state: RunState, name: str, value: Any) -> None:
+    """Put a section in the report, exactly as --json will show it (lists, not tuples)."""
+    import json
+
+    state.details = {**(state.details or {}), name: json.loads(json.dumps(value, default=str))}
+
+
+def rls_audit_of(state: RunState) -> RlsAudit | None:
+    """The audit audit_rls_step made, if it ran."""
+    from dbsage.tools.rls import RlsAudit
+
+    value = state.inputs.get(_AUDIT)
+    return value if isinstance(value, RlsAudit) else None
+
+
+def lint_findings_of(state: RunState) -> list[LintFinding] | None:
+    """The findings run_exposure_lints made, if it ran."""
+    from dbsage.tools.advisors import LintFinding
+
+    value = state.inputs.get(_LINTS)
+    if isinstance(value, list) and all(isinstance(f, LintFinding) for f in value):
+        return value
+    return None
+
+
+def access_of(state: RunState) -> AccessMatrix | None:
+    """The impersonation matrix probe_access_step made, if any role was probed."""
+    from dbsage.tools.rls import AccessMatrix
+
+    value = state.inputs.get(_ACCESS)
+    return value if isinstance(value, AccessMatrix) else None
+
+
+def hotpaths_of(state: RunState) -> HotpathsReport | None:
+    """The analysis analyze_hotpaths_step made, if it ran."""
+    from dbsage.tools.hotpaths import HotpathsReport
+
+    value = state.inputs.get(_HOTPATHS)
+    return value if isinstance(value, HotpathsReport) else None
+
+
+def advisor_delta_of(state: RunState) -> AdvisorDelta | None:
+    """What the migration's statements did to the advisor lints, from a dry-run, if known."""
+    from dbsage.tools.advisors import AdvisorDelta
+
+    value = state.inputs.get(_DELTA)
+    return value if isinstance(value, AdvisorDelta) else None
+
+
+def finding_doc(f: LintFinding) -> dict[str, Any]:
+    """One lint finding for the report (with the lint's documentation page)."""
+    from dbsage.tools.advisors import LINTS
+
+    rule = LINTS.get(f.name)
+    return {"name": f.name, "title": f.title, "level": f.level, "categories": list(f.categories),
+            "object": f.object, "object_type": f.object_type, "item": f.item,
+            "detail": f.detail, "why": f.why, "fix": f.fix, "docs": rule.docs if rule else ""}
+
+
+def lints_doc(findings: list[LintFinding]) -> dict[str, Any]:
+    """The lints section: counts by level, then every finding (ERROR first)."""
+    order = {"ERROR": 0, "WARN": 1, "INFO": 2}
+    ranked = sorted(findings, key=lambda f: order.get(f.level, 3))
+    return {"counts": {level: sum(f.level == level for f in findings) for level in order},
+            "findings": [finding_doc(f) for f in ranked]}
+
+
+def audit_doc(audit: RlsAudit) -> dict[str, Any]:
+    """The rls section: per table RLS, FORCE, policies, coverage and flags; summary counts."""
+    from dataclasses import asdict
+
+    tables = [{"table": t.qualified, "owner": t.owner, "rls_enabled": t.rls_enabled,
+               "rls_forced": t.rls_forced, "extension": t.extension,
+               "policies": [asdict(p) for p in t.policies], "covered": list(t.covered),
+               "uncovered": list(t.uncovered), "flags": list(t.flags)} for t in audit.tables]
+    return {"schemas": list(audit.schemas), "summary": asdict(audit.summary), "tables": tables,
+            "uncovered_tables": uncovered_tables(audit)}
+
+
+def uncovered_tables(audit: RlsAudit) -> list[str]:
+    """Exposed tables no permissive policy opens to anyone, or without RLS at all (tables an
+    extension owns are the extension's business)."""
+    return [t.qualified for t in audit.tables if t.extension is None
+            and ("rls_off" in t.flags or "rls_on_no_policy" in t.flags)]
+
+
+def access_doc(matrix: AccessMatrix) -> dict[str, Any]:
+    """The access section: tables x roles x commands, and the rows the connecting role sees."""
+    from dataclasses import asdict
+
+    return {"schemas": list(matrix.schemas), "roles": list(matrix.roles),
+            "tables": list(matrix.tables), "total_rows": dict(matrix.total_rows),
+            "cells": [asdict(c) for c in matrix.cells]}
+
+
+def store_audit(state: RunState, audit: RlsAudit, findings: list[LintFinding]) -> None:
+    """Keep an audit and its lints for the checks (a follow-up made them on its own session)."""
+    state.inputs[_AUDIT], state.inputs[_LINTS] = audit, findings
+
+
+def store_hotpaths(state: RunState, report: HotpathsReport) -> None:
+    """Keep an analysis for the checks (a follow-up made it on its own session)."""
+    state.inputs[_HOTPATHS] = report
+
+
+def want_extensions(state: RunState) -> None:
+    """The user said yes: the analysis may create pg_stat_statements (and hypopg)."""
+    state.inputs[_CREATE_EXTENSION] = True
+
+
+def project_exposed_schemas(project_dir: Path) -> tuple[str, ...] | None:
+    """`[api] schemas` of the project's supabase/config.toml, or None when it has none."""
+    try:
+        from dbsage.tools.project import read_project_config
+    except ImportError:  # pragma: no cover - a tree without tools/project.py
+        return None
+    config = read_project_config(project_dir)
+    return tuple(config.api.schemas) if config.path is not None else None
+
+
+def audit_rls_step(state: RunState) -> None:
+    """Row level security of every table of the exposed schemas (the catalog only)."""
+    from dbsage.tools.rls import audit_rls
+
+    audit = audit_rls(ensure_connected(state), state.options.exposed_schemas)
+    state.inputs[_AUDIT] = audit
+    _section(state, "rls", audit_doc(audit))
+    s = audit.summary
+    state.step_note = (f"{s.tables} table(s) in {', '.join(audit.schemas)}: {s.rls_enabled} "
+                       f"with RLS, {s.policies} policy(ies)")
+    state.status = "passed"
+
+
+def run_exposure_lints(state: RunState) -> None:
+    """The advisor lints about what the API exposes (the catalog only)."""
+    from dbsage.tools.advisors import run_advisors
+
+    findings = run_advisors(ensure_connected(state), state.options.exposed_schemas,
+                            only=set(EXPOSURE_LINTS))
+    state.inputs[_LINTS] = findings
+    doc = lints_doc(findings)
+    _section(state, "lints", doc)
+    state.step_note = ", ".join(f"{n} {level}" for level, n in doc["counts"].items())
+
+
+def probe_access_step(state: RunState) -> None:
+    """Impersonate the roles of --as on every exposed table, in a transaction that is always
+    rolled back: who can SELECT, INSERT, UPDATE and DELETE what."""
+    import json
+
+    from dbsage.tools.rls import RoleProbe, probe_access
+
+    roles = [str(r) for r in state.inputs.get("roles") or []]
+    if not roles:
+        state.step_note = "no role to impersonate (none asked for)"
+        return
+    claims = state.inputs.get("claims")
+    parsed = json.loads(claims) if isinstance(claims, str) and claims else None
+    makers = {"anon": RoleProbe.anon, "service_role": RoleProbe.service_role,
+              "authenticated": lambda: RoleProbe.authenticated(claims=parsed)}
+    probes = [makers[r]() for r in roles]
+    matrix = probe_access(ensure_connected(state), state.options.exposed_schemas, probes,
+                          lock_timeout=state.options.lock_timeout)
+    state.inputs[_ACCESS] = matrix
+    _section(state, "access", access_doc(matrix))
+    state.step_note = (f"{len(matrix.roles)} role(s) x {len(matrix.tables)} table(s), in a "
+                       "transaction that was rolled back")
+
+
+# --- hot paths --------------------------------------------------------------------------------
+
+def _plan_doc(plan: QueryPlan) -> dict[str, Any]:
+    from dbsage.tools.hotpaths import plan_outline
+
+    return {"explain": plan.explain, "analyzed": plan.analyzed, "read_only": plan.read_only,
+            "write_reason": plan.write_reason, "generic": plan.generic,
+            "total_cost": plan.total_cost, "planning_ms": plan.planning_ms,
+            "execution_ms": plan.execution_ms, "notes": list(plan.notes),
+            "outline": plan_outline(plan)}
+
+
+def _hot_finding_doc(f: HotFinding) -> dict[str, Any]:
+    return {"kind": f.kind, "severity": f.severity, "title": f.title, "evidence": f.evidence,
+            "suggestion": f.suggestion, "relation": f.relation, "columns": list(f.columns),
+            "node": f.node}
+
+
+def hotpaths_doc(report: HotpathsReport, now: datetime | None = None) -> dict[str, Any]:
+    """The hotpaths section: statistics, per statement its plan and findings, catalog
+    findings, recommended indexes (each with the migration file to put it in)."""
+    from datetime import timedelta
+
+    hot = report.hot
+    number = {(q.stat.queryid, q.stat.query): q.number for q in report.queries}
+    queries = [{"number": q.number, "query": q.stat.query, "calls": q.stat.calls,
+                "total_ms": q.stat.total_ms, "mean_ms": q.stat.mean_ms, "max_ms": q.stat.max_ms,
+                "rows": q.stat.rows, "share": q.stat.share,
+                "plan": _plan_doc(q.plan) if q.plan else None, "error": q.error,
+                "findings": [_hot_finding_doc(f) for f in q.findings]} for q in report.queries]
+    start = now or datetime.now(UTC)
+    advice = []
+    for i, a in enumerate(report.indexes.advice):
+        version = (start + timedelta(seconds=i + 1)).strftime("%Y%m%d%H%M%S")
+        stem = "_".join(["add", a.table, *a.columns, "index"])
+        advice.append({"relation": a.relation, "columns": list(a.columns), "sql": a.sql,
+                       "reason": a.reason, "verified": a.verified,
+                       "verification": a.verification, "cost_before": a.cost_before,
+                       "cost_after": a.cost_after, "improvement": a.improvement,
+                       "helps": [number[k] for k in number if k[1] in a.queries],
+                       "migration": f"supabase/migrations/{version}_{stem}.sql"})
+    return {
+        "database": report.database, "server_version": report.server_version,
+        "statistics": {"status": hot.status, "message": hot.message,
+                       "how_to_enable": list(hot.how_to_enable), "entries": hot.entries,
+                       "excluded": hot.excluded, "hidden": hot.hidden,
+                       "stats_since": hot.stats_since.isoformat() if hot.stats_since else None,
+                       "extension_created": hot.extension_created},
+        "by_total": [number.get((s.queryid, s.query)) for s in hot.by_total],
+        "by_mean": [number.get((s.queryid, s.query)) for s in hot.by_mean],
+        "queries": queries,
+        "schema_findings": [_hot_finding_doc(f) for f in report.schema_findings],
+        "indexes": {"hypopg": report.indexes.hypopg, "note": report.indexes.note,
+                    "advice": advice, "skipped": list(report.indexes.skipped)},
+        "next_steps": list(report.next_steps)}
+
+
+def analyze_hotpaths_step(state: RunState) -> None:
+    """The top statements of pg_stat_statements, their plans, findings and index advice;
+    changes no data (tools/hotpaths.py). An extension is created only with
+    --create-extension or the user's yes at the create_extension checkpoint."""
+    from dbsage.tools.hotpaths import analyze_hotpaths
+
+    top = state.inputs.get("top")
+    create = (bool(state.options.flags.get("create_extension"))
+              or state.inputs.get(_CREATE_EXTENSION) is True)
+    report = analyze_hotpaths(ensure_connected(state), top if isinstance(top, int) else 10,
+                              create_extension=create,
+                              statement_timeout=state.options.statement_timeout or "10s")
+    state.inputs[_HOTPATHS] = report
+    _section(state, "hotpaths", hotpaths_doc(report))
+    planned = sum(1 for q in report.queries if q.plan)
+    state.step_note = (f"{len(report.queries)} statement(s), {planned} planned, "
+                       f"{len(report.findings)} finding(s), {len(report.indexes.advice)} index(es)")
+    state.status = "passed"
+
+
+def write_hotpaths_report(state: RunState) -> None:
+    """supabase/docs/performance-analysis-{TS}.md."""
+    from dbsage.tools.hotpaths import write_report
+
+    report = hotpaths_of(state)
+    if report is None:
+        raise DbsageError("There is no analysis to write (analyze_hotpaths did not run).")
+    path = write_report(report, state.options.project_dir.joinpath(*DOCS_DIR))
+    state.files["report"] = state.rel(path)
+
+
+# --- advisor deltas: the lints before the migration and inside its dry-run ----------------------
+
+def api_roles_of(state: RunState) -> tuple[str, ...]:
+    """Supabase's API roles the target has (none: plain PostgreSQL), looked up once."""
+    value = state.inputs.get(_API_ROLES)
+    if isinstance(value, tuple):
+        return value
+    from dbsage.tools.advisors import api_roles
+
+    found = api_roles(ensure_connected(state))
+    state.inputs[_API_ROLES] = found
+    return found
+
+
+def advisor_delta_hook(state: RunState) -> Callable[[psycopg.Connection], None] | None:
+    """Evaluate every advisor lint now (before the migration), and return the hook that a
+    dry-run calls inside its transaction, after the statements, to evaluate them again: the
+    difference is the migration's delta (advisor_delta_of). None for a file that runs outside
+    a transaction (nothing can be looked at before it commits)."""
+    from dbsage.tools.advisors import compare_findings, run_advisors
+
+    if not ensure_parsed(state).transactional:
+        return None
+    exposed = state.options.exposed_schemas
+    before = run_advisors(ensure_connected(state), exposed)
+    state.inputs.pop(_DELTA, None)
+
+    def after(conn: psycopg.Connection) -> None:
+        try:
+            found = run_advisors(conn, exposed)
+        except Exception as exc:  # a look, never a reason to fail the dry-run (savepoint)
+            state.warnings.append(f"The advisor lints could not run after the statements: {exc}")
+            return
+        state.inputs[_DELTA] = compare_findings(before, found)
+
+    return after
+
+
+def delta_summary(delta: AdvisorDelta) -> str:
+    """"introduces rls_disabled_in_public on public.todos; fixes unindexed_foreign_keys on
+    public.orders" (or that nothing changed)."""
+
+    def listed(findings: tuple[LintFinding, ...]) -> str:
+        by_lint: dict[str, list[str]] = {}
+        for f in findings:
+            by_lint.setdefault(f.name, []).append(f.object + (f" ({f.item})" if f.item else ""))
+        return ", ".join(f"{name} on {', '.join(objects)}" for name, objects in by_lint.items())
+
+    parts = []
+    if delta.introduced:
+        parts.append(f"introduces {listed(delta.introduced)}")
+    if delta.fixed:
+        parts.append(f"fixes {listed(delta.fixed)}")
+    return "; ".join(parts) or "changes no advisor finding"
+
+
+def delta_doc(delta: AdvisorDelta, exposed: tuple[str, ...]) -> dict[str, Any]:
+    """The advisors section of a dry-run or a plan."""
+    return {"exposed_schemas": list(exposed), "summary": delta_summary(delta),
+            "introduced": [finding_doc(f) for f in delta.introduced],
+            "fixed": [finding_doc(f) for f in delta.fixed], "unchanged": len(delta.unchanged),
+            "introduced_errors": [f"{f.name} on {f.object}" for f in delta.introduced
+                                  if f.level == "ERROR"]}
+
+
+def note_advisor_delta(state: RunState) -> dict[str, Any] | None:
+    """After a dry-run with advisor_delta_hook: the advisors section, and a warning for each
+    ERROR-level finding the migration introduces. None when there is no delta (the dry-run
+    failed, or the file runs outside a transaction)."""
+    delta = advisor_delta_of(state)
+    if delta is None:
+        m = ensure_parsed(state)
+        if not m.transactional:
+            state.notices.append("Advisor lints: not compared (the file runs outside a "
+                                 "transaction, so nothing can be looked at before it commits).")
+        return None
+    doc = delta_doc(delta, state.options.exposed_schemas)
+    _section(state, "advisors", doc)
+    errors = doc["introduced_errors"]
+    if errors:
+        gate = (" Applying it stops on them (yolo and pre-flight: unless --force is given; "
+                "interactive: unless you accept them)." if api_roles_of(state) else "")
+        state.warnings.append(f"Advisors: this migration introduces ERROR-level lint(s): "
+                              f"{'; '.join(errors)}.{gate}")
+    return doc
+
+
+# --- the apply gate: an ERROR-level lint the migration introduces -------------------------------
+
+def advisor_gate_applies(state: RunState) -> bool:
+    """Whether the apply judges the ERROR-level lints its statements introduce: a file that
+    runs in one transaction, on a database with Supabase's API roles (on plain PostgreSQL no
+    Data API serves the exposed schemas: dry-run and plan still show the delta)."""
+    m = ensure_parsed(state)
+    # a file run as written (its own BEGIN/COMMIT) has committed by the time it could be judged
+    as_written = bool(getattr(m, "transaction_control", ()))
+    return m.transactional and not as_written and bool(api_roles_of(state))
+
+
+def error_lints() -> set[str]:
+    from dbsage.tools.advisors import LINTS
+
+    return {name for name, rule in LINTS.items() if rule.level == "ERROR"}
+
+
+def accept_introduced_lints(state: RunState, keys: list[tuple[str, str, str]]) -> None:
+    """The user accepted these introduced findings at the checkpoint: the gate lets them pass."""
+    state.inputs[_ACCEPTED] = list(keys)
+
+
+def _gate_baseline(state: RunState, inner: Callable[[psycopg.Connection], None] | None
+                   ) -> Callable[[psycopg.Connection], None] | None:
+    """apply's before_statements: the ERROR-level lints inside the migration's transaction,
+    before its first statement (again on each retry), then `inner` (saving destroyed data)."""
+    if not advisor_gate_applies(state):
+        return inner
+    from dbsage.tools.advisors import run_advisors
+
+    def before(conn: psycopg.Connection) -> None:
+        state.inputs[_GATE_BEFORE] = run_advisors(conn, state.options.exposed_schemas,
+                                                  only=error_lints())
+        if inner is not None:
+            inner(conn)
+
+    return before
+
+
+def _gate_commit(state: RunState, record: Callable[[psycopg.Connection, list[StatementResult]],
+                                                   None]
+                 ) -> Callable[[psycopg.Connection, list[StatementResult]], None]:
+    """apply's before_commit: the ERROR-level lints again after the statements; one the
+    migration introduces stops it (the transaction rolls back) unless accepted: --force in
+    yolo and pre-flight (logged), the user's yes at the checkpoint in interactive mode."""
+    if not advisor_gate_applies(state):
+        return record
+    from dbsage.tools.advisors import LintFinding, compare_findings, run_advisors
+
+    def gate(conn: psycopg.Connection, results: list[StatementResult]) -> None:
+        before = state.inputs.get(_GATE_BEFORE)
+        if isinstance(before, list) and all(isinstance(f, LintFinding) for f in before):
+            after = run_advisors(conn, state.options.exposed_schemas, only=error_lints())
+            introduced = [f for f in compare_findings(before, after).introduced
+                          if f.level == "ERROR"]
+            if introduced:
+                _judge_introduced(state, introduced)
+        record(conn, results)
+
+    return gate
+
+
+def _judge_introduced(state: RunState, introduced: list[LintFinding]) -> None:
+    """Let the introduced ERROR-level findings pass (logged), or stop: StopRun rolls back."""
+    from dbsage.agent.modes import Question
+
+    listed = "; ".join(f"{f.name} on {f.object}" + (f" ({f.item})" if f.item else "")
+                       for f in introduced)
+    accepted = state.inputs.get(_ACCEPTED)
+    mode = state.policy.name
+    if mode == "yolo":
+        q = Question(ADVISOR_GATE, f"The migration introduces ERROR-level lint(s): {listed}")
+        allowed = state.policy.override(q, "force")
+    elif mode == "preflight":
+        allowed = bool(state.options.flags.get("force"))
+        state.policy.log(ADVISOR_GATE, "yes" if allowed else "no",
+                         f"pre-flight: ERROR-level lint(s) introduced: {listed} — "
+                         + ("accepted by --force" if allowed else "refused (--force not given)"),
+                         "plan")
+    else:
+        allowed = isinstance(accepted, list) and all(f.key in accepted for f in introduced)
+        if not allowed:
+            state.policy.log(ADVISOR_GATE, "no", f"ERROR-level lint(s) introduced that were not "
+                             f"shown at the checkpoint: {listed}")
+    if allowed:
+        state.warnings.append(f"Applied although it introduces ERROR-level lint(s): {listed} "
+                              "(accepted; see the decision log).")
+        return
+    state.notices.append("Everything was rolled back: the database is unchanged.")
+    raise StopRun(
+        f"The migration introduces ERROR-level advisor lint(s): {listed}. Nothing was applied "
+        "(the transaction was rolled back).",
+        hint=f"`*dry-run {state.path}` lists each one with its fix; fix the migration, or "
+             "accept them with --force.",
+        lints=[finding_doc(f) for f in introduced])
+
+
+STEPS.update({
+    "audit_rls": audit_rls_step,
+    "run_exposure_lints": run_exposure_lints,
+    "probe_access": probe_access_step,
+    "analyze_hotpaths": analyze_hotpaths_step,
+    "write_hotpaths_report": write_hotpaths_report,
+})

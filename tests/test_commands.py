@@ -74,6 +74,10 @@ VALID: list[tuple[str, str, dict[str, str], dict[str, str | bool]]] = [
     ("*quit", "exit", {}, {}),
     ("*rls-audit --json", "rls-audit", {}, {"json": True}),
     ("*hotpaths", "analyze-hotpaths", {}, {}),
+    ("*rls --as 'Anon, authenticated' --claims '{\"sub\": \"u1\"}'", "rls-audit", {},
+     {"as": "anon,authenticated", "claims": '{"sub": "u1"}'}),
+    ("*analyze-hotpaths --top 05 --create-extension", "analyze-hotpaths", {},
+     {"top": "5", "create_extension": True}),
 ]
 
 # (line, error class, text in the message, text in the hint)
@@ -119,6 +123,10 @@ INVALID: list[tuple[str, type[CommandError], str, str]] = [
     ("*mode turbo", CommandError, "unknown mode 'turbo'", "Usage: *mode"),
     ("*help dyr-run", CommandError, "Did you mean *dry-run?", "Usage: *help [COMMAND]"),
     ("*exit now", CommandError, "unexpected argument(s): now", "Usage: *exit"),
+    ("*rls-audit --as admin", CommandError, "ROLES are anon, authenticated and/or service_role",
+     "Usage: *rls-audit"),
+    ("*rls-audit --claims '[1]'", CommandError, "JSON must be a JSON object", "Usage: *rls-audit"),
+    ("*analyze-hotpaths --top 0", CommandError, "at least 1", "Usage: *analyze-hotpaths"),
 ]
 
 
@@ -194,7 +202,11 @@ def test_each_command_accepts_exactly_its_declared_options(spec: CommandSpec, fl
 def test_the_option_sets_are_as_documented() -> None:
     declared = {spec.name: {o.flag for o in spec.options} for spec in COMMANDS}
     assert declared["apply-migration"] == set(OPTIONS) - {
-        "--allow-data-loss", "--prepare-only", "--exposed-schemas"}
+        "--allow-data-loss", "--prepare-only", "--exposed-schemas", "--as", "--claims", "--top",
+        "--create-extension"}
+    assert declared["rls-audit"] == {"--db", "--exposed-schemas", "--as", "--claims", "--json"}
+    assert declared["analyze-hotpaths"] == {"--top", "--db", "--statement-timeout",
+                                            "--create-extension", "--json"}
     assert declared["rollback"] >= {"--prepare-only", "--allow-data-loss", "--answers"}
     assert "--force" not in declared["rollback"]  # it was accepted and ignored
     assert declared["status"] == {"--db", "--json"}
@@ -274,6 +286,9 @@ def _option_value(flag: str) -> st.SearchStrategy[str | bool]:
         "--statement-timeout": durations,
         "--answers": st.sampled_from(["answers.yaml", "ci/my answers.yml"]),
         "--exposed-schemas": st.sampled_from(["public", "public,api"]),
+        "--as": st.sampled_from(["anon", "anon,authenticated", "service_role"]),
+        "--claims": st.sampled_from(['{"sub": "u1"}', '{"sub": "u 2", "app_metadata": {}}']),
+        "--top": st.sampled_from(["1", "10"]),
     }.get(flag, st.just(True))
 
 

@@ -132,7 +132,8 @@ def test_reads_outside_the_migrations_folder_are_refused(session: ChatSession) -
 def test_tools_have_schemas_and_one_line_descriptions(session: ChatSession) -> None:
     tools = {t.name: t for t in llm.build_tools(session)}
     assert set(tools) == {"apply_migration", "dry_run", "rollback", "smoke_test", "plan",
-                          "status", "rls_audit", "list_migrations", "read_migration"}
+                          "status", "rls_audit", "analyze_hotpaths", "list_migrations",
+                          "read_migration"}
     for tool in tools.values():
         assert tool.description and "\n" not in tool.description
     assert set(tools["apply_migration"].args) == {"path"}

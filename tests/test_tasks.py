@@ -111,7 +111,7 @@ def test_apply_migration_contract() -> None:
     assert 5 <= len(interactive) <= 10
     assert [c.id for c in apply.checkpoints] == [
         "confirm_migration_file", "confirm_database", "dry_run_done", "snapshot_notice",
-        "confirm_apply", "post_migration_menu"]
+        "advisor_errors", "confirm_apply", "post_migration_menu"]
     assert not [c for c in apply.checkpoints if "yolo" in c.modes]
     dry = next(c for c in apply.checkpoints if c.id == "dry_run_done")
     assert dry.stop_message is not None and "*dry-run {path}" in dry.stop_message
@@ -119,6 +119,7 @@ def test_apply_migration_contract() -> None:
     menu = apply.checkpoints[-1]
     assert [o.command for o in menu.options] == [
         "*smoke-test", "*rls-audit", "*analyze-hotpaths", None]
+    assert [o.run for o in menu.options] == ["smoke_test", "rls_audit", "analyze_hotpaths", None]
 
     assert [n.command for n in apply.next_steps] == ["*smoke-test", "*rls-audit", "*rollback {ts}"]
     rendered = apply.success_output.format(
@@ -147,7 +148,8 @@ def test_shipped_file_with_unregistered_check_names_file_and_line() -> None:
 def test_unknown_task_name_lists_the_shipped_tasks() -> None:
     with pytest.raises(TaskDefinitionError, match="unknown task 'apply'") as info:
         load("apply")
-    assert "apply-migration, dry-run, rollback, smoke-test" in str(info.value)
+    assert all(name in str(info.value) for name in (
+        "analyze-hotpaths", "apply-migration", "dry-run", "rls-audit", "rollback", "smoke-test"))
 
 
 def test_load_by_path_equals_load_by_name() -> None:
