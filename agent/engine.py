@@ -50,6 +50,9 @@ class Registries:
     finish: Callable[[RunState], None]  # fills the success text, writes the decision log
     cleanup: Callable[[RunState], None]  # stops what a run left behind (early snapshot)
     error_kind: Callable[[DbsageError], str | None] = lambda exc: None  # for error_handling.errors
+    # What an interrupt left committed, when the task knows better than one file's statements
+    # (a batch: the files before the one that was running); None: the engine's own account.
+    interrupted: Callable[[RunState], DbsageError | None] = lambda state: None
 
 
 class ChecklistFailed(DbsageError):
@@ -130,7 +133,7 @@ def run_task(reg: Registries, state: RunState) -> None:
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (the CLI raises Terminated)
         from dbsage.tools.errors import Terminated
 
-        error = _interrupted(state)
+        error = reg.interrupted(state) or _interrupted(state)
         error.exit_code = 143 if isinstance(exc, Terminated) else 130
         _fail(state, error, None)
         state.exit_code = error.exit_code  # also after a commit: the run did not finish

@@ -217,3 +217,24 @@ def test_a_documented_error_kind_adds_its_title_cause_and_resolution() -> None:
     assert state.error is not None
     assert (state.error["title"], state.error["cause"], state.error["hint"]) == (
         "Lock Already Held", "another run", "wait for it")
+
+
+def test_an_interrupt_hook_tells_what_a_batch_committed() -> None:
+    from dataclasses import replace as with_fields
+
+    from dbsage.tools.errors import RunInterrupted
+
+    d = task(["a", "b"])
+    fake = Fake()
+    fake.raise_["a"] = KeyboardInterrupt()
+    told = RunInterrupted("Interrupted. 2 of 3 file(s) were committed and stay applied")
+    registries = with_fields(fake.registries(d), interrupted=lambda state: told)
+    state = state_for(d)
+    run_task(registries, state)
+    assert state.exit_code == 130 and "step release" in fake.log
+    assert state.error is not None and "2 of 3 file(s) were committed" in state.error["message"]
+    # without an account of its own (None), the engine's stands
+    fake.log.clear()
+    state = state_for(d)
+    run_task(with_fields(fake.registries(d), interrupted=lambda state: None), state)
+    assert state.error is not None and "Nothing was committed" in state.error["message"]
