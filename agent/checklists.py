@@ -590,3 +590,244 @@ def query_stats_available(state: RunState) -> CheckResult:
     if not hot.statements:
         return CheckResult("warn", f"{hot.message} No application statement to analyse yet.")
     return _ok(hot.message)
+
+
+# --- `up`: the batch of pending migrations (agent/batch.py) --------------------------------
+
+@check("batch_files_parse")
+def batch_files_parse(state: RunState) -> CheckResult:
+    """Every migration file of supabase/migrations/ (up to --to) is read and parses with
+    PostgreSQL's parser, before anything touches the database."""
+    from dbsage.agent.batch import ensure_batch
+
+    batch = ensure_batch(state)
+    if not batch.local.exists:
+        return _fail(f"there is no {state.rel(batch.local.folder)}/ folder")
+    skipped = [*batch.local.ignored, *([batch.local.skipped_init] if batch.local.skipped_init
+                                       else [])]
+    detail = f"{len(batch.files)} migration file(s) read; each parses"
+    if skipped:
+        return CheckResult("warn", f"{detail}; skipped as the Supabase CLI skips them (name "
+                           f"not <digits>_<name>.sql): {', '.join(skipped)}")
+    return _ok(detail)
+
+
+@check("batch_history_matches")
+def batch_history_matches(state: RunState) -> CheckResult:
+    """Every applied version has its file (the Supabase CLI's rule), no two files share a
+    version; an applied file that changed since is reported (drift)."""
+    from dbsage.agent.batch import read_history
+
+    batch = read_history(state)
+    plan = batch.plan
+    assert plan is not None
+    if plan.missing:
+        listed = " ".join(plan.missing)
+        return _fail(f"applied version(s) with no file in supabase/migrations/: {listed} (make "
+                     "sure the folder is up to date, e.g. git pull; if the database is right, "
+                     f"take them out of the history: dbsage repair --status reverted {listed})")
+    dupes = [n for n in batch.local.duplicates]
+    if dupes:
+        return _fail(f"file(s) whose version another file already has: {', '.join(dupes)} "
+                     "(give each its own <YYYYMMDDHHMMSS>_ prefix)")
+    detail = (f"{len(plan.applied)} applied, {len(plan.pending)} pending"
+              + (f", {len(plan.beyond_to)} after --to" if plan.beyond_to else ""))
+    if batch.drifted:
+        return CheckResult("warn", f"{detail}; changed since they were applied (drift, not "
+                           f"applied again): {', '.join(batch.drifted)}")
+    return _ok(detail)
+
+
+@check("batch_in_order")
+def batch_in_order(state: RunState) -> CheckResult:
+    """No pending file is older than the latest applied version, unless --include-all asks
+    to apply them anyway (the Supabase CLI's rule)."""
+    from dbsage.agent.batch import names, read_history
+
+    batch = state.batch if state.batch and state.batch.plan else read_history(state)
+    plan = batch.plan
+    assert plan is not None
+    if not plan.out_of_order:
+        return _ok("every pending file is newer than the latest applied version"
+                   + (f" {plan.latest_applied}" if plan.latest_applied else ""))
+    listed = names(list(plan.out_of_order), limit=50)
+    if state.options.flags.get("include_all"):
+        return CheckResult("warn", f"older than the latest applied version "
+                           f"{plan.latest_applied}, applied in version order (--include-all): "
+                           f"{listed}")
+    return _fail(f"older than the latest applied version {plan.latest_applied}: {listed}")
+
+
+@check("pending_files_parse")
+def pending_files_parse(state: RunState) -> CheckResult:
+    """Each pending file reads as apply reads it (no psql meta-command, no statement dbsage
+    cannot run safely, no COMMIT in the middle), before anything is locked or changed."""
+    from dbsage.agent.batch import ensure_pending
+
+    pending = ensure_pending(state)
+    if not pending:
+        return _ok("nothing pending")
+    n = sum(len(f.migration.statements) for f in pending if f.migration)
+    outside = [f.name for f in pending if f.migration and not f.migration.transactional]
+    text = f"{len(pending)} pending file(s), {n} statement(s)"
+    if outside:
+        text += f"; run one by one, outside a transaction: {', '.join(outside)}"
+    return _ok(text)
+
+
+@check("batch_atomic_possible")
+def batch_atomic_possible(state: RunState) -> CheckResult:
+    """With --atomic, every pending file can run inside the batch's one transaction."""
+    from dbsage.agent.batch import ensure_pending
+
+    pending = ensure_pending(state)
+    if not state.options.flags.get("atomic"):
+        return _ok("each file runs in its own transaction")
+    blocked = [f.name for f in pending if f.migration and not f.migration.transactional]
+    if blocked:
+        return _fail(f"cannot run inside one transaction (CREATE INDEX CONCURRENTLY, VACUUM, "
+                     f"...): {', '.join(blocked)}")
+    return _ok(f"{len(pending)} file(s) in one transaction: all of them commit, or none")
+
+
+@check("batch_no_destructive")
+def batch_no_destructive(state: RunState) -> CheckResult:
+    """No pending file destroys data (DROP TABLE/COLUMN, rewriting type change, TRUNCATE,
+    DELETE/UPDATE without WHERE)."""
+    from dbsage.agent.batch import analysis, ensure_pending
+
+    found = [f"{f.name}:{o.line}: {o.kind.replace('_', ' ')} {o.table}"
+             + (f" ({', '.join(o.columns)})" if o.columns else "")
+             for f in ensure_pending(state) for o in analysis(f).destructive]
+    if not found:
+        return _ok("no statement destroys data")
+    return _fail(f"destructive statement(s): {'; '.join(found[:20])}"
+                 + (f"; and {len(found) - 20} more" if len(found) > 20 else ""))
+
+
+@check("batch_lint_clean")
+def batch_lint_clean(state: RunState) -> CheckResult:
+    """squawk (one process over every pending file) finds no error (warnings are reported)."""
+    from dbsage.agent.batch import lint_batch
+
+    findings = lint_batch(state)
+    errors = [(f, x) for f, x in findings if x.level == "error"]
+    shown = "; ".join(f"{f.name}:{x.line}: {x.rule}: {x.message}"
+                      for f, x in (errors or findings)[:5])
+    if errors:
+        return _fail(f"squawk: {len(errors)} error(s): {shown}")
+    if findings:
+        return CheckResult("warn", f"squawk: {len(findings)} warning(s): {shown}")
+    return _ok("squawk found nothing" if state.batch and state.batch.pending else
+               "nothing pending")
+
+
+@check("batch_committed")
+def batch_committed(state: RunState) -> CheckResult:
+    """A fresh session sees the history row of every file the batch applied: committed."""
+    from dbsage.agent.batch import applied_files, nothing_to_apply
+    from dbsage.tools.history import recorded_in_new_session_many
+
+    if nothing_to_apply(state):
+        return _ok("nothing to apply")
+    done = applied_files(state)
+    if state.status != "applied" or state.target is None or not done:
+        return _fail("the batch did not commit")
+    seen = recorded_in_new_session_many(state.target.url, [f.version for f in done])
+    if seen == len(done):
+        return _ok(f"{seen} file(s) committed: visible from a new session")
+    return _fail(f"a new session sees {seen} of the {len(done)} history rows")
+
+
+@check("batch_history_rows_present")
+def batch_history_rows_present(state: RunState) -> CheckResult:
+    """Both history rows of every applied file exist, with this run's TS."""
+    from dbsage.agent.batch import applied_files, nothing_to_apply
+    from dbsage.tools.history import batch_rows
+
+    if nothing_to_apply(state):
+        return _ok("nothing to apply")
+    done = applied_files(state)
+    if not done:
+        return _fail("nothing was applied, so nothing was recorded")
+    rows = batch_rows(_conn(state), state.ts or "", [f.version for f in done])
+    if (rows.schema_migrations, rows.migration_log) == (len(done), len(done)):
+        return _ok(f"{len(done)} version(s) recorded in supabase_migrations and dbsage")
+    return _fail(f"history rows for {len(done)} file(s): supabase_migrations="
+                 f"{rows.schema_migrations}, dbsage.migration_log={rows.migration_log}")
+
+
+@check("batch_no_invalid_indexes")
+def batch_no_invalid_indexes(state: RunState) -> CheckResult:
+    """No index on the tables the batch touched is left invalid."""
+    from dbsage.agent.batch import applied_files, touched_tables
+    from dbsage.tools.smoke import check_invalid_indexes
+
+    tables = touched_tables(applied_files(state))
+    if not tables:
+        return _ok("the batch touched no table")
+    return _from_smoke(check_invalid_indexes(_conn(state), tables))
+
+
+@check("batch_no_not_valid_constraints")
+def batch_no_not_valid_constraints(state: RunState) -> CheckResult:
+    """Constraints the batch added NOT VALID and did not validate: a warning naming the
+    VALIDATE CONSTRAINT to write in a later migration."""
+    from dbsage.agent.batch import applied_files
+    from dbsage.tools.analyze import not_valid_additions
+    from dbsage.tools.smoke import check_not_valid_constraints
+
+    additions = [(f, a) for f in applied_files(state) if f.migration
+                 for a in not_valid_additions(f.migration)]
+    if not additions:
+        return _ok("the batch adds no NOT VALID constraint")
+    now = check_not_valid_constraints(_conn(state), sorted({a.table for _, a in additions}))
+    if now.status == "pass":
+        return _ok("the NOT VALID constraints the batch added are validated by a later file")
+    follow = "; ".join(a.validate_sql for _, a in additions)
+    return CheckResult("warn", f"left NOT VALID: {', '.join(now.items) or 'see the tables'}; "
+                       f"validate in a later migration once existing rows are fixed: {follow}")
+
+
+@check("batch_no_orphaned_fk_rows")
+def batch_no_orphaned_fk_rows(state: RunState) -> CheckResult:
+    """Foreign keys on the tables the batch touched have no orphaned rows."""
+    from dbsage.agent.batch import analysis, applied_files
+    from dbsage.tools.catalog import foreign_key_orphans
+
+    tables = sorted({t for f in applied_files(state) for s in analysis(f).statements
+                     for t in s.tables})
+    if not tables:
+        return _ok("the batch touches no table")
+    found = foreign_key_orphans(_conn(state), tables)
+    broken = [f"{o.child}.{o.constraint}: {o.rows} orphaned row(s)" for o in found.orphans
+              if o.validated]
+    pending = [f"{o.child}.{o.constraint}: {o.rows} orphaned row(s)" for o in found.orphans
+               if not o.validated]
+    if broken:
+        return _fail("; ".join(broken + pending))
+    if pending:
+        return CheckResult("warn", "; ".join(pending) + " under NOT VALID foreign key(s): "
+                           "fix or delete them before VALIDATE CONSTRAINT, which will fail")
+    return _ok(f"{found.checked} foreign key(s) checked, no orphaned rows")
+
+
+@check("batch_rls_enabled_on_new_tables")
+def batch_rls_enabled_on_new_tables(state: RunState) -> CheckResult:
+    """Tables the batch created in exposed schemas have row level security enabled."""
+    from dbsage.agent.batch import analysis, applied_files
+    from dbsage.tools.batch import tables_without_rls
+
+    exposed = state.options.exposed_schemas
+    created = list(dict.fromkeys(t for f in applied_files(state) for t in analysis(f).created
+                                 if t.split(".")[0] in exposed))
+    if not created:
+        return _ok(f"no new table in exposed schema(s) {', '.join(exposed)}")
+    tables, missing = tables_without_rls(_conn(state), created)
+    if not tables:
+        return _ok(f"no new table in exposed schema(s) {', '.join(exposed)}")
+    if missing:
+        return CheckResult("warn", f"RLS is off on new table(s) {', '.join(missing)}: anyone "
+                           "with the API key can read them (ALTER TABLE ... ENABLE ROW LEVEL "
+                           "SECURITY)")
+    return _ok(f"RLS enabled on {len(tables)} new table(s)")

@@ -36,12 +36,19 @@ def template_values(state: RunState) -> dict[str, str]:
             "checks_run": str(len(state.smoke.checks) if state.smoke else 0),
             "rollback_script": files.get("rollback", ""),
             "ts": state.ts or "{ts}", "snapshot_before": files.get("before", ""),
-            "snapshot_after": files.get("after", ""), "snapshot_diff": files.get("diff", "")}
+            "snapshot_after": files.get("after", ""), "snapshot_diff": files.get("diff", ""),
+            "batch_summary": _batch_summary(state)}
+
+
+def _batch_summary(state: RunState) -> str:
+    from dbsage.agent.batch import summary
+
+    return summary(state)
 
 
 TEMPLATE_VARIABLES = frozenset({"path", "target", "migration", "statements_run", "checks_run",
                                 "rollback_script", "ts", "snapshot_before", "snapshot_after",
-                                "snapshot_diff"})
+                                "snapshot_diff", "batch_summary"})
 
 
 def fill(text: str, values: dict[str, str]) -> str:
@@ -164,7 +171,46 @@ def menu(state: RunState, cp: CheckpointSpec) -> None:
         FOLLOW_UPS[choice.run](state)
 
 
-ACTIONS: dict[str, Action] = {"ask": ask, "dry_run_gate": dry_run_gate, "menu": menu}
+def batch_ask(state: RunState, cp: CheckpointSpec) -> None:
+    """Action `batch_ask`: `ask`, once for the whole batch (its plan is the detail); nothing
+    to ask when nothing is pending."""
+    from dbsage.agent.batch import nothing_to_apply
+
+    if nothing_to_apply(state):
+        state.policy.log(cp.id, "skipped", "nothing to apply")
+        return
+    ask(state, cp)
+
+
+def batch_dry_run_gate(state: RunState, cp: CheckpointSpec) -> None:
+    """Action `batch_dry_run_gate`: `dry_run_gate` for a batch. yolo runs none first; the
+    other modes ask only when some pending file has no passing dry-run on record."""
+    from dbsage.agent.batch import ensure_pending
+    from dbsage.tools.dryrun import find_passing_dry_run
+
+    pending = ensure_pending(state)
+    if not pending:
+        state.policy.log(cp.id, "skipped", "nothing to apply")
+        return
+    if state.options.flags.get("skip_dry_run"):
+        state.policy.log(cp.id, "skipped", "--no-dry-run: the user chose to apply without one")
+        return
+    if state.policy.name == "yolo":
+        state.policy.log(cp.id, "skipped", "yolo: no separate dry-run: each file runs in a "
+                         "transaction that any error rolls back")
+        return
+    conn = ensure_connected(state)
+    untried = [f for f in pending if f.migration is None
+               or find_passing_dry_run(conn, f.migration.checksum) is None]
+    if not untried:
+        state.policy.log(cp.id, "yes", f"a passing dry-run of each of the {len(pending)} "
+                         "file(s) is on record", "record")
+        return
+    ask_checkpoint(state, cp)
+
+
+ACTIONS: dict[str, Action] = {"ask": ask, "dry_run_gate": dry_run_gate, "menu": menu,
+                              "batch_ask": batch_ask, "batch_dry_run_gate": batch_dry_run_gate}
 
 
 # --- what a question shows ----------------------------------------------------------------------
@@ -182,8 +228,15 @@ def reverse_script(state: RunState) -> str:
     return resolve_rollback(state).script.render()
 
 
+def batch_plan(state: RunState) -> str:
+    """Every pending file of the batch, in order, with its statements and their locks."""
+    from dbsage.agent.batch import plan_text
+
+    return plan_text(state)
+
+
 DETAILS: dict[str, Detail] = {"statements_with_locks": statements_with_locks,
-                              "reverse_script": reverse_script}
+                              "reverse_script": reverse_script, "batch_plan": batch_plan}
 
 
 # --- follow-ups a menu option runs ---------------------------------------------------------------

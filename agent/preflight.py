@@ -117,3 +117,107 @@ def preflight_phase(state: RunState) -> None:
     for q, answer in zip(questions, state.policy.ask_batch(questions).values(), strict=True):
         if answer == "no":
             raise StopRun(f"Stopped: '{q.text}' was answered no in the plan review.")
+
+
+# --- `up`: the whole batch planned, every question asked up front -----------------------------
+
+def build_batch_plan(state: RunState) -> dict[str, Any]:
+    """The pre-flight analysis of every pending file: locks, sizes, rewrites, destructive
+    operations with the rows at stake, squawk, and a dry-run of the whole batch."""
+    from dbsage.agent.batch import analysis, ensure_pending
+    from dbsage.agent.resources import lock_retry_policy
+    from dbsage.agent.steps import acquire_lock
+    from dbsage.tools.analyze import count_rows_at_stake, table_sizes
+    from dbsage.tools.batch import dry_run_batch
+    from dbsage.tools.catalog import schema_fingerprint
+
+    conn = ensure_connected(state)
+    pending = ensure_pending(state)
+    files: list[dict[str, Any]] = []
+    tables = sorted({t for f in pending for a in analysis(f).statements for t in a.tables})
+    sizes = table_sizes(conn, tables)
+    for f in pending:
+        a, m = analysis(f), f.migration
+        assert m is not None
+        at_stake = count_rows_at_stake(conn, a.destructive)
+        files.append({
+            "file": f.name, "version": f.version, "checksum": m.checksum,
+            "transactional": m.transactional, "strongest_lock": a.strongest_lock,
+            "statements": [{"index": s.statement.index, "line": s.statement.line,
+                            "sql": s.statement.summary, "lock_level": s.lock_level,
+                            "tables": list(s.tables), "rewrites_table": s.rewrites_table}
+                           for s in a.statements],
+            "destructive": [{"kind": o.kind, "table": o.table, "columns": list(o.columns),
+                             "line": o.line,
+                             "rows_at_stake": at_stake[o].rows if o in at_stake else None}
+                            for o in a.destructive],
+            "lint": [{"rule": x.rule, "level": x.level, "line": x.line, "message": x.message}
+                     for x in f.lint]})
+    acquire_lock(state)
+    dry = dry_run_batch(conn, [f.migration for f in pending if f.migration is not None],
+                        lock_timeout=state.options.lock_timeout,
+                        statement_timeout=state.options.statement_timeout,
+                        retry=lock_retry_policy(state))
+    for entry, fr in zip(files, dry.files, strict=True):
+        entry["dry_run"] = fr.status
+        if fr.message:
+            entry["dry_run_failure"] = fr.message
+    return {"task": "up", "target": state.target_label, "fingerprint": schema_fingerprint(conn),
+            "atomic": bool(state.options.flags.get("atomic")), "files": files,
+            "tables": {t: {"exists": s.exists, "bytes": s.bytes,
+                           "estimated_rows": s.estimated_rows} for t, s in sizes.items()},
+            "dry_run": {"passed": dry.passed, "duration_s": round(dry.duration_s, 4)}}
+
+
+def render_batch_plan_markdown(plan: dict[str, Any]) -> str:
+    """The batch's plan as a reviewer reads it in a pull request."""
+    how = "in one transaction (--atomic)" if plan["atomic"] else "each in its own transaction"
+    lines = [f"# Pre-flight plan: {len(plan['files'])} pending migration(s)", "",
+             f"- Target: {plan['target']}", f"- Schema fingerprint: `{plan['fingerprint']}`",
+             f"- Runs {how}; dry-run of the batch: "
+             f"{'passed' if plan['dry_run']['passed'] else 'FAILED'}", ""]
+    for i, f in enumerate(plan["files"], 1):
+        lines += [f"## {i}. {f['file']}", "",
+                  f"Checksum `{f['checksum']}`; strongest lock {f['strongest_lock'] or 'none'}"
+                  f"; dry-run {f.get('dry_run', '-')}", "",
+                  "| line | lock | rewrite | statement |", "|---|---|---|---|"]
+        lines += [f"| {s['line']} | {s['lock_level'] or '-'} | "
+                  f"{'yes' if s['rewrites_table'] else ''} | `{s['sql']}` |"
+                  for s in f["statements"]]
+        for title, key in (("Destructive operations", "destructive"), ("squawk", "lint")):
+            if f[key]:
+                lines += ["", f"{title}:", *[f"- {x}" for x in f[key]]]
+        if f.get("dry_run_failure"):
+            lines += ["", f"Dry-run failure: {f['dry_run_failure']}"]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def preflight_batch_phase(state: RunState) -> None:
+    """Plan the whole batch, write the plan, ask every question in one batch before anything
+    runs."""
+    from dbsage.agent.batch import nothing_to_apply
+    from dbsage.tools.artifacts import write_json, write_text
+
+    assert isinstance(state.policy, PreflightPolicy)
+    if nothing_to_apply(state):
+        state.policy.ask_batch([])
+        return
+    state.plan = plan = build_batch_plan(state)
+    plan_dir = state.options.project_dir / PLAN_DIR
+    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    json_path = write_json(plan_dir / f"{stamp}_up_plan.json", plan)
+    md_path = write_text(plan_dir / f"{stamp}_up_plan.md", render_batch_plan_markdown(plan))
+    state.files["plan_json"], state.files["plan_md"] = state.rel(json_path), state.rel(md_path)
+    if not plan["dry_run"]["passed"]:
+        failed = next(f for f in plan["files"] if f.get("dry_run") == "failed")
+        raise StopRun(f"The pre-flight dry-run of the batch failed: "
+                      f"{failed.get('dry_run_failure')} Nothing was applied.",
+                      hint=f"See {state.files['plan_md']}.")
+    questions = [question(state, cp, detail_of(state, cp)) for cp in state.definition.checkpoints
+                 if "preflight" in cp.modes and cp.kind != "choice"]
+    state.notices.append(f"Pre-flight plan written to {state.files['plan_md']} "
+                         f"({len(questions)} question(s)).")
+    for q, answer in zip(questions, state.policy.ask_batch(questions).values(), strict=True):
+        if answer == "no":
+            raise StopRun(f"Stopped: '{q.text}' was answered no in the plan review.")

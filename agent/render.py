@@ -72,7 +72,9 @@ def print_report(report: RunReport) -> None:
     out = _console()
     if _print_details(out, report):  # rls-audit, analyze-hotpaths
         return
-    if report.task == "dry-run" and report.status == "passed":
+    if report.batch is not None:  # up, up --dry-run
+        _print_batch(out, report)
+    elif report.task == "dry-run" and report.status == "passed":
         _print_dry_run(out, report)
     elif report.task == "smoke-test" and report.smoke is not None:
         _print_smoke(out, report)
@@ -495,3 +497,40 @@ def _print_follow_up_details(out: Console, result: dict[str, Any]) -> None:
     """What a follow-up of the post-migration menu found (its details sections)."""
     for line in _details_lines(result.get("details") or {}, result.get("files") or {}):
         out.print(line, markup=False)
+
+
+_BATCH_MARKS = {"applied": "[green]✓[/green]", "passed": "[green]✓[/green]",
+                "parsed_only": "[green]~[/green]", "failed": "[red]✗[/red]",
+                "rolled_back": "[yellow]↺[/yellow]", "interrupted": "[red]![/red]",
+                "not_run": "[dim]·[/dim]", "pending": "[dim]·[/dim]"}
+
+
+def _print_batch(out: Console, r: RunReport) -> None:
+    """`up`: the outcome, then one line per file; a failure names the file, the line and what
+    stays committed."""
+    ok = r.exit_code == 0 and r.status in ("applied", "passed")
+    if ok:
+        lines = r.success_text.splitlines() or ["✅ Done"]
+        out.print(f"[bold green]{_e(lines[0])}[/bold green]")
+        for line in lines[1:] if r.ts else []:  # no TS: nothing applied, no snapshots
+            out.print(line, markup=False)
+    else:
+        _print_failure(out, r)
+    if r.target:
+        out.print(f"Database:  {r.target}", markup=False)
+    files = r.batch or []
+    if files:
+        width = max(len(f["file"]) for f in files)
+        out.print("Files:")
+        for f in files:
+            extra = f", {f['rows_affected']} row(s)" if f["rows_affected"] else ""
+            extra += f", attempts {f['attempts']}" if f["attempts"] > 1 else ""
+            out.print(f"  {_BATCH_MARKS.get(f['status'], '?')} {_e(f['file']):<{width}}  "
+                      f"[dim]{_e(f['status'])} ({f['statements']} statement(s), "
+                      f"{f['duration_ms']:.1f} ms{extra})[/dim]")
+    if not ok and r.statements and r.error and r.error.get("line"):
+        failing = [s for s in r.statements if s["status"] in ("failed", "interrupted")]
+        _print_statements(out, failing)
+    _print_checks(out, r)
+    if ok:
+        _print_next_steps(out, r)

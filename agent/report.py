@@ -43,6 +43,7 @@ class RunReport:
     details: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     exit_code: int = 0
+    batch: list[dict[str, Any]] | None = None  # `up`: each pending file, in order, and its outcome
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the --json output)."""

@@ -72,14 +72,23 @@ def ensure_connected(state: RunState) -> psycopg.Connection:
     state.target = target
     check_target(target)
     check_not_transaction_pooler(target.url)
+    starting = None
     if state.early_wanted and state.early_snapshot is None:
-        start_early_snapshot(state)
+        # psql exports the snapshot while this thread connects (both mostly wait on I/O)
+        import threading
+
+        starting = threading.Thread(target=start_early_snapshot, args=(state,), daemon=True)
+        starting.start()
     policy = retry_for(state, "connection_failed")
-    if policy:
-        state.conn = connect(target.url, autocommit=True, attempts=policy.attempts,
-                             first_wait=policy.initial_wait_seconds)
-    else:
-        state.conn = connect(target.url, autocommit=True, attempts=1)
+    try:
+        if policy:
+            state.conn = connect(target.url, autocommit=True, attempts=policy.attempts,
+                                 first_wait=policy.initial_wait_seconds)
+        else:
+            state.conn = connect(target.url, autocommit=True, attempts=1)
+    finally:
+        if starting is not None:
+            starting.join()  # at most start_early_snapshot's own timeout
     check_writable(state.conn)
     state.server_major = state.conn.info.server_version // 10000
     state.server_version = str(state.conn.info.parameter_status("server_version") or "")

@@ -53,7 +53,13 @@ def _preflight(state: RunState) -> None:
     preflight_phase(state)
 
 
-PHASES = {"plan_and_ask": _preflight}
+def _preflight_batch(state: RunState) -> None:
+    from dbsage.agent.preflight import preflight_batch_phase
+
+    preflight_batch_phase(state)
+
+
+PHASES = {"plan_and_ask": _preflight, "plan_batch_and_ask": _preflight_batch}
 
 
 def _finish(state: RunState) -> None:
@@ -79,6 +85,12 @@ def _cleanup(state: RunState) -> None:
     discard_early_snapshot(state)
 
 
+def _interrupted(state: RunState) -> DbsageError | None:
+    from dbsage.agent.batch import interrupted
+
+    return interrupted(state)
+
+
 def _error_kind(exc: DbsageError) -> str | None:
     """The `error_handling.errors` kind an error is (the most specific class first)."""
     from dbsage.tools import errors as e
@@ -98,7 +110,8 @@ def registries() -> Registries:
     from dbsage.agent.steps import STEPS
 
     return Registries(steps=STEPS, run_check=run_check, checkpoints=run_checkpoints,
-                      phases=PHASES, finish=_finish, cleanup=_cleanup, error_kind=_error_kind)
+                      phases=PHASES, finish=_finish, cleanup=_cleanup, error_kind=_error_kind,
+                      interrupted=_interrupted)
 
 
 def new_state(task: str, options: RunOptions, **inputs: Any) -> RunState:

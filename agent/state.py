@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from dbsage.agent.modes import Asker, ModePolicy
     from dbsage.tools.analyze import LintFinding, MigrationAnalysis
     from dbsage.tools.apply import ApplyResult, LockRetryPolicy
+    from dbsage.tools.batch import BatchDryRun, BatchResult, LocalFile, LocalMigrations, PendingPlan
     from dbsage.tools.connection import Target
     from dbsage.tools.dryrun import DryRunResult
     from dbsage.tools.rollback import DataTarget, ReverseScript, SavedData
@@ -55,6 +56,7 @@ class RunOptions:
     # Called once while the run waits for work left running (the after-snapshot): the CLI
     # loads its renderer then instead of after the run.
     while_waiting: Callable[[], None] | None = None
+    to_version: str | None = None  # `up --to V`: the batch stops after version V
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,48 @@ class Pending:
 
 
 @dataclass
+class BatchFile:
+    """One pending migration of an `up` batch: the parsed file, its analysis, and how it went."""
+
+    local: LocalFile
+    migration: MigrationFile | None = None
+    analysis: MigrationAnalysis | None = None
+    lint: list[LintFinding] = field(default_factory=list)
+    data_targets: list[DataTarget] = field(default_factory=list)
+    saved_data: list[SavedData] = field(default_factory=list)
+    first_statement: int = 0  # where its statements start in RunState.statements
+    # "pending", then "applied", "failed", "rolled_back" (atomic), "not_run"; dry-run:
+    # "passed", "failed", "parsed_only", "not_run"
+    status: str = "pending"
+    duration_ms: float = 0.0
+    attempts: int = 0
+    rows_affected: int = 0
+    message: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.local.migration.path.name
+
+    @property
+    def version(self) -> str:
+        return self.local.migration.version
+
+
+@dataclass
+class BatchRun:
+    """What an `up` run knows of the project's migrations (agent/batch.py fills it in)."""
+
+    local: LocalMigrations
+    files: list[LocalFile]  # read and syntax-checked: every candidate file (up to --to)
+    plan: PendingPlan | None = None  # set once the history is read
+    pending: list[BatchFile] = field(default_factory=list)
+    applied_checksums: dict[str, str | None] = field(default_factory=dict)
+    drifted: list[str] = field(default_factory=list)
+    result: BatchResult | None = None
+    dry_run: BatchDryRun | None = None
+
+
+@dataclass
 class RunState:
     """The state one run builds up, step by step (typed: no field is read as Any)."""
 
@@ -158,6 +202,7 @@ class RunState:
     step_note: str | None = None  # a step's one-line remark for the report's step entry
     data_targets: list[DataTarget] = field(default_factory=list)  # what the migration destroys
     saved_data: list[SavedData] = field(default_factory=list)  # and what was saved of it
+    batch: BatchRun | None = None  # `up`: the batch of pending migrations (agent/batch.py)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     # what the report shows (written by steps, read only by build_report)
     files: dict[str, str] = field(default_factory=dict)
@@ -221,7 +266,8 @@ def build_report(state: RunState) -> RunReport:
         smoke=state.smoke_out, success_text=state.success_text,
         next_steps=list(state.next_steps), follow_up=state.follow_up,
         follow_up_result=state.follow_up_result, details=state.details, error=state.error,
-        exit_code=state.exit_code)
+        exit_code=state.exit_code,
+        batch=_batch_dicts(state))
 
 
 def _file_warnings(state: RunState) -> list[str]:
@@ -240,3 +286,17 @@ def _statement_dict(s: StatementOutcome) -> dict[str, Any]:
     if d["locks"] is None:
         del d["locks"]
     return d
+
+
+def _batch_dicts(state: RunState) -> list[dict[str, Any]] | None:
+    """`up`: one entry per pending file, in order (None for a run that is not a batch)."""
+    if state.batch is None:
+        return None
+    return [{"version": f.version, "name": f.local.migration.name, "file": f.name,
+             "path": state.rel(f.local.migration.path), "status": f.status,
+             "statements": len(f.migration.statements) if f.migration else 0,
+             "rows_affected": f.rows_affected, "duration_ms": round(f.duration_ms, 3),
+             "attempts": f.attempts,
+             "transactional": bool(f.migration and f.migration.transactional),
+             "saved_rows": sum(x.rows for x in f.saved_data), "message": f.message}
+            for f in state.batch.pending]

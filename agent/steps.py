@@ -74,6 +74,8 @@ def take_snapshot_before(state: RunState) -> None:
     now, into the reserved {TS}_before.sql."""
     from dbsage.tools.artifacts import release_reservation
 
+    if _empty_batch(state):
+        return
     dest = ensure_paths(state).before
     early, state.early_snapshot = state.early_snapshot, None
     if early is not None:
@@ -95,6 +97,8 @@ def take_snapshot_after(state: RunState) -> None:
     """Start pg_dump for {TS}_after.sql; it runs while the post-conditions are checked."""
     from dbsage.tools.snapshot import start_snapshot
 
+    if _empty_batch(state):
+        return
     assert state.target is not None
     dest = ensure_paths(state).after
     running = start_snapshot(state.target.url, dest, state.server_major)
@@ -201,6 +205,8 @@ def diff_snapshots(state: RunState) -> None:
     """Write the unified diff of the before and after snapshots (once both exist)."""
     from dbsage.tools.diff import diff_snapshots as diff
 
+    if _empty_batch(state):
+        return
     paths = ensure_paths(state)
 
     def write() -> None:
@@ -1008,4 +1014,258 @@ STEPS.update({
     "probe_access": probe_access_step,
     "analyze_hotpaths": analyze_hotpaths_step,
     "write_hotpaths_report": write_hotpaths_report,
+})
+
+
+# --- `up`: the batch of pending migrations (agent/batch.py, tools/batch.py) ------------------
+
+def _empty_batch(state: RunState) -> bool:
+    """`up` with nothing pending: the snapshot steps have nothing to record."""
+    from dbsage.agent.batch import nothing_to_apply
+
+    if nothing_to_apply(state):
+        state.step_note = "nothing to apply"
+        return True
+    return False
+
+
+def check_batch_history(state: RunState) -> None:
+    """Under the lock: read the history again. A file another session applied meanwhile
+    leaves the batch; any other change stops the run (what was checked no longer holds).
+    Reserves the run's TS when there is something to apply."""
+    from dbsage.agent.batch import ensure_pending, read_history
+
+    assert state.batch is not None
+    checked = [f.name for f in state.batch.pending]
+    plan = read_history(state).plan
+    assert plan is not None
+    now = [m.path.name for m in plan.pending]
+    if now != checked:
+        if not set(now) <= set(checked) or plan.missing:
+            raise StopRun("The migration history changed after it was checked (another session "
+                          "recorded or removed versions); nothing was applied.",
+                          hint="Run it again: the pending files are listed afresh.")
+        gone = [n for n in checked if n not in now]
+        state.notices.append(f"Applied meanwhile by another session, left out: {', '.join(gone)}")
+    pending = ensure_pending(state)
+    if pending:
+        ensure_paths(state)
+    state.step_note = f"{len(pending)} file(s) pending under the lock"
+
+
+def save_batch_data(state: RunState) -> None:
+    """Find the data each pending file destroys; apply_batch saves it inside that file's own
+    transaction, before its first statement."""
+    from dbsage.agent.batch import ensure_pending
+    from dbsage.tools.batch import may_destroy_data
+
+    found = 0
+    for f in ensure_pending(state):
+        m = f.migration
+        # Only files that may destroy data are looked at closer (and tools/rollback.py,
+        # a heavy import, loaded for them).
+        if m is None or not may_destroy_data(m):
+            continue
+        from dbsage.tools.rollback import destructive_targets
+
+        f.data_targets = destructive_targets(m)
+        found += len(f.data_targets)
+    if found:
+        state.step_note = (f"{found} target(s); each saved inside its file's transaction, before "
+                           "its first statement")
+
+
+def apply_batch(state: RunState) -> None:
+    """Every pending file in order, each in its own transaction with its history rows (or all
+    in one with --atomic); stops at the first failure, saying which files committed."""
+    from dbsage.agent.batch import ensure_pending, names
+    from dbsage.tools.artifacts import remove_tree
+    from dbsage.tools.batch import BatchFailedError, FileResult
+    from dbsage.tools.batch import apply_batch as run
+    from dbsage.tools.history import HistoryRecord, record_batch_file
+
+    assert state.conn is not None and state.batch is not None
+    pending = ensure_pending(state)
+    if not pending:
+        state.status = "passed"
+        state.step_note = "nothing to apply"
+        return
+    if state.plan is not None:
+        check_batch_plan_still_holds(state)
+    paths = ensure_paths(state)
+    atomic = bool(state.options.flags.get("atomic"))
+    started: dict[int, datetime] = {}
+
+    def before(conn: psycopg.Connection, i: int, m: Any) -> None:
+        started[i] = datetime.now(UTC)
+        f = pending[i]
+        if not f.data_targets:
+            return
+        from dbsage.tools.rollback import lock_for_saving, save_data
+
+        dest = paths.data / f"{m.version}_{m.name}"
+        remove_tree(dest)  # a rolled-back attempt
+        lock_for_saving(conn, f.data_targets)
+        f.saved_data = save_data(conn, f.data_targets, dest)
+
+    def record(conn: psycopg.Connection, i: int, m: Any, results: list[StatementResult]) -> None:
+        t0 = started.get(i, datetime.now(UTC))
+        record_batch_file(conn, HistoryRecord(
+            ts=paths.ts, version=m.version or "", name=m.name, path=str(m.path),
+            checksum=m.checksum, mode=state.options.mode, started_at=t0,
+            duration_ms=(datetime.now(UTC) - t0).total_seconds() * 1000,
+            rows_affected=sum(r.rows_affected for r in results),
+            statements=[s.sql for s in m.statements],
+            snapshot_before=state.files.get("before"), snapshot_after=state.rel(paths.after),
+            diff_patch=state.rel(paths.diff)), check_tables=i == 0)
+
+    def progress(i: int, r: StatementResult) -> None:
+        state.statements[pending[i].first_statement + r.index - 1].record(
+            r.status, r.rows_affected, r.duration_ms)
+
+    def done(fr: FileResult) -> None:
+        f = pending[fr.index]
+        f.status, f.attempts, f.rows_affected = fr.status, fr.attempts, fr.rows_affected
+        f.duration_ms = fr.duration_s * 1000
+        for r in fr.statements:
+            progress(fr.index, r)
+
+    try:
+        result = run(state.conn, [f.migration for f in pending if f.migration is not None],
+                     atomic=atomic, lock_timeout=state.options.lock_timeout,
+                     statement_timeout=state.options.statement_timeout,
+                     retry=lock_retry_policy(state), record=record, before=before,
+                     on_statement=progress, on_file=done)
+    except BatchFailedError as exc:
+        state.batch.result = exc.result
+        for fr in exc.result.files:
+            done(fr)
+        failed = next((f for f in pending if f.status == "failed"), None)
+        if failed is not None:
+            failed.message = exc.cause.message
+        _keep_batch_data(state)
+        committed = [f for f in pending if f.status == "applied"]
+        if committed:
+            state.notices.append(f"Committed before the failure, and applied: {names(committed)}"
+                                 f" ({len(committed)} of {len(pending)}).")
+            _snapshot_partial_batch(state)
+        elif getattr(exc.cause, "rolled_back", True):
+            state.notices.append("Everything was rolled back: the database is unchanged.")
+        raise
+    state.batch.result = result
+    _keep_batch_data(state)
+    state.records_affected = result.rows_affected
+    state.apply_time = round(result.duration_s, 4)
+    state.attempts = max((f.attempts for f in result.files), default=1)
+    state.status = "applied"
+    state.step_note = (f"{len(result.files)} file(s) " + ("in one transaction" if atomic else
+                                                         "each in its own transaction"))
+    if result.lock_timeouts:
+        state.warnings.append(
+            f"lock_timeout {state.options.lock_timeout} fired {result.lock_timeouts} time(s); "
+            "each time the transaction was rolled back and retried.")
+
+
+def _keep_batch_data(state: RunState) -> None:
+    """Keep the data saved for committed files; drop what rolled-back attempts saved."""
+    from dbsage.tools.artifacts import remove_tree
+
+    assert state.batch is not None and state.paths is not None
+    kept = 0
+    for f in state.batch.pending:
+        if not f.data_targets:
+            continue
+        dest = state.paths.data / f"{f.version}_{f.local.migration.name}"
+        if f.status != "applied":
+            remove_tree(dest)
+            f.saved_data = []
+        else:
+            kept += sum(x.rows for x in f.saved_data)
+    if kept:
+        state.files["data"] = state.rel(state.paths.data)
+        state.notices.append(f"Saved {kept} row(s) the batch destroys to "
+                             f"{state.rel(state.paths.data)} (one folder per file).")
+
+
+def _snapshot_partial_batch(state: RunState) -> None:
+    """Some files committed before one failed: take the after-snapshot and the diff now, so
+    the run's snapshots describe what it did change."""
+    from dbsage.tools.diff import diff_snapshots as diff
+    from dbsage.tools.snapshot import take_snapshot
+
+    if state.target is None or "before" not in state.files or state.paths is None:
+        return
+    paths = state.paths
+    try:
+        take_snapshot(state.target.url, paths.after, state.server_major)
+        state.files["after"] = state.rel(paths.after)
+        state.files["diff"] = state.rel(diff(paths.before, paths.after, paths.diff).path)
+    except DbsageError as exc:
+        state.warnings.append(f"No after-snapshot of the committed files: {exc.message}")
+
+
+def check_batch_plan_still_holds(state: RunState) -> None:
+    """Pre-flight: stop before touching anything if a file or the schema moved since the
+    plan was approved."""
+    from dbsage.tools.artifacts import file_sha256
+    from dbsage.tools.catalog import schema_fingerprint
+
+    assert state.plan is not None and state.conn is not None and state.batch is not None
+    planned = {f["file"]: f["checksum"] for f in state.plan.get("files", [])}
+    for f in state.batch.pending:
+        if planned.get(f.name) != file_sha256(f.local.migration.path):
+            raise StopRun(f"{f.name} changed (or joined the batch) after the plan was made; "
+                          "nothing was applied.",
+                          hint="Run the pre-flight again to plan the files as they are now.")
+    if schema_fingerprint(state.conn) != state.plan["fingerprint"]:
+        raise StopRun("The database schema changed after the plan was made; nothing was "
+                      "applied.", hint="Run the pre-flight again against the current schema.")
+
+
+def dry_run_batch_step(state: RunState) -> None:
+    """The whole batch in one transaction that is always rolled back; each file's outcome."""
+    from dbsage.agent.batch import ensure_pending
+    from dbsage.tools.batch import dry_run_batch
+    from dbsage.tools.catalog import schema_fingerprint
+
+    conn = ensure_connected(state)
+    assert state.batch is not None
+    pending = ensure_pending(state)
+    state.fingerprint_before = schema_fingerprint(conn)
+    if not pending:
+        state.status = "passed"
+        state.step_note = "nothing to dry-run"
+        return
+    r = state.batch.dry_run = dry_run_batch(
+        conn, [f.migration for f in pending if f.migration is not None],
+        lock_timeout=state.options.lock_timeout,
+        statement_timeout=state.options.statement_timeout, retry=lock_retry_policy(state))
+    for f, fr in zip(pending, r.files, strict=True):
+        f.status, f.message = fr.status, fr.message
+        f.duration_ms = sum(s.duration_ms for s in fr.statements)
+        f.rows_affected = sum(s.rows_affected for s in fr.statements)
+        for s in fr.statements:
+            state.statements[f.first_statement + s.index - 1].record(
+                s.status, s.rows_affected, s.duration_ms)
+    state.apply_time = round(r.duration_s, 4)
+    state.attempts = r.attempts
+    state.records_affected = sum(f.rows_affected for f in pending)
+    state.notices.append("The dry-run transaction was rolled back: the database is unchanged.")
+    failed = r.failed
+    if failed is None:
+        state.status = "passed"
+        return
+    fail = failed.failure
+    assert fail is not None
+    state.status, state.exit_code = "failed", 1
+    state.error = {"error": "DryRunFailed", "message": failed.message or fail.message,
+                   "path": str(failed.path), "line": fail.line, "sqlstate": fail.sqlstate,
+                   "detail": fail.detail, "hint": fail.hint}
+
+
+STEPS.update({
+    "check_batch_history": check_batch_history,
+    "save_batch_data": save_batch_data,
+    "apply_batch": apply_batch,
+    "dry_run_batch": dry_run_batch_step,
 })
