@@ -28,6 +28,7 @@ from dbsage.agent.commands import (
     get_spec,
     migration_files,
     parse,
+    project_root,
 )
 from dbsage.agent.modes import Question, YesAsker
 from dbsage.tools.errors import Terminated
@@ -282,7 +283,7 @@ def run_repl(session: Session) -> int:
 def run_chat(db: str | None = None, mode: str = "interactive", script: Path | None = None,
              stdin: TextIO | None = None, project_dir: Path | None = None) -> int:
     """`dbsage chat`: the REPL on a terminal, else the script (FILE, `-` or piped stdin)."""
-    session = Session(db=db, mode=mode, project_dir=project_dir or Path.cwd())
+    session = Session(db=db, mode=mode, project_dir=project_dir or project_root())
     source = stdin or sys.stdin
     if script is not None and str(script) != "-":
         from dbsage.tools.artifacts import read_text

@@ -73,9 +73,10 @@ def _parameters(spec: CommandSpec) -> list[inspect.Parameter]:
     for a in spec.args:
         default = None if a.optional else ...
         info = typer.Argument(default, help=a.help, metavar=a.metavar, show_default=False)
+        kind: Any = list[str] if a.variadic else str
         params.append(inspect.Parameter(a.param, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                        default=info, annotation=str | None if a.optional
-                                        else str))
+                                        default=info, annotation=kind | None if a.optional
+                                        else kind))
     for o in spec.options:
         names = [o.flag, *([o.short] if o.short else [])]
         if o.takes_value:
@@ -92,6 +93,9 @@ def _parameters(spec: CommandSpec) -> list[inspect.Parameter]:
 
 def _subcommand(spec: CommandSpec) -> Callable[..., None]:
     def run(**values: Any) -> None:
+        for a in spec.args:  # typer gives a variadic argument as a list, or None when empty
+            if a.variadic:
+                values[a.param] = tuple(values.get(a.param) or ())
         try:
             checked = validate(spec, values)
         except CommandError as exc:

@@ -59,7 +59,7 @@ class Session:
 
     db: str | None = None
     mode: str | None = None  # None: each task definition's default_mode
-    project_dir: Path = field(default_factory=Path.cwd)
+    project_dir: Path = field(default_factory=lambda: project_root())
     asker: Asker | None = None  # who answers checkpoints (None: the console, if a terminal)
     lock_timeout: str = "auto"  # half the server's deadlock_timeout, at most 1s
     exposed_schemas: tuple[str, ...] = ("public",)
@@ -71,6 +71,22 @@ class Session:
 
 
 ChatSession = Session  # the chat's name for it
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The project folder for `start` (default: the current directory), found upward:
+    supabase/config.toml, else supabase/migrations/, else .git; else `start` itself."""
+    from dbsage.tools.project import find_project_root
+
+    return find_project_root(start).path
+
+
+def require_project(project_dir: Path) -> None:
+    """ConfigError (exit 2) when `project_dir` is no project: dbsage would otherwise make a
+    new local database in a folder that is not one (run from the wrong place)."""
+    from dbsage.agent.resources import ensure_project
+
+    ensure_project(project_dir)
 
 
 @dataclass
@@ -116,6 +132,9 @@ _EXAMPLE_PATH = "supabase/migrations/20250101000000_add_profiles.sql"
 MigrationPath = Annotated[str, Param(
     "the migration file, e.g. supabase/migrations/<TS>_<name>.sql", metavar="PATH",
     check="path")]
+OptionalMigrationPath = Annotated[str | None, Param(
+    "the migration file, e.g. supabase/migrations/<TS>_<name>.sql (none: every pending one, "
+    "as *up)", metavar="PATH", check="path")]
 Mode = Annotated[str | None, Param(
     "M is how checkpoints are handled: yolo, interactive or preflight", flag="--mode",
     metavar="M", check="mode", short="-m", example="interactive", llm=False)]
@@ -234,10 +253,13 @@ def _yes() -> Asker:
 
 
 def _path(path: str, session: Session) -> Path:
-    """A PATH argument; a relative path is taken from the project folder."""
+    """A PATH argument; a relative path is the current directory's when it names a file
+    there (shell completion), else the project folder's."""
     p = Path(path)
     if p.is_absolute() or session.project_dir.resolve() == Path.cwd().resolve():
         return p
+    if p.exists():
+        return p.resolve()
     return session.project_dir / p
 
 
@@ -273,7 +295,7 @@ def _offer_transaction_control(report: RunReport, path: str, session: Session) -
 @command("apply-migration", example=f"*apply-migration {_EXAMPLE_PATH} --mode interactive",
          aliases=("apply", "migrate"), cli_name="apply", writes=True, tool="apply_migration",
          keywords=("apply", "migrate", "migration", "deploy", "push", "execute", "run"))
-def apply_migration(path: MigrationPath, *, mode: Mode = None, db: Db = None,
+def apply_migration(path: OptionalMigrationPath = None, *, mode: Mode = None, db: Db = None,
                     lock_timeout: LockTimeout = None, statement_timeout: StatementTimeout = None,
                     yes: Yes = False, answers: Answers = None,
                     allow_destructive: AllowDestructive = False,
@@ -285,12 +307,18 @@ def apply_migration(path: MigrationPath, *, mode: Mode = None, db: Db = None,
     """Apply a migration safely: lock, snapshot, apply, diff, record.
 
     One transaction with lock_timeout and retries; the history row commits with it.
+    Without PATH, every pending migration of supabase/migrations/ (as *up).
 
     Args:
         path: the migration file, e.g. supabase/migrations/<TS>_<name>.sql.
     """
     from dbsage.agent.runner import run_apply
 
+    if path is None:
+        return up(mode=mode, db=db, lock_timeout=lock_timeout,
+                  statement_timeout=statement_timeout, yes=yes, answers=answers,
+                  include_all=allow_out_of_order, allow_destructive=allow_destructive,
+                  force=force, no_dry_run=no_dry_run, as_json=as_json, session=session)
     chosen = _mode("apply-migration", mode, session)
     flags = {"allow_destructive": allow_destructive, "allow_out_of_order": allow_out_of_order,
              "force": force, "skip_dry_run": no_dry_run, "rollback_script": rollback_script,
@@ -436,6 +464,11 @@ def _seeding_disabled(session: Session) -> str | None:
 
 def _status_text(data: dict[str, Any], front: str = "chat") -> str:
     lines = [f"Database: {data['target']}"]
+    if data.get("migrations"):
+        lines += ["Migrations:", *_status_table(data["migrations"])]
+    lock = data.get("lock")
+    lines.append(f"Migration lock: held by {lock['described']} (a migration is running now)"
+                 if lock else "Migration lock: free (no migration is running)")
     labels = (("applied", "Applied"), ("pending", "Pending"),
               ("drifted", "Drifted (changed since applied)"),
               ("missing", "Applied, but no file (missing)"),
@@ -448,7 +481,9 @@ def _status_text(data: dict[str, Any], front: str = "chat") -> str:
             lines += [f"  - {item}" for item in items]
     if data["pending"]:
         verb = "*dry-run" if front == "chat" else "dbsage dry-run"
-        lines.append(f"Next: {verb} supabase/migrations/{data['pending'][0]}")
+        up_ = "*up" if front == "chat" else "dbsage up"
+        lines.append(f"Next: {verb} supabase/migrations/{data['pending'][0]}, or all of them: "
+                     f"{up_} --dry-run, then {up_}")
     return "\n".join(lines)
 
 
@@ -460,6 +495,7 @@ def _target(session: Session, db: str | None) -> tuple[str, str]:
     if target is None:
         from dbsage.tools.embedded import start_embedded
 
+        require_project(session.project_dir)
         status_ = start_embedded(session.project_dir)
         assert status_.url is not None
         url = status_.url
@@ -472,19 +508,61 @@ def _target(session: Session, db: str | None) -> tuple[str, str]:
 @command("status", example="*status", aliases=("st",), tool="status",
          keywords=("status", "pending", "applied", "drift", "drifted", "state", "list", "which"))
 def status(*, db: Db = None, as_json: Json = False, session: Session) -> Outcome:
-    """Show applied, pending and drifted migrations (files against the history)."""
-    from dbsage.tools.smoke import history_state_url
+    """Show applied, pending and drifted migrations (files against the history).
+
+    Each version with its name, run TS, when and by whom it was applied, the mode and how
+    long it took; applied versions without a file; and who holds the migration lock when a
+    migration is running now.
+    """
+    from dbsage.tools.batch import project_status
+    from dbsage.tools.connection import connect
 
     url, shown = _target(session, db)
-    state = history_state_url(url, session.project_dir)
-    data = {"target": shown, "applied": list(state.applied), "pending": list(state.pending),
-            "drifted": list(state.drifted), "missing": list(state.missing),
-            "unverified": list(state.unverified), "ignored": list(state.ignored),
-            "duplicates": list(state.duplicates)}
+    with connect(url, autocommit=True) as conn:
+        st = project_status(conn, session.project_dir)
+    holder = st.lock_holder
+    data: dict[str, Any] = {
+        "target": shown,
+        "applied": st.names("applied", "drifted", "unverified"),
+        "pending": st.names("pending", "out_of_order"), "drifted": st.names("drifted"),
+        "missing": [m.version for m in st.migrations if m.state == "missing"],
+        "unverified": [m.version for m in st.migrations if m.state == "unverified"],
+        "out_of_order": st.names("out_of_order"), "ignored": list(st.local.ignored),
+        "duplicates": list(st.local.duplicates),
+        "migrations": [_status_row(m) for m in st.migrations],
+        "lock": None if holder is None else {
+            "pid": holder.pid, "application_name": holder.application_name,
+            "since": holder.since.isoformat() if holder.since else None, "user": holder.user,
+            "described": holder.describe()}}
     ok = not (data["drifted"] or data["missing"] or data["duplicates"])
     text = json.dumps(data, indent=2) if as_json else _status_text(data, session.front)
     return Outcome("status", ok=ok, text=text, data=data, as_json=as_json,
                    exit_code=0 if ok else 1)
+
+
+def _status_row(m: Any) -> dict[str, Any]:
+    e = m.entry
+    return {"version": m.version, "file": m.file,
+            "name": (e.name if e and e.name else None) or (m.file[len(m.version) + 1:-4]
+                                                          if m.file else None),
+            "state": m.state, "ts": e.ts if e else None,
+            "applied_at": e.applied_at.isoformat() if e and e.applied_at else None,
+            "applied_by": e.applied_by if e else None, "mode": e.mode if e else None,
+            "duration_ms": round(e.duration_ms, 1) if e and e.duration_ms is not None else None,
+            "recorded_by": None if e is None else "dbsage" if e.by_dbsage else "supabase"}
+
+
+def _status_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The versions as a table: version, name, state, run TS, applied at, by, mode, duration."""
+    head = ("version", "name", "state", "run TS", "applied at (UTC)", "by", "mode", "duration")
+    cells = [head] + [(
+        r["version"], (r["name"] or "")[:32], r["state"].replace("_", " "), r["ts"] or "-",
+        (r["applied_at"] or "-")[:19].replace("T", " "), r["applied_by"] or "-",
+        r["mode"] or ("-" if r["recorded_by"] != "supabase" else "cli"),
+        f"{r['duration_ms']:.0f} ms" if r["duration_ms"] is not None else "-") for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(head))]
+    return ["  " + "  ".join(c[i].ljust(widths[i]) for i in range(len(head))).rstrip()
+            for c in cells]
 
 
 def _probe_roles(value: str) -> str:
@@ -593,6 +671,315 @@ def analyze_hotpaths(*, top: Top = None, db: Db = None,
                         flags={"create_extension": create_extension})
     report = run_named("analyze-hotpaths", opts, top=int(top or 10))
     return _from_report("analyze-hotpaths", report, as_json)
+
+
+# --------------------------------------------------------------------------- the project workflow
+
+
+ToVersion = Annotated[str | None, Param(
+    "stop after version V (it is applied; the later ones stay pending)", flag="--to",
+    metavar="V", check="version", example="20250101000000", llm=False)]
+Atomic = Annotated[bool, Param(
+    "apply the whole batch in ONE transaction: every file commits, or none",
+    flag="--atomic", llm=False)]
+IncludeAll = Annotated[bool, Param(
+    "also apply pending files older than the latest applied version, in version order (the "
+    "Supabase CLI's --include-all)", flag="--include-all", llm=False)]
+DryRunBatch = Annotated[bool, Param(
+    "run the whole batch in one transaction that is rolled back; report each file",
+    flag="--dry-run", llm=False)]
+
+
+@command("up", example="*up --mode yolo", writes=True,
+         keywords=("up", "everything", "batch", "upgrade", "catch", "date"))
+def up(*, mode: Mode = None, db: Db = None, lock_timeout: LockTimeout = None,
+       statement_timeout: StatementTimeout = None, yes: Yes = False, answers: Answers = None,
+       atomic: Atomic = False, to: ToVersion = None, include_all: IncludeAll = False,
+       dry_run: DryRunBatch = False, allow_destructive: AllowDestructive = False,
+       force: Force = False, no_dry_run: NoDryRun = False, as_json: Json = False,
+       session: Session) -> Outcome:
+    """Apply every pending migration of supabase/migrations/, in version order, safely.
+
+    One advisory lock for the whole batch, one snapshot before and one after it; each file in
+    its own transaction with its history row (as the Supabase CLI does), or --atomic for one
+    transaction over the batch. Stops at the first failure and says which files committed.
+    Interactive mode asks once, for the whole batch with its plan.
+    """
+    from dbsage.agent.runner import run_named
+
+    task = "up-dry-run" if dry_run else "up"
+    chosen = "yolo" if dry_run else _mode("up", mode, session)
+    flags = {"allow_destructive": allow_destructive, "force": force, "atomic": atomic,
+             "include_all": include_all, "skip_dry_run": no_dry_run}
+    opts = _run_options(session, mode=chosen, db=db, lock_timeout=lock_timeout,
+                        statement_timeout=statement_timeout,
+                        asker=_yes() if dry_run else _asker(session, chosen, yes, answers),
+                        flags=flags)
+    opts.to_version = to
+    if opts.db is None:
+        _require_local_project(session)
+    return _from_report("up", run_named(task, opts), as_json)
+
+
+def _require_local_project(session: Session) -> None:
+    """No --db and no URL in the environment: the local server is the target, and it exists
+    only in a project."""
+    from dbsage.tools.connection import resolve_target
+
+    if resolve_target(None) is None:
+        require_project(session.project_dir)
+
+
+MigrationName = Annotated[str, Param(
+    "the migration's name: lowercase letters, digits and underscores", metavar="NAME",
+    check="migration_name")]
+
+
+def _migration_name(value: str) -> str:
+    """A migration name as `supabase migration new` takes it, restricted to what reads well in
+    a file name: lowercase letters, digits and underscores."""
+    from dbsage.tools.project import MIGRATION_NAME
+
+    if not MIGRATION_NAME.match(value):
+        raise ValueError(f"NAME is lowercase letters, digits and underscores (e.g. "
+                         f"add_profiles), not {value!r}")
+    return value
+
+
+VALIDATORS.setdefault("migration_name", _migration_name)
+
+
+@command("new", example="*new add_profiles", writes=False,
+         keywords=("new", "create", "scaffold", "generate", "template"))
+def new(name: MigrationName, *, as_json: Json = False, session: Session) -> Outcome:
+    """Create supabase/migrations/<UTC timestamp>_<name>.sql from a template.
+
+    The template has the timeouts squawk recommends, commented in; an existing file is never
+    overwritten.
+
+    Args:
+        name: lowercase letters, digits and underscores.
+    """
+    from dbsage.tools.project import create_migration
+
+    require_project(session.project_dir)
+    made = create_migration(session.project_dir, name)
+    rel = made.path.relative_to(session.project_dir)
+    data = {"path": str(rel), "version": made.version, "name": made.name}
+    verb = "*apply-migration" if session.front == "chat" else "dbsage apply"
+    text = (json.dumps(data, indent=2) if as_json else
+            f"✅ Created {rel}\nWrite the migration there, then: {verb} {rel} (or all pending: "
+            f"{'*up' if session.front == 'chat' else 'dbsage up'})")
+    return Outcome("new", text=text, data=data, as_json=as_json)
+
+
+def _repair_status(value: str) -> str:
+    """applied or reverted, as `supabase migration repair --status` takes them."""
+    if value.lower() not in ("applied", "reverted"):
+        raise ValueError(f"--status is applied or reverted, not {value!r}")
+    return value.lower()
+
+
+VALIDATORS.setdefault("repair_status", _repair_status)
+Versions = Annotated[tuple[str, ...], Param(
+    "the versions to mark", metavar="VERSION", check="version")]
+RepairStatus = Annotated[str | None, Param(
+    "applied: record the versions as applied (statements split as the Supabase CLI splits "
+    "the file); reverted: take them out of the history", flag="--status",
+    metavar="applied|reverted", check="repair_status", example="reverted", llm=False)]
+Baseline = Annotated[bool, Param(
+    "adopt a database that already holds the migrations (as *baseline)", flag="--baseline",
+    llm=False)]
+
+
+@command("repair", example="*repair --status reverted 20250101000000", writes=True,
+         keywords=("repair", "mark", "history", "reverted"))
+def repair(versions: Versions = (), *, status: RepairStatus = None, baseline: Baseline = False,
+           db: Db = None, yes: Yes = False, as_json: Json = False,
+           session: Session) -> Outcome:
+    """Repair the migration history, as `supabase migration repair` does; nothing is run.
+
+    --status applied VERSION...: record each as applied (its row upserted, its statements
+    split as the CLI splits the file); --status reverted VERSION...: delete their rows.
+    --baseline: adopt an existing database (as *baseline).
+    """
+    if baseline:
+        if versions or status:
+            raise CommandError("--baseline takes no VERSION and no --status.",
+                               hint="Usage: *repair --baseline, or *repair --status "
+                                    "applied|reverted VERSION...")
+        return baseline_(db=db, yes=yes, as_json=as_json, session=session)
+    if status is None or not versions:
+        raise CommandError("*repair needs --status applied|reverted and at least one VERSION "
+                           "(or --baseline).",
+                           hint="Usage: *repair --status reverted 20250101000000")
+    from dbsage.tools.batch import repair_history
+
+    with _locked_session(session, db) as (conn, shown):
+        result = repair_history(conn, session.project_dir, list(versions), status)
+    data = {"target": shown, "status": result.status, "versions": list(result.versions),
+            "files": [str(p.relative_to(session.project_dir)) if p.is_relative_to(
+                session.project_dir) else str(p) for p in result.files],
+            "removed": result.removed}
+    listed = " ".join(result.versions)
+    text = (json.dumps(data, indent=2) if as_json else
+            f"✅ Repaired migration history: {listed} => {result.status}"
+            + (f" ({result.removed} row(s) removed)" if result.status == "reverted" else "")
+            + f"\nDatabase: {shown}")
+    return Outcome("repair", text=text, data=data, as_json=as_json)
+
+
+class _Locked:
+    """A session of its own holding the migration lock (repair, baseline); closes on exit."""
+
+    def __init__(self, session: Session, db: str | None) -> None:
+        self.session, self.db = session, db
+        self.conn: Any = None
+
+    def __enter__(self) -> tuple[Any, str]:
+        from dbsage.tools.connection import connect
+        from dbsage.tools.lock import acquire_lock
+
+        url, shown = _target(self.session, self.db)
+        self.conn = connect(url, autocommit=True)
+        try:
+            acquire_lock(self.conn)
+        except BaseException:
+            self.conn.close()
+            raise
+        return self.conn, shown
+
+    def __exit__(self, *exc: object) -> None:
+        from dbsage.tools.lock import release_lock
+
+        try:
+            release_lock(self.conn)
+        finally:
+            self.conn.close()
+
+
+def _locked_session(session: Session, db: str | None) -> _Locked:
+    return _Locked(session, db)
+
+
+@command("baseline", example="*baseline --yes", writes=True,
+         keywords=("baseline", "adopt", "existing", "import"))
+def baseline_(*, db: Db = None, to: ToVersion = None, yes: Yes = False,
+              dry_run: Annotated[bool, Param(
+                  "say which files the database already holds; record nothing",
+                  flag="--dry-run", llm=False)] = False,
+              as_json: Json = False, session: Session) -> Outcome:
+    """Adopt a database that already holds the migrations: record them without running them.
+
+    Every pending file is replayed over the existing schema in one transaction that is always
+    rolled back (a statement that fails, "already exists", is skipped); the files up to the
+    last one after which the schema is unchanged are recorded as applied. Grants, comments
+    and rows are not compared.
+    """
+    from dbsage.agent.modes import Question
+    from dbsage.tools.artifacts import release_reservation, reserve_ts
+    from dbsage.tools.batch import (
+        find_pending,
+        list_local_migrations,
+        probe_baseline,
+        record_as_applied,
+    )
+    from dbsage.tools.history import applied_checksums
+    from dbsage.tools.sqlfile import read_migration
+
+    local = list_local_migrations(session.project_dir)
+    with _locked_session(session, db) as (conn, shown):
+        plan = find_pending(local.files, applied_checksums(conn), include_all=True,
+                            to_version=to)
+        migrations = [read_migration(m.path) for m in plan.pending]
+        probe = probe_baseline(conn, migrations)
+        contained = probe.contained
+        chosen = [m for m in migrations if m.path in {f.path for f in contained}]
+        recorded = False
+        if chosen and not dry_run:
+            ask = yes or not session.interactive or _yes_to(session, Question(
+                "confirm_baseline", f"Record {len(chosen)} migration(s) as applied, without "
+                "running them?", explanation="Their objects are already in the database; "
+                "dbsage only writes the history rows.", detail="\n".join(
+                    f"  {m.path.name}" for m in chosen), choices=("yes", "no"), default="no"))
+            if not ask:
+                raise CommandError("Baseline cancelled; nothing was recorded.")
+            snaps = session.project_dir / "supabase" / "snapshots"
+            ts = reserve_ts(snaps)
+            release_reservation(snaps / f"{ts}_before.sql")
+            record_as_applied(conn, chosen, ts=ts, mode="baseline")
+            recorded = True
+    rel = {f.path: f for f in probe.files}
+    rows = [{"file": f.path.name, "version": f.version, "contained": f in contained,
+             "skipped": list(f.skipped), "changes_rows": f.changes_rows} for f in rel.values()]
+    left = [r["file"] for r in rows if not r["contained"]]
+    data = {"target": shown, "recorded": recorded, "files": rows,
+            "contained": [f.path.name for f in contained], "not_contained": left}
+    if as_json:
+        return Outcome("baseline", text=json.dumps(data, indent=2), data=data, as_json=True)
+    if not plan.pending:
+        return Outcome("baseline", text=f"ℹ Nothing to adopt: every migration is applied.\n"
+                       f"Database: {shown}", data=data)
+    head = ("✅ Recorded as applied (already in the database, not run)" if recorded else
+            "ℹ Already in the database (nothing recorded: --dry-run)" if dry_run and contained
+            else "ℹ The database holds none of the pending migrations")
+    lines = [f"{head}: {len(contained)} of {len(plan.pending)} file(s)", f"Database: {shown}"]
+    lines += [f"  ✓ {f.path.name}" + (f"  ({len(f.skipped)} statement(s) found in place)"
+                                       if f.skipped else "") for f in contained]
+    if left:
+        verb = "*up" if session.front == "chat" else "dbsage up"
+        lines.append(f"Not in the database (apply them with {verb}): {', '.join(left)}")
+    rowful = [f.path.name for f in contained if f.changes_rows]
+    if rowful:
+        lines.append("⚠ These insert, update or delete rows, which a baseline does not compare: "
+                     + ", ".join(rowful))
+    return Outcome("baseline", text="\n".join(lines), data=data)
+
+
+def _yes_to(session: Session, question: Any) -> bool:
+    from dbsage.agent.modes import ConsoleAsker
+
+    asker = session.asker or ConsoleAsker()
+    return asker.ask(question) == "yes"
+
+
+def _keep(value: str) -> str:
+    """How many runs' snapshots to keep: a whole number, 0 or more."""
+    if not value.strip().isdigit():
+        raise ValueError(f"N is a whole number (0 or more), not {value!r}")
+    return str(int(value))
+
+
+VALIDATORS.setdefault("keep", _keep)
+
+
+@command("prune", example="*prune --keep 20", writes=False,
+         keywords=("prune", "clean", "cleanup", "snapshots", "disk"))
+def prune(*, keep: Annotated[str, Param(
+              "keep the snapshots of the newest N runs", flag="--keep", metavar="N",
+              check="keep", example="20", llm=False)] = "20",
+          dry_run: Annotated[bool, Param("list what would be removed; remove nothing",
+                                         flag="--dry-run", llm=False)] = False,
+          as_json: Json = False, session: Session) -> Outcome:
+    """Remove old snapshots: keep the newest N runs of supabase/snapshots/ (default 20).
+
+    A run's files go together: both snapshots, the diff, the decision log and the saved data.
+    """
+    from dbsage.tools.project import prune_snapshots
+
+    require_project(session.project_dir)
+    result = prune_snapshots(session.project_dir, int(keep), dry_run=dry_run)
+    data = {"removed": list(result.removed), "kept": list(result.kept),
+            "files": [str(p.relative_to(session.project_dir)) for p in result.files],
+            "bytes_freed": result.bytes_freed, "dry_run": dry_run}
+    if as_json:
+        return Outcome("prune", text=json.dumps(data, indent=2), data=data, as_json=True)
+    verb = "Would remove" if dry_run else "Removed"
+    text = (f"{verb} the snapshots of {len(result.removed)} run(s) ({len(result.files)} "
+            f"file(s), {result.bytes_freed / 1024:.0f} kB); kept the newest "
+            f"{len(result.kept)}." if result.removed else
+            f"Nothing to remove: {len(result.kept)} run(s), keeping {keep}.")
+    return Outcome("prune", text=text, data=data)
 
 
 # --------------------------------------------------------------------------- chat commands

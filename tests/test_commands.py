@@ -78,6 +78,16 @@ VALID: list[tuple[str, str, dict[str, str], dict[str, str | bool]]] = [
      {"as": "anon,authenticated", "claims": '{"sub": "u1"}'}),
     ("*analyze-hotpaths --top 05 --create-extension", "analyze-hotpaths", {},
      {"top": "5", "create_extension": True}),
+    ("*up --atomic --to 20250101000000 --include-all", "up", {},
+     {"atomic": True, "to": "20250101000000", "include_all": True}),
+    ("*up --dry-run --json", "up", {}, {"dry_run": True, "json": True}),
+    ("*new add_profiles", "new", {"name": "add_profiles"}, {}),
+    ("*repair --status Reverted 20250101000000 20250102000000", "repair",
+     {"versions": ("20250101000000", "20250102000000")}, {"status": "reverted"}),
+    ("*repair --baseline --yes", "repair", {}, {"baseline": True, "yes": True}),
+    ("*baseline --dry-run --to 20250101000000", "baseline", {},
+     {"dry_run": True, "to": "20250101000000"}),
+    ("*prune --keep 05", "prune", {}, {"keep": "5"}),
 ]
 
 # (line, error class, text in the message, text in the hint)
@@ -123,6 +133,13 @@ INVALID: list[tuple[str, type[CommandError], str, str]] = [
     ("*mode turbo", CommandError, "unknown mode 'turbo'", "Usage: *mode"),
     ("*help dyr-run", CommandError, "Did you mean *dry-run?", "Usage: *help [COMMAND]"),
     ("*exit now", CommandError, "unexpected argument(s): now", "Usage: *exit"),
+    ("*new Add-Profiles", CommandError, "lowercase letters, digits and underscores",
+     "Usage: *new NAME"),
+    ("*new", CommandError, "*new needs NAME", "Usage: *new NAME"),
+    ("*repair --status applied v1", CommandError, "digits only", "Usage: *repair [VERSION...]"),
+    ("*repair --status done 1", CommandError, "applied or reverted", "Usage: *repair"),
+    ("*up --to latest", CommandError, "digits only", "Usage: *up"),
+    ("*prune --keep many", CommandError, "whole number", "Usage: *prune"),
     ("*rls-audit --as admin", CommandError, "ROLES are anon, authenticated and/or service_role",
      "Usage: *rls-audit"),
     ("*rls-audit --claims '[1]'", CommandError, "JSON must be a JSON object", "Usage: *rls-audit"),
@@ -184,7 +201,8 @@ def _option_tokens(flag: str) -> list[str]:
 
 def _args_line(spec: CommandSpec) -> str:
     """A valid `*command ARGS` line for `spec`, without options."""
-    values = {"path": "x.sql", "ts": "latest", "mode": "yolo", "command": "status"}
+    values = {"path": "x.sql", "ts": "latest", "mode": "yolo", "command": "status",
+              "name": "add_profiles"}
     return " ".join(["*" + spec.name] + [values[a.key] for a in spec.args if not a.optional])
 
 
@@ -203,7 +221,9 @@ def test_the_option_sets_are_as_documented() -> None:
     declared = {spec.name: {o.flag for o in spec.options} for spec in COMMANDS}
     assert declared["apply-migration"] == set(OPTIONS) - {
         "--allow-data-loss", "--prepare-only", "--exposed-schemas", "--as", "--claims", "--top",
-        "--create-extension"}
+        "--create-extension",
+        # up's batch options, new's, repair's and prune's (apply without PATH runs up)
+        "--atomic", "--to", "--include-all", "--dry-run", "--status", "--baseline", "--keep"}
     assert declared["rls-audit"] == {"--db", "--exposed-schemas", "--as", "--claims", "--json"}
     assert declared["analyze-hotpaths"] == {"--top", "--db", "--statement-timeout",
                                             "--create-extension", "--json"}
@@ -266,6 +286,9 @@ def _arg_value(key: str) -> st.SearchStrategy[str]:
         "ts": st.one_of(st.just("latest"), st.from_regex(r"[0-9]{14}", fullmatch=True)),
         "mode": st.sampled_from(MODES),
         "command": st.sampled_from([spec.name for spec in COMMANDS]),
+        "name": st.from_regex(r"[a-z0-9_]{1,20}", fullmatch=True),
+        "versions": st.lists(st.from_regex(r"[0-9]{1,14}", fullmatch=True), min_size=1,
+                             max_size=3).map(tuple),
     }[key]
 
 
@@ -289,6 +312,10 @@ def _option_value(flag: str) -> st.SearchStrategy[str | bool]:
         "--as": st.sampled_from(["anon", "anon,authenticated", "service_role"]),
         "--claims": st.sampled_from(['{"sub": "u1"}', '{"sub": "u 2", "app_metadata": {}}']),
         "--top": st.sampled_from(["1", "10"]),
+        "--version": st.from_regex(r"[0-9]{1,14}", fullmatch=True),
+        "--to": st.from_regex(r"[0-9]{1,14}", fullmatch=True),
+        "--status": st.sampled_from(["applied", "reverted"]),
+        "--keep": st.sampled_from(["0", "20"]),
     }.get(flag, st.just(True))
 
 
@@ -314,7 +341,9 @@ def _line(invocation: Invocation, star: bool) -> str:
             words.append(option.flag)
         elif isinstance(value, str):
             words += [option.flag, shlex.quote(value)]
-    positionals = [invocation.args[a.key] for a in spec.args if a.key in invocation.args]
+    positionals = [p for a in spec.args if a.key in invocation.args
+                   for p in ((invocation.args[a.key],) if isinstance(invocation.args[a.key], str)
+                             else invocation.args[a.key])]
     if any(p.startswith("-") for p in positionals):
         words.append("--")
     return " ".join(words + [shlex.quote(p) for p in positionals])
@@ -365,7 +394,7 @@ def test_get_spec_resolves_aliases() -> None:
 @pytest.mark.parametrize(
     ("prefix", "expected"),
     [("*dr", ["*dry-run"]), ("dr", ["dry-run"]), ("*a", ["*analyze-hotpaths", "*apply-migration"]),
-     ("*r", ["*rls-audit", "*rollback"]), ("*s", ["*smoke-test", "*status"]), ("*q", ["*quit"]),
+     ("*r", ["*repair", "*rls-audit", "*rollback"]), ("*s", ["*smoke-test", "*status"]), ("*q", ["*quit"]),
      ("*un", ["*undo"]), ("*DRY", ["*dry-run"]), ("*x", []), ("*dry-run ", [])],
 )
 def test_complete(prefix: str, expected: list[str]) -> None:

@@ -36,7 +36,8 @@ def load(name: str) -> TaskSpec:
 
 def test_every_shipped_definition_loads() -> None:
     tasks = load_all_tasks(known_checks=CHECKS, known_steps=STEPS)
-    assert sorted(tasks) == ["apply-migration", "dry-run", "rollback", "smoke-test"]
+    assert sorted(tasks) == ["analyze-hotpaths", "apply-migration", "dry-run", "rls-audit",
+                             "rollback", "seed", "smoke-test", "up", "up-dry-run"]
     assert shipped_task_names() == sorted(tasks)
     for name, definition in tasks.items():
         assert definition.task == name
