@@ -335,3 +335,17 @@ def test_up_applies_each_realism_set_as_psql_does(realism: RealismSet, supa_serv
     finally:
         for gen in (gen_psql, gen_up):
             gen.close()
+
+
+@pytest.mark.parametrize("atomic", [False, True], ids=["each", "atomic"])
+def test_a_files_own_set_does_not_switch_dbsages_lock_timeout_off(
+        atomic: bool, supa_db18: SupaDb, project: Path) -> None:
+    migration(project, A, "create table public.t (file text, v text);\n")
+    migration(project, B, "SET lock_timeout = 0;\n"  # as a pg_dump header has it
+              "insert into public.t select 'b', current_setting('lock_timeout');\n")
+    migration(project, C, "insert into public.t select 'c', current_setting('lock_timeout');\n")
+    done = _up(project, supa_db18, "--lock-timeout", "750ms", *(["--atomic"] if atomic else []))
+    assert done.returncode == 0, done.stdout
+    with supa_db18.connect() as conn:
+        rows = conn.execute("select file, v from public.t order by 1").fetchall()
+    assert rows == [("b", "750ms"), ("c", "750ms")]

@@ -678,6 +678,10 @@ class _AtomicAttempt:
                         self.before(conn, current, m)
                     for stmt, res in zip(m.statements, self.per_file[current], strict=True):
                         run_statement(conn, stmt, res)
+                        # SET lock_timeout = 0 (a pg_dump header): dbsage's timeouts again
+                        if _sets_session(stmt) or stmt.kind == "VariableSetStmt":
+                            set_timeouts(conn, self.lock_timeout, self.statement_timeout,
+                                         local=True)
                         if self.on_statement:
                             self.on_statement(current, res)
                     if self.record:
@@ -817,6 +821,9 @@ class _DryAttempt:
                     for stmt, res in zip(m.statements, results, strict=True):
                         try:
                             run_statement(conn, stmt, res)
+                            if _sets_session(stmt) or stmt.kind == "VariableSetStmt":
+                                set_timeouts(conn, self.lock_timeout, self.statement_timeout,
+                                             local=True)
                         except psycopg.Error as exc:
                             if conn.broken:
                                 raise
@@ -908,6 +915,17 @@ def probe_baseline(conn: psycopg.Connection, migrations: Sequence[MigrationFile]
                    ) -> BaselineProbe:
     """Replay `migrations` over the database in one transaction that is rolled back; see the
     section comment. `conn` is autocommit and holds the migration lock."""
+    import psycopg
+
+    try:
+        return _probe(conn, migrations, lock_timeout, statement_timeout)
+    except psycopg.Error as exc:
+        raise DbsageError(f"The baseline could not replay the migrations: {exc}; nothing was "
+                          "recorded.", hint="The transaction was rolled back.") from exc
+
+
+def _probe(conn: psycopg.Connection, migrations: Sequence[MigrationFile], lock_timeout: str,
+           statement_timeout: str | None) -> BaselineProbe:
     import psycopg
 
     from dbsage.tools.catalog import schema_fingerprint
