@@ -165,7 +165,10 @@ def _print_dry_run(out: Console, r: RunReport) -> None:
     if r.changes:
         out.print("Schema changes it would make:")
         for c in r.changes:
-            out.print(f"  {c['action']:<8} {c['kind']:<10} {c['name']}", markup=False)
+            detail = " ".join(str(c.get("detail") or "").split())
+            detail = detail if len(detail) <= 160 else detail[:157] + "..."
+            out.print(f"  {c['action']:<9} {c['kind']:<18} {c['name']}"
+                      + (f"  ({detail})" if detail else ""), markup=False)
     if r.ddl:
         out.print("As DDL:")
         out.print(r.ddl, markup=False)
