@@ -256,6 +256,12 @@ def delta_text(doc: dict[str, Any], *, errors_only: bool = False) -> str:
         for f in doc["fixed"]:
             lines.append(f"  - {f['level']} {f['name']} on {f['object']}"
                          + (f" ({f['item']})" if f["item"] else ""))
+        hot = doc.get("hot_queries")
+        if hot:
+            lines.append(f"Hot queries: {hot['checked']} planned before and after; "
+                         + (f"{len(hot['lines'])} change(s):" if hot["lines"] else
+                            "no plan gets more expensive or loses an index scan"))
+            lines += [f"  ! {line}" for line in hot["lines"]]
     return "\n".join(lines)
 
 

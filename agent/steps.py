@@ -848,7 +848,9 @@ def advisor_delta_hook(state: RunState) -> Callable[[psycopg.Connection], None] 
         return None
     exposed = state.options.exposed_schemas
     before = run_advisors(ensure_connected(state), exposed)
+    plans = _hot_plans(ensure_connected(state), None)
     state.inputs.pop(_DELTA, None)
+    state.inputs.pop(_PLAN_CHANGES, None)
 
     def after(conn: psycopg.Connection) -> None:
         try:
@@ -857,8 +859,86 @@ def advisor_delta_hook(state: RunState) -> Callable[[psycopg.Connection], None] 
             state.warnings.append(f"The advisor lints could not run after the statements: {exc}")
             return
         state.inputs[_DELTA] = compare_findings(before, found)
+        if plans:
+            state.inputs[_PLAN_CHANGES] = plan_changes(plans, _hot_plans(conn, list(plans)))
 
     return after
+
+
+# The hot queries whose plans a dry-run compares: the top statements of pg_stat_statements.
+HOT_QUERIES = 5
+COST_GROWTH = 1.5  # a plan whose cost grows by this factor is reported
+_PLAN_CHANGES = "plan_changes"
+
+
+def _hot_plans(conn: psycopg.Connection, queries: list[str] | None
+               ) -> dict[str, QueryPlan | str]:
+    """The plan (plain EXPLAIN, estimates only: nothing runs) of each of `queries`, or of the
+    top statements of pg_stat_statements when None; a query that cannot be planned maps to
+    why. Empty when there are no statistics."""
+    from dbsage.tools.hotpaths import explain_query, top_queries
+
+    if queries is None:
+        try:
+            hot = top_queries(conn, HOT_QUERIES)
+        except Exception:  # no statistics to read: nothing to compare, never a failure
+            return {}
+        if not hot.available:
+            return {}
+        queries = [s.query for s in hot.statements][:HOT_QUERIES]
+    plans: dict[str, QueryPlan | str] = {}
+    for query in queries:
+        try:
+            plans[query] = explain_query(conn, query, analyze=False)
+        except DbsageError as exc:
+            plans[query] = exc.message
+        except Exception as exc:  # in a savepoint: the dry-run's transaction goes on
+            plans[query] = f"{type(exc).__name__}: {exc}"
+    return plans
+
+
+def _index_scans(plan: QueryPlan) -> set[str]:
+    return {str(node["Index Name"]) for node, _, _ in plan.nodes() if node.get("Index Name")}
+
+
+def plan_changes(before: dict[str, QueryPlan | str], after: dict[str, QueryPlan | str]
+                 ) -> dict[str, Any]:
+    """The hot queries whose plan the migration makes more expensive (cost x COST_GROWTH or
+    more), that lose an index scan, or that it leaves unplannable."""
+    from dbsage.tools.hotpaths import QueryPlan
+
+    changes = []
+    for query, old in before.items():
+        new = after.get(query, "not planned")
+        if not isinstance(old, QueryPlan):
+            continue
+        if not isinstance(new, QueryPlan):
+            changes.append({"query": query, "cost_before": old.total_cost, "cost_after": None,
+                            "ratio": None, "lost_index_scans": sorted(_index_scans(old)),
+                            "error": new})
+            continue
+        ratio = new.total_cost / old.total_cost if old.total_cost > 0 else None
+        lost = sorted(_index_scans(old) - _index_scans(new))
+        if lost or (ratio is not None and ratio >= COST_GROWTH):
+            changes.append({"query": query, "cost_before": old.total_cost,
+                            "cost_after": new.total_cost, "ratio": ratio,
+                            "lost_index_scans": lost, "error": None})
+    planned = sum(isinstance(p, QueryPlan) for p in before.values())
+    return {"checked": planned, "changes": changes}
+
+
+def _plan_change_text(c: dict[str, Any]) -> str:
+    query = " ".join(c["query"].split())
+    query = query if len(query) <= 80 else query[:79] + "…"
+    if c["error"]:
+        return f"{query}: no longer plans ({c['error']})"
+    parts = []
+    if c["ratio"] is not None and c["ratio"] >= COST_GROWTH:
+        parts.append(f"cost {c['cost_before']:,.2f} → {c['cost_after']:,.2f} "
+                     f"(x{c['ratio']:.1f})")
+    if c["lost_index_scans"]:
+        parts.append(f"no longer uses {', '.join(c['lost_index_scans'])}")
+    return f"{query}: {'; '.join(parts)}"
 
 
 def delta_summary(delta: AdvisorDelta) -> str:
@@ -900,6 +980,11 @@ def note_advisor_delta(state: RunState) -> dict[str, Any] | None:
                                  "transaction, so nothing can be looked at before it commits).")
         return None
     doc = delta_doc(delta, state.options.exposed_schemas)
+    hot = state.inputs.get(_PLAN_CHANGES)
+    if isinstance(hot, dict):
+        doc["hot_queries"] = {**hot, "lines": [_plan_change_text(c) for c in hot["changes"]]}
+        for line in doc["hot_queries"]["lines"]:
+            state.warnings.append(f"Hot query plan change: {line}")
     _section(state, "advisors", doc)
     errors = doc["introduced_errors"]
     if errors:

@@ -63,7 +63,8 @@ def _state(conn: Conn) -> dict[str, Any]:
             f"SELECT count(*), md5(string_agg(t::text, '|' ORDER BY t::text)) FROM {table} t"
         ).fetchone()
     for (seq,) in conn.execute("SELECT format('%I.%I', schemaname, sequencename) "
-                               "FROM pg_sequences ORDER BY 1").fetchall():
+                               "FROM pg_sequences WHERE schemaname = 'public' "
+                               "ORDER BY 1").fetchall():
         state[seq] = conn.execute(f"SELECT last_value, is_called FROM {seq}").fetchone()
     return state
 
@@ -209,3 +210,32 @@ def test_post_migration_menu_verify_query_performance_runs_the_analysis(
     assert (project / result["files"]["report"]).is_file()
     assert result["details"]["hotpaths"]["statistics"]["status"] == "ok"
     assert [c["id"] for c in result["checks"]] == ["query_stats_available"]
+
+
+def test_dry_run_reports_hot_queries_whose_plan_gets_worse(app_db: AppDb, owner: Conn,
+                                                           project: Path) -> None:
+    from helpers import migration
+
+    from dbsage.agent.runner import RunOptions, run_dry_run_task
+
+    owner.execute(SCHEMA + "CREATE INDEX orders_customer_idx ON orders (customer_id);")
+    for i in range(1, 30):
+        owner.execute("SELECT id, total FROM orders WHERE customer_id = %s", (i,))
+    before = _state(owner)
+    path = migration(project, "20250101000000_drop_idx.sql", "DROP INDEX orders_customer_idx;\n")
+    report = run_dry_run_task(path, RunOptions(mode="yolo", db=_url(app_db), project_dir=project))
+    assert report.status == "passed", report.error
+    assert report.details is not None
+    hot = report.details["advisors"]["hot_queries"]
+    assert hot["checked"] >= 1
+    change = next(c for c in hot["changes"] if "FROM orders WHERE customer_id" in c["query"])
+    assert change["lost_index_scans"] == ["orders_customer_idx"]
+    assert change["cost_after"] > change["cost_before"]
+    assert any("no longer uses orders_customer_idx" in w for w in report.warnings)
+    assert _state(owner) == before
+    with app_db.connect() as conn:  # rolled back: the index is still there
+        assert conn.execute("SELECT to_regclass('orders_customer_idx')").fetchone() == (
+            "orders_customer_idx",)
+    safe = migration(project, "20250102000000_note.sql", "ALTER TABLE customers ADD note text;\n")
+    clean = run_dry_run_task(safe, RunOptions(mode="yolo", db=_url(app_db), project_dir=project))
+    assert clean.details is not None and clean.details["advisors"]["hot_queries"]["changes"] == []
