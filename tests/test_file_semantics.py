@@ -134,7 +134,6 @@ def test_a_view_that_calls_such_a_function_does_not_call_it_now(tmp_path: Path) 
     ("SET SESSION AUTHORIZATION supabase_admin;", 1, "SET SESSION AUTHORIZATION", "role"),
     ("select 1;\nRESET ROLE;", 2, "RESET ROLE", "role"),
     ("select set_config('role', 'anon', false);", 1, "set_config('role'", "role"),
-    ("RESET ALL;", 1, "RESET ALL", "reset_all"),
     ("DISCARD PLANS;", 1, "DISCARD PLANS", "discard"),
     ("select 1;\nselect pg_advisory_unlock_all();", 2, "pg_advisory_unlock_all()",
      "advisory_lock"),
@@ -154,6 +153,17 @@ def test_identity_and_lock_statements_are_refused_with_the_reason(
     assert e.value.exit_code == 2 and e.value.line == line
     assert needle in e.value.message and "Nothing was run" in e.value.message
     assert e.value.data["refused"] == key and e.value.hint
+
+
+def test_reset_all_is_applied_and_dbsage_keeps_its_timeouts(tmp_path: Path) -> None:
+    """`supabase db dump` writes RESET ALL: psql applies it, so dbsage does; the analysis
+    marks it as changing every setting, so the executor sets dbsage's timeouts again."""
+    from dbsage.tools.analyze import analyze_migration
+
+    m = read_migration(_file(tmp_path, "create table t (id bigint);\nRESET ALL;\n"))
+    changes = [c for s in analyze_migration(m).statements for c in s.settings]
+    assert [(c.name, c.line) for c in changes] == [("all", 2)]
+    assert changes[0].changes_timeouts
 
 
 def test_transaction_level_advisory_locks_are_fine(tmp_path: Path) -> None:

@@ -1048,7 +1048,7 @@ class SettingChange:
     def changes_timeouts(self) -> bool:
         """It may change lock_timeout or statement_timeout (the executor then sets dbsage's
         own again)."""
-        return self.name in (*_TIMEOUTS, "")
+        return self.name in (*_TIMEOUTS, "", "all")
 
     @property
     def message(self) -> str:
@@ -1172,8 +1172,8 @@ def _setting_change(stmt: Statement, line: int, name: str, value: str | None, sc
 
 def setting_changes_of(stmt: Statement) -> tuple[SettingChange, ...]:
     """The run-time settings one statement changes (SET, SET LOCAL, RESET, set_config(),
-    and SET/set_config in a DO block). SET ROLE, RESET ALL and their kind never get here:
-    read_migration refuses them."""
+    and SET/set_config in a DO block; RESET ALL changes "all"). SET ROLE and its kind never
+    get here: read_migration refuses them."""
     node = stmt.node
     if node is None:
         return ()
@@ -1192,6 +1192,12 @@ def setting_changes_of(stmt: Statement) -> tuple[SettingChange, ...]:
             out.append(_setting_change(stmt, stmt.line, name, None, scope,
                                        f"RESET {name}" if kind == "VAR_RESET"
                                        else f"SET {local}{name} TO DEFAULT"))
+        elif kind == "VAR_RESET_ALL":
+            out.append(SettingChange(stmt.index, stmt.line, "all", None, "session",
+                                     "RESET ALL", False,
+                                     "resets every setting of the session to its default; "
+                                     "dbsage sets its own lock_timeout and statement_timeout "
+                                     "again right after it"))
         elif kind == "VAR_SET_MULTI":
             out.append(SettingChange(stmt.index, stmt.line, name, None, scope,
                                      " ".join(stmt.sql.split()), False,

@@ -665,9 +665,9 @@ def refuse_unsafe_statements(stmts: list[Statement], text: str, path: str,
 def _refuse_setting(s: Statement, node: Any, path: str, lines: _Lines) -> None:
     kind = str(node.kind.name)
     name = str(node.name or "").lower()
-    if kind == "VAR_RESET_ALL":
-        raise _refused(path, s.line, s.column, lines, "RESET ALL", _RESET_WHY, _RESET_HINT,
-                       "reset_all")
+    # RESET ALL is allowed (supabase db dump writes it): the analysis marks it as changing
+    # every setting, the executor then sets dbsage's lock_timeout and statement_timeout again,
+    # and the history is written after RESET ROLE.
     if name in _IDENTITY_SETTINGS:
         verb = "RESET" if kind == "VAR_RESET" else "SET"
         what = f"{verb} {'ROLE' if name == 'role' else 'SESSION AUTHORIZATION'}"
