@@ -901,3 +901,172 @@ def log_event(conn: psycopg.Connection, rec: HistoryRecord, status: str) -> None
     ("baseline": recorded as already present, nothing run); call inside a transaction."""
     ensure_history_tables(conn)
     _log(conn, rec, "apply", status)
+
+
+# --- rollback plans: what undoing an apply run needs, kept with the run (tools/rollback.py) ----
+#
+# Written in the migration's own transaction, so a rollback works from any checkout that can
+# reach the database. `plan` is the JSON of tools/rollback.py's StoredPlan; `rollback_rows`
+# holds the rows it restores (one jsonb per row, `set_no` naming its data set).
+
+CREATE_ROLLBACK_PLAN = """
+CREATE TABLE IF NOT EXISTS dbsage.rollback_plan (
+    ts text NOT NULL,
+    version text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    format integer NOT NULL,
+    plan jsonb NOT NULL,
+    rolled_back_by text,
+    accepted_differences jsonb,
+    PRIMARY KEY (ts, version)
+)"""
+CREATE_ROLLBACK_ROWS = """
+CREATE TABLE IF NOT EXISTS dbsage.rollback_rows (
+    ts text NOT NULL,
+    version text NOT NULL,
+    set_no integer NOT NULL,
+    row jsonb NOT NULL
+)"""
+CREATE_ROLLBACK_ROWS_INDEX = ("CREATE INDEX IF NOT EXISTS rollback_rows_ts_idx ON "
+                              "dbsage.rollback_rows (ts, version, set_no)")
+
+_ROLLBACK_STORE_SQL = """
+SELECT n.oid IS NOT NULL, coalesce(has_schema_privilege(n.oid, 'USAGE'), false),
+       coalesce(has_schema_privilege(n.oid, 'CREATE'), false),
+       has_database_privilege(current_database(), 'CREATE'),
+       to_regclass('dbsage.rollback_plan') IS NOT NULL,
+       to_regclass('dbsage.rollback_rows') IS NOT NULL,
+       coalesce(has_table_privilege(to_regclass('dbsage.rollback_plan'), 'SELECT, INSERT, UPDATE'),
+                false)
+         AND coalesce(has_table_privilege(to_regclass('dbsage.rollback_rows'), 'SELECT, INSERT'),
+                      false),
+       current_user::text
+FROM (SELECT 1) one LEFT JOIN pg_namespace n ON n.nspname = 'dbsage'
+"""
+
+
+def rollback_store_problem(conn: psycopg.Connection) -> str | None:
+    """Why this role could not keep a rollback plan in dbsage's schema (None: it can)."""
+    row = conn.execute(_ROLLBACK_STORE_SQL).fetchone()
+    assert row is not None
+    schema, usage, create, create_db, plan_t, rows_t, writable, role = row
+    if not schema:
+        return None if create_db else (f"role {role} lacks CREATE on the database (to create "
+                                       "schema dbsage)")
+    if not usage:
+        return f"role {role} lacks USAGE on schema dbsage"
+    if not (plan_t and rows_t):
+        return None if create else f"role {role} lacks CREATE on schema dbsage"
+    return None if writable else (f"role {role} lacks SELECT, INSERT, UPDATE on "
+                                  "dbsage.rollback_plan / dbsage.rollback_rows")
+
+
+def ensure_rollback_tables(conn: psycopg.Connection) -> None:
+    """Create what is missing of dbsage.rollback_plan and dbsage.rollback_rows (nothing when
+    they exist: no lock is taken on them then)."""
+    row = conn.execute("SELECT to_regnamespace('dbsage') IS NOT NULL, "
+                       "to_regclass('dbsage.rollback_plan') IS NOT NULL, "
+                       "to_regclass('dbsage.rollback_rows') IS NOT NULL").fetchone()
+    assert row is not None
+    if not row[0]:
+        conn.execute("CREATE SCHEMA IF NOT EXISTS dbsage")
+    if not row[1]:
+        conn.execute(CREATE_ROLLBACK_PLAN)
+    if not row[2]:
+        conn.execute(CREATE_ROLLBACK_ROWS)
+        conn.execute(CREATE_ROLLBACK_ROWS_INDEX)
+
+
+def record_rollback_plan(conn: psycopg.Connection, ts: str, version: str, plan: Any,
+                         rows_from: str | None = None, *, plan_format: int = 1) -> None:
+    """Keep the rollback plan of apply run `ts` (JSON-able `plan`), and move the rows of the
+    temporary table `rows_from` (set_no, row) into dbsage.rollback_rows; call inside the
+    migration's transaction."""
+    from psycopg import sql
+    from psycopg.types.json import Jsonb
+
+    ensure_rollback_tables(conn)
+    conn.execute("INSERT INTO dbsage.rollback_plan (ts, version, format, plan) "
+                 "VALUES (%s, %s, %s, %s)", (ts, version, plan_format, Jsonb(plan)))
+    if rows_from:
+        conn.execute(sql.SQL("INSERT INTO dbsage.rollback_rows (ts, version, set_no, row) "
+                             "SELECT %s, %s, set_no, row FROM {} ORDER BY set_no").format(
+                                 sql.Identifier(rows_from)), (ts, version))
+
+
+def load_rollback_plan(conn: psycopg.Connection, ts: str, version: str) -> Any | None:
+    """The plan kept for `version` of apply run `ts` (None: none kept, e.g. applied before
+    plans were)."""
+    row = conn.execute("SELECT to_regclass('dbsage.rollback_plan') IS NOT NULL").fetchone()
+    if not row or not row[0]:
+        return None
+    found = conn.execute("SELECT plan FROM dbsage.rollback_plan WHERE ts = %s AND version = %s",
+                         (ts, version)).fetchone()
+    return found[0] if found else None
+
+
+def saved_rows_select(ts: str, version: str, set_no: int, record_type: Any, columns: Any) -> Any:
+    """A query (psycopg Composed) of data set `set_no` of (`ts`, `version`) as rows of
+    `record_type` (a table's row type), with `columns` (Composable) selected."""
+    from psycopg import sql
+
+    return sql.SQL("SELECT {cols} FROM dbsage.rollback_rows r, "
+                   "LATERAL jsonb_populate_record(NULL::{rt}, r.row) x "
+                   "WHERE r.ts = {ts} AND r.version = {v} AND r.set_no = {n}").format(
+        cols=columns, rt=record_type, ts=sql.Literal(ts), v=sql.Literal(version),
+        n=sql.Literal(set_no))
+
+
+def export_saved_rows(conn: psycopg.Connection, ts: str, version: str) -> list[tuple[int, Any]]:
+    """Every saved row of (`ts`, `version`) as (set_no, row), in order (the copy on disk)."""
+    row = conn.execute("SELECT to_regclass('dbsage.rollback_rows') IS NOT NULL").fetchone()
+    if not row or not row[0]:
+        return []
+    return [(int(r[0]), r[1]) for r in conn.execute(
+        "SELECT set_no, row FROM dbsage.rollback_rows WHERE ts = %s AND version = %s "
+        "ORDER BY set_no, ctid", (ts, version)).fetchall()]
+
+
+def mark_rolled_back(conn: psycopg.Connection, ts: str, version: str, rollback_ts: str,
+                     accepted_differences: list[str] | None) -> None:
+    """Note on the plan of (`ts`, `version`) that rollback run `rollback_ts` undid it (and which
+    differences were accepted); call inside the rollback's transaction."""
+    from psycopg.types.json import Jsonb
+
+    row = conn.execute("SELECT to_regclass('dbsage.rollback_plan') IS NOT NULL").fetchone()
+    if not row or not row[0]:
+        return
+    conn.execute("UPDATE dbsage.rollback_plan SET rolled_back_by = %s, accepted_differences = %s "
+                 "WHERE ts = %s AND version = %s",
+                 (rollback_ts, Jsonb(accepted_differences) if accepted_differences else None,
+                  ts, version))
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One apply run of dbsage's log, and whether its version is still as that run left it."""
+
+    id: int
+    ts: str
+    version: str
+    name: str
+    path: str
+    active: bool  # its version is applied and no later run touched it
+
+
+def dbsage_runs(conn: psycopg.Connection) -> list[RunRecord]:
+    """Every apply run dbsage logged, oldest first (empty when dbsage never applied here)."""
+    row = conn.execute(
+        "SELECT to_regclass('dbsage.migration_log') IS NOT NULL AND "
+        "to_regclass('supabase_migrations.schema_migrations') IS NOT NULL").fetchone()
+    if not row or not row[0]:
+        return []
+    rows = conn.execute("""
+        SELECT l.id, l.ts, l.version, l.name, l.path,
+               s.version IS NOT NULL AND NOT EXISTS (
+                   SELECT FROM dbsage.migration_log o WHERE o.version = l.version AND o.id > l.id)
+        FROM dbsage.migration_log l
+        LEFT JOIN supabase_migrations.schema_migrations s ON s.version = l.version
+        WHERE l.event = 'apply' ORDER BY l.id""").fetchall()
+    return [RunRecord(int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), bool(r[5]))
+            for r in rows]
