@@ -407,23 +407,29 @@ def smoke_checks_pass(state: RunState) -> CheckResult:
 
 @check("rollback_target_valid")
 def rollback_target_valid(state: RunState) -> CheckResult:
-    """The TS names an applied, not yet rolled back run, and its reverse script is known."""
-    from dbsage.agent.steps import resolve_rollback
+    """The run to undo is applied and the newest (with --to: every run after the version),
+    its plan is known, and everything it did can be undone (else the reasons)."""
+    from dbsage.agent.steps import rollback_chain
 
-    plan = resolve_rollback(state)
-    n = len(plan.script.all_statements)
-    return _ok(f"run {plan.applied_ts} applied version {plan.version} ({plan.name}); "
-               f"{n} reverse statement(s) from {plan.source}, {len(plan.saved)} saved "
-               "data set(s) to restore")
+    parts = []
+    for plan, _rows in rollback_chain(state):
+        s = plan.script
+        sets = len(s.data) or len(plan.saved)
+        parts.append(f"run {plan.applied_ts} applied version {plan.version} ({plan.name}); "
+                     f"{len(s.all_statements)} reverse statement(s) from {plan.source}, {sets} "
+                     "data set(s) to restore"
+                     + ("; verified against the state before it" if s.before else ""))
+    return _ok("; ".join(parts))
 
 
 @check("no_data_loss")
 def no_data_loss(state: RunState) -> CheckResult:
-    """The rollback drops no table or column that holds rows."""
-    from dbsage.agent.steps import resolve_rollback
+    """The rollback drops no table or column that holds rows written since the migration."""
+    from dbsage.agent.steps import rollback_chain
     from dbsage.tools.rollback import rows_at_stake
 
-    losses = [x for x in rows_at_stake(_conn(state), resolve_rollback(state).script) if x.rows]
+    losses = [x for plan, _rows in rollback_chain(state)
+              for x in rows_at_stake(_conn(state), plan.script) if x.rows]
     if not losses:
         return _ok("the rollback drops nothing that holds data")
     return _fail("the rollback would lose data: " + "; ".join(x.describe() for x in losses))
@@ -431,17 +437,23 @@ def no_data_loss(state: RunState) -> CheckResult:
 
 @check("rollback_recorded")
 def rollback_recorded(state: RunState) -> CheckResult:
-    """The version left supabase_migrations and dbsage logged the rollback event."""
+    """The version(s) left supabase_migrations and dbsage logged the rollback event(s)."""
+    from dbsage.agent.steps import rollback_chain
     from dbsage.tools.history import rollback_rows
 
-    plan = state.rollback
-    if plan is None or state.status != "rolled_back":
+    if state.rollback is None or state.status != "rolled_back":
         return _fail("nothing was rolled back")
-    rows = rollback_rows(_conn(state), plan.version, state.ts or "")
-    if (rows.schema_migrations, rows.migration_log) == (0, 1):
-        return _ok(f"version {plan.version} marked reverted; rollback {state.ts} logged")
-    return _fail(f"history after rollback: schema_migrations rows={rows.schema_migrations}, "
-                 f"rollback log rows={rows.migration_log}")
+    chain = [plan for plan, _rows in rollback_chain(state)]
+    versions = ", ".join(p.version for p in chain)
+    bad = []
+    for plan in chain:
+        rows = rollback_rows(_conn(state), plan.version, state.ts or "")
+        if (rows.schema_migrations, rows.migration_log) != (0, len(chain)):
+            bad.append(f"{plan.version}: schema_migrations rows={rows.schema_migrations}, "
+                       f"rollback log rows={rows.migration_log}")
+    if not bad:
+        return _ok(f"version(s) {versions} marked reverted; rollback {state.ts} logged")
+    return _fail("history after rollback: " + "; ".join(bad))
 
 
 # --- files that are not migrations, and seeds -----------------------------------------------

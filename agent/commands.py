@@ -373,36 +373,69 @@ def plan(path: MigrationPath, *, db: Db = None, lock_timeout: LockTimeout = None
     return _from_report("plan", run_plan(_path(path, session), opts), as_json)
 
 
+def _rollback_run(value: str) -> str:
+    """A migration version or apply-run TS (digits), or `latest`; never a path."""
+    if value.lower() == "latest":
+        return "latest"
+    if value.isascii() and value.isdigit():
+        return value
+    if "/" in value or "\\" in value or ".." in value or value.lower().endswith(".sql"):
+        raise ValueError(f"VERSION|TS is a migration version or run timestamp, not a path: "
+                         f"{value!r}")
+    raise ValueError(f"expected a version or run TS (digits, e.g. 20250101000000) or latest, "
+                     f"not {value!r}")
+
+
+VALIDATORS.setdefault("rollback_run", _rollback_run)  # grammar.py's table; every front end
+RollbackTo = Annotated[str | None, Param(
+    "undo every run applied after version V, newest first (V stays applied)", flag="--to",
+    metavar="V", check="rollback_run", example="20250101000000")]
+AcceptDifference = Annotated[bool, Param(
+    "commit the rollback even when the result differs from the state before the migration "
+    "(the differences are listed and logged)", flag="--accept-difference", llm=False)]
+
+
 @command("rollback", example="*rollback latest", aliases=("undo",), writes=True,
          tool="rollback",
          keywords=("rollback", "roll", "undo", "revert", "back", "restore"))
-def rollback(ts: Annotated[str, Param(
-                 "the TS of the apply run to undo, latest, or a supabase/snapshots/"
-                 "*_before.sql snapshot", metavar="TS|latest", check="rollback_target")],
-             *, mode: Mode = None, db: Db = None, lock_timeout: LockTimeout = None,
-             statement_timeout: StatementTimeout = None, yes: Yes = False,
-             answers: Answers = None, allow_data_loss: AllowDataLoss = False,
-             prepare_only: PrepareOnly = False, as_json: Json = False,
-             session: Session) -> Outcome:
-    """Undo an applied migration with its reverse DDL, restoring the data it destroyed.
+def rollback(ts: Annotated[str | None, Param(
+                 "the version to undo (its newest apply run), the TS of an apply run, or "
+                 "latest", metavar="VERSION|TS|latest", check="rollback_run")] = None,
+             *, to: RollbackTo = None, mode: Mode = None, db: Db = None,
+             lock_timeout: LockTimeout = None, statement_timeout: StatementTimeout = None,
+             yes: Yes = False, answers: Answers = None, allow_data_loss: AllowDataLoss = False,
+             accept_difference: AcceptDifference = False, prepare_only: PrepareOnly = False,
+             as_json: Json = False, session: Session) -> Outcome:
+    """Undo an applied migration with the plan captured in its transaction, verified.
 
-    Never replays the schema-only snapshot on the database (that would empty every table).
+    Reverse DDL, the rows it changed or destroyed, and a comparison with the state before the
+    migration, in one transaction; works from any checkout (the plan is in the database).
+    Only the newest run, or every run after a version with --to.
 
     Args:
-        ts: the 14-digit TS of the apply run to undo, or latest.
+        ts: the version to undo (its newest apply run), the 14-digit TS of a run, or latest.
+        to: undo every run applied after this version instead.
     """
     from dbsage.agent.runner import prepare_rollback_only, run_rollback_task
 
+    if (ts is None) == (to is None):
+        raise CommandError("*rollback needs VERSION|TS|latest, or --to V (not both).",
+                           hint="Usage: *rollback VERSION|TS|latest [--to V]")
+    target = ts or ""
     chosen = _mode("rollback", mode, session)
     if prepare_only:
         opts = _run_options(session, mode="yolo", db=db, lock_timeout=lock_timeout,
                             asker=_yes())
-        return _from_report("rollback", prepare_rollback_only(ts, opts), as_json)
+        report = prepare_rollback_only(target, opts, to=to) if to else \
+            prepare_rollback_only(target, opts)
+        return _from_report("rollback", report, as_json)
     opts = _run_options(session, mode=chosen, db=db, lock_timeout=lock_timeout,
                         statement_timeout=statement_timeout,
                         asker=_asker(session, chosen, yes, answers),
-                        flags={"allow_data_loss": allow_data_loss})
-    return _from_report("rollback", run_rollback_task(ts, opts), as_json)
+                        flags={"allow_data_loss": allow_data_loss,
+                               "accept_difference": accept_difference})
+    report = run_rollback_task(target, opts, to=to) if to else run_rollback_task(target, opts)
+    return _from_report("rollback", report, as_json)
 
 
 @command("smoke-test", example="*smoke-test", aliases=("smoke",), tool="smoke_test",

@@ -153,9 +153,11 @@ def run_dry_run_task(path: str | Path, options: RunOptions | None = None) -> Run
     return run_named("dry-run", options, path=path)
 
 
-def run_rollback_task(migration: str, options: RunOptions | None = None) -> RunReport:
-    """Undo an applied migration run (TS, `latest`, or a *_before.sql snapshot) safely."""
-    return run_named("rollback", options, migration=migration)
+def run_rollback_task(migration: str, options: RunOptions | None = None,
+                      to: str | None = None) -> RunReport:
+    """Undo an applied migration run (VERSION, TS or `latest`; or every run after version
+    `to`) safely."""
+    return run_named("rollback", options, migration=migration, to=to or "")
 
 
 def run_smoke_task(options: RunOptions | None = None) -> RunReport:
@@ -184,7 +186,8 @@ def _partial(task: str, label: str, options: RunOptions, work: Any, **inputs: An
     return build_report(state)
 
 
-def prepare_rollback_only(migration: str, options: RunOptions) -> RunReport:
+def prepare_rollback_only(migration: str, options: RunOptions,
+                          to: str | None = None) -> RunReport:
     """`dbsage rollback TS --prepare-only`: write and show the reverse script and what it
     would lose; change nothing."""
 
@@ -200,7 +203,8 @@ def prepare_rollback_only(migration: str, options: RunOptions) -> RunReport:
         state.warnings += [f"would lose: {x}" for x in losses]
         state.status = "prepared"
 
-    return _partial("rollback", "rollback-plan", options, work, migration=migration)
+    return _partial("rollback", "rollback-plan", options, work, migration=migration,
+                    to=to or "")
 
 
 def run_plan(path: str | Path, options: RunOptions) -> RunReport:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from dbsage.tools.hotpaths import Finding as HotFinding
     from dbsage.tools.hotpaths import HotpathsReport, QueryPlan
     from dbsage.tools.rls import AccessMatrix, RlsAudit
+    from dbsage.tools.rollback import Capture, ReverseScript
     from dbsage.tools.seed import SeedPlan, SeedResult
 
 Step = Callable[[RunState], None]
@@ -145,7 +146,8 @@ def apply_migration(state: RunState) -> None:
     try:
         state.apply_result = run(state.conn, m, lock_timeout=state.options.lock_timeout,
                                  statement_timeout=state.options.statement_timeout,
-                                 retry=lock_retry_policy(state), before_commit=_gate_commit(state, record),
+                                 retry=lock_retry_policy(state), before_commit=_gate_commit(
+                                     state, _rollback_recorder(state, record)),
                                  on_statement=progress,
                                  before_statements=_gate_baseline(state, _data_saver(state)),
                                  allow_transaction_control=bool(
@@ -310,13 +312,13 @@ def run_smoke_checks(state: RunState) -> None:
 
 
 def save_destroyed_data(state: RunState) -> None:
-    """Find the data a destructive migration destroys; apply_migration saves it inside the
-    migration's own transaction, so no write can slip in between."""
+    """Find the data a destructive migration destroys; apply_migration saves it, with what a
+    rollback needs, inside the migration's own transaction, so no write can slip in between."""
     from dbsage.tools.sqlfile import DATA_DESTROYING_KINDS
 
     m = ensure_parsed(state)
     if not any(s.kind in DATA_DESTROYING_KINDS for s in m.statements):
-        return  # nothing to look at closer (and no need to load tools/rollback.py)
+        return  # nothing to look at closer
     from dbsage.tools.rollback import destructive_targets
 
     targets = destructive_targets(m)
@@ -326,141 +328,228 @@ def save_destroyed_data(state: RunState) -> None:
                            "transaction, before its first statement")
 
 
-def _data_saver(state: RunState) -> Callable[[psycopg.Connection], None] | None:
-    """The hook that saves the destroyed data in the migration's transaction (each attempt)."""
-    if not state.data_targets:
-        return None
-    from dbsage.tools.artifacts import remove_tree
-    from dbsage.tools.rollback import lock_for_saving, save_data
+# The rollback capture of a run lives in `state.inputs` under these keys (RunState has no
+# field for it; agent/state.py is shared), read through `_rollback_capture` and
+# `captured_plan`, which check their type.
+_CAPTURE, _PLAN, _PLAN_ROWS = "rollback_capture", "rollback_plan", "rollback_plan_rows"
 
+
+def _data_saver(state: RunState) -> Callable[[psycopg.Connection], None] | None:
+    """apply's before_statements: inside the migration's transaction, before its first
+    statement (again on each retry), capture what a rollback needs (tools/rollback.py) and
+    save the data the migration destroys."""
+    from dbsage.tools.artifacts import remove_tree
+    from dbsage.tools.rollback import capture_before
+
+    m = ensure_parsed(state)
     dest = ensure_paths(state).data
 
     def save(conn: psycopg.Connection) -> None:
         remove_tree(dest)  # a rolled-back attempt of this run
-        lock_for_saving(conn, state.data_targets)
-        state.saved_data = save_data(conn, state.data_targets, dest)
+        capture = capture_before(conn, m, state.data_targets, dest)
+        state.inputs[_CAPTURE] = capture
+        state.saved_data = list(capture.saved)
 
     return save
+
+
+def _rollback_capture(state: RunState) -> Capture | None:
+    from dbsage.tools.rollback import Capture
+
+    found = state.inputs.get(_CAPTURE)
+    return found if isinstance(found, Capture) else None
+
+
+def captured_plan(state: RunState) -> ReverseScript | None:
+    """The rollback plan this apply run captured in its transaction, if it did."""
+    from dbsage.tools.rollback import ReverseScript
+
+    found = state.inputs.get(_PLAN)
+    return found if isinstance(found, ReverseScript) else None
+
+
+def _rollback_recorder(state: RunState,
+                       record: Callable[[psycopg.Connection, list[StatementResult]], None]
+                       ) -> Callable[[psycopg.Connection, list[StatementResult]], None]:
+    """apply's before_commit: the history rows, then the rollback plan derived from what the
+    transaction changed, stored with them (the same commit)."""
+    from dbsage.tools.rollback import capture_after, pending_rows
+
+    m = ensure_parsed(state)
+    paths = ensure_paths(state)
+
+    def commit(conn: psycopg.Connection, results: list[StatementResult]) -> None:
+        record(conn, results)
+        capture = _rollback_capture(state)
+        if capture is None:
+            return
+        split = ("the file ran as several transactions (its own COMMITs)"
+                 if m.transaction_control else None)
+        plan = capture_after(conn, capture, paths.ts, state.version or "", refusal=split)
+        state.inputs[_PLAN] = plan
+        if not plan.stored:
+            state.inputs[_PLAN_ROWS] = pending_rows(conn)
+
+    return commit
 
 
 def _keep_saved_data(state: RunState, committed: bool) -> None:
     """Keep the saved data with a committed migration; drop it with a rolled-back one."""
     from dbsage.tools.artifacts import remove_tree
 
-    if not state.data_targets or state.paths is None:
+    if state.paths is None:
         return
     dest = state.paths.data
     if not committed:
         remove_tree(dest)  # nothing was destroyed
+        state.inputs.pop(_PLAN, None)
         return
     if state.saved_data:
         state.files["data"] = state.rel(dest)
         state.notices.append(
             f"Saved {sum(x.rows for x in state.saved_data)} row(s) the migration destroys to "
-            f"{state.rel(dest)} (for *rollback {state.ts}).")
+            f"{state.rel(dest)} (for *rollback {state.version or state.ts}).")
 
 
 def prepare_rollback_step(state: RunState) -> None:
-    """Write supabase/rollback/{TS}_rollback.sql unless the user wrote one.
-
-    The reverse DDL is a pure function of the two snapshots this run has just written, so by
-    default it is derived when first needed (`dbsage rollback TS`, or `--prepare-only`): it
-    costs two scratch restores and two full catalog inspections (about 14 s at 1,000 tables,
-    against 0.25 s for the whole shell procedure). --rollback-script writes it now, e.g. to
-    review it in the same pull request as the migration.
-    """
+    """Keep the rollback plan captured in the migration's transaction on disk too:
+    supabase/rollback/{TS}_rollback.sql (never over the user's own) and {TS}_rollback.json,
+    and the rows it restores under {TS}_data/. The database holds the same plan
+    (dbsage.rollback_plan), so `dbsage rollback` also works where these files are not."""
+    plan = captured_plan(state)
     paths = ensure_paths(state)
-    dest = paths.rollback
-    if not state.options.flags.get("rollback_script") and not dest.exists():
-        state.notices.append(
-            f"Rollback inputs kept ({state.rel(paths.before)}, {state.rel(paths.after)}); the "
-            f"reverse script is derived from them by `dbsage rollback {paths.ts}` (preview: "
-            "--prepare-only).")
+    if plan is None:
+        state.step_note = "no rollback plan was captured (nothing was committed)"
         return
-    run_after_pending(state, "prepare_rollback", lambda: _write_rollback_script(state))
+    _write_rollback_script(state)
+    where = "dbsage.rollback_plan and " if plan.stored else ""
+    if plan.refusals:
+        state.warnings.append(
+            f"dbsage cannot roll this migration back: {'; '.join(plan.refusals)}.")
+    else:
+        state.notices.append(
+            f"Rollback plan kept in {where}{state.rel(paths.rollback)}: `dbsage rollback "
+            f"{state.version or paths.ts}` undoes it (from any checkout that reaches this "
+            "database); --prepare-only shows it first.")
+    state.warnings.extend(f"Rollback: {w}" for w in plan.warnings)
+    state.warnings.extend(f"Rollback: {n}" for n in plan.notes)
 
 
 def _write_rollback_script(state: RunState) -> None:
-    from dbsage.tools.rollback import prepare_rollback
+    """The plan's files: the script, the plan as JSON, the rows of its data sets."""
+    from dbsage.tools.rollback import stored_rows, write_plan_files, write_saved_rows
 
-    assert state.target is not None
+    plan = captured_plan(state)
     paths = ensure_paths(state)
-    try:
-        result = prepare_rollback(state.target.url, paths.before, paths.after, paths.rollback,
-                                  server_major=state.server_major)
-    except DbsageError as exc:  # the migration is committed: say so, do not fail it
-        state.warnings.append(f"No rollback script was written: {exc.message}")
+    if plan is None:
         return
-    state.files["rollback"] = state.rel(result.path)
-    if result.user_written:
-        state.notices.append(f"Kept your own rollback script {state.rel(result.path)}.")
+    if plan.stored:
+        rows = stored_rows(ensure_connected(state), paths.ts, plan.version)
+    else:
+        found = state.inputs.get(_PLAN_ROWS)
+        rows = list(found) if isinstance(found, list) else []
+    written = write_plan_files(plan, paths.rollback, paths.rollback.with_suffix(".json"), rows)
+    if rows and write_saved_rows(paths.data, plan, rows):
+        state.files["data"] = state.rel(paths.data)
+    state.files["rollback"] = state.rel(paths.rollback)
+    if not written:
+        state.notices.append(f"Kept your own rollback script {state.rel(paths.rollback)}.")
+
+
+_CHAIN = "rollback_chain"
+
+
+def rollback_chain(state: RunState) -> list[tuple[RollbackPlan, list[Any] | None]]:
+    """Every run this rollback undoes, newest first, with the rows of a plan read from disk."""
+    resolve_rollback(state)
+    found = state.inputs.get(_CHAIN)
+    if isinstance(found, list) and all(isinstance(p, tuple) and isinstance(p[0], RollbackPlan)
+                                       for p in found):
+        return found
+    assert state.rollback is not None
+    return [(state.rollback, None)]
+
+
+def _rollback_target(state: RunState) -> tuple[str | None, str | None]:
+    target = str(state.inputs.get("migration") or "").strip() or None
+    to = str(state.inputs.get("to") or "").strip() or None
+    return target, to
 
 
 def resolve_rollback(state: RunState) -> RollbackPlan:
-    """The apply run to undo (TS, `latest`, or a *_before.sql snapshot) and its reverse script."""
+    """The apply run(s) to undo (VERSION, TS or latest; or every run after --to VERSION) and
+    their plans: the newest first. A run that cannot be undone, or that is not the newest,
+    is refused with the reason."""
     if state.rollback is not None:
         return state.rollback
     from pathlib import Path
 
     from dbsage.agent.state import RunPaths
     from dbsage.tools import rollback as rb
-    from dbsage.tools.history import find_apply_run
 
     conn = ensure_connected(state)
-    value = str(state.inputs.get("migration", ""))
-    if value.endswith("_before.sql") and Path(value).is_file():
-        script = rb.plan_from_snapshot(state.target.url if state.target else "", Path(value),
-                                       server_major=state.server_major)
-        applied_ts = Path(value).name.removesuffix("_before.sql")
-        source = value
-        applied = RunPaths.of(state.options.project_dir, applied_ts)
-    else:
-        applied_ts = rb.validate_ts(value, conn)
-        applied = RunPaths.of(state.options.project_dir, applied_ts)
-        path = applied.rollback
-        if not path.exists():
-            # Derive it from that run's own two snapshots (not from the live schema, which
-            # would also undo every later migration), and keep it for review.
-            if not (applied.before.exists() and applied.after.exists()):
-                raise DbsageError(
-                    f"Neither {state.rel(path)} nor the snapshots {state.rel(applied.before)} "
-                    f"and {state.rel(applied.after)} exist: dbsage cannot know what to undo.",
-                    hint=f"Write the reverse DDL to {state.rel(path)}.")
-            assert state.target is not None
-            rb.prepare_rollback(state.target.url, applied.before, applied.after, path,
-                                server_major=state.server_major)
-            state.notices.append(f"Reverse script derived from the run's snapshots: "
-                                 f"{state.rel(path)}")
-        script, source = rb.read_rollback_script(path), state.rel(path)
-    run = find_apply_run(conn, applied_ts)
-    if run is None:
-        raise DbsageError(f"No apply run {applied_ts} in dbsage.migration_log.",
-                          hint="See *status for what is applied.")
-    state.rollback = RollbackPlan(applied_ts, run.version, run.name, run.path, script, source,
-                                  rb.load_saved_data(applied.data))
-    state.version, state.name = run.version, run.name
-    state.statements = [StatementOutcome(i, st.line, st.summary)
-                        for i, st in enumerate(script.all_statements, 1)]
-    state.files["rollback"] = source
-    return state.rollback
+    target, to = _rollback_target(state)
+    chain: list[tuple[RollbackPlan, list[Any] | None]] = []
+    for run in rb.resolve_runs(conn, target, to):
+        applied = RunPaths.of(state.options.project_dir, run.ts)
+        script, source, rows = rb.load_plan(conn, run, applied.rollback,
+                                            applied.rollback.with_suffix(".json"))
+        rb.refuse_irreversible(script, run)
+        rb.check_guards(conn, script)
+        saved = [] if script.data else rb.load_saved_data(applied.data)
+        chain.append((RollbackPlan(run.ts, run.version, run.name, run.path, script,
+                                   state.rel(Path(source)) if "/" in source else source, saved),
+                      rows))
+    state.inputs[_CHAIN] = chain
+    first = chain[0][0]
+    state.rollback = first
+    state.version, state.name = first.version, first.name
+    state.statements = [StatementOutcome(i, st.line, st.summary) for i, st in enumerate(
+        (s for plan, _ in chain for s in plan.script.all_statements), 1)]
+    state.files["rollback"] = first.source
+    if len(chain) > 1:
+        state.notices.append("Undoes, newest first: " + ", ".join(
+            f"{p.version} (run {p.applied_ts})" for p, _ in chain))
+    return first
 
 
 def rollback_migration(state: RunState) -> None:
-    """Reverse DDL + saved data + history, in one transaction."""
-    from dbsage.tools.rollback import apply_rollback
+    """Reverse DDL + saved data + verification + history, in one transaction, for the run(s)
+    resolved again under the lock: a run that committed since they were planned stops it."""
+    from dbsage.tools.rollback import RollbackRefusedError, RunToUndo, apply_rollbacks, resolve_runs
 
-    plan = resolve_rollback(state)
+    chain = rollback_chain(state)
+    conn = ensure_connected(state)
+    target, to = _rollback_target(state)
+    now = [(r.ts, r.version) for r in resolve_runs(conn, target, to)]
+    planned = [(p.applied_ts, p.version) for p, _ in chain]
+    if now != planned:
+        raise RollbackRefusedError(
+            f"The history changed since the rollback was planned ({planned} then, {now} under "
+            "the lock: a migration committed or was rolled back meanwhile); nothing was rolled "
+            "back.", hint="Run the rollback again to plan it afresh.")
     paths = ensure_paths(state)
-    result = apply_rollback(
-        ensure_connected(state), plan.script, plan.saved, plan.version, ts=paths.ts,
-        mode=state.options.mode, path=plan.path, snapshot_before=state.files.get("before"),
+    result = apply_rollbacks(
+        conn, [RunToUndo(p.applied_ts, p.version, p.script, p.saved, rows, p.path)
+               for p, rows in chain],
+        ts=paths.ts, mode=state.options.mode, snapshot_before=state.files.get("before"),
         snapshot_after=state.rel(paths.after), diff_patch=state.rel(paths.diff),
-        lock_timeout=state.options.lock_timeout, statement_timeout=state.options.statement_timeout)
+        lock_timeout=state.options.lock_timeout, statement_timeout=state.options.statement_timeout,
+        retry=lock_retry_policy(state),
+        accept_difference=bool(state.options.flags.get("accept_difference")))
     for entry in state.statements:
         entry.status = "ok"
     state.records_affected = result.rows_restored
     state.apply_time = round(result.duration_s, 4)
+    state.attempts = result.attempts
     state.status = "rolled_back"
+    state.step_note = (f"verified: the touched objects match their state before the "
+                       f"migration{'s' if len(chain) > 1 else ''}")
+    if result.accepted_differences:
+        state.step_note = "committed with differences accepted (--accept-difference)"
+        state.warnings.append("Committed although the result differs from the state before "
+                              "the migration (accepted, logged in dbsage.rollback_plan): "
+                              + "; ".join(result.accepted_differences))
 
 
 # --- seeds ------------------------------------------------------------------------------------
