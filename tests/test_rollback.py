@@ -1,4 +1,5 @@
-"""Rollback without data loss: reverse DDL (results), saved data, one transaction, history."""
+"""Rollback without data loss: the plan captured in the migration's transaction, the data it
+keeps, one verified transaction, history and addressing (tools/rollback.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from conftest import Db
 from helpers import apply, migration
 
 from dbsage.tools.errors import DbsageError
+from dbsage.tools.history import dbsage_runs, load_rollback_plan
 from dbsage.tools.lock import acquire_lock, release_lock
 from dbsage.tools.rollback import (
     DataTarget,
@@ -17,18 +19,19 @@ from dbsage.tools.rollback import (
     Loss,
     RollbackError,
     RollbackFailedError,
-    SavedData,
+    RollbackRefusedError,
+    RollbackVerificationError,
+    RunToUndo,
     apply_rollback,
+    apply_rollbacks,
     destructive_targets,
+    load_plan,
     load_saved_data,
-    plan_from_snapshot,
-    prepare_rollback,
+    plan_from_json,
     read_rollback_script,
-    reverse_ddl,
+    resolve_runs,
     rows_at_stake,
     save_data,
-    scratch_database,
-    validate_ts,
 )
 from dbsage.tools.snapshot import dump_schema
 from dbsage.tools.sqlfile import read_migration
@@ -57,52 +60,35 @@ revoke select on public.profiles from public;
 """
 
 
-def _scratch_dbs(db: Db) -> list[str]:
-    with psycopg.connect(db.server.url(), autocommit=True) as conn:
-        rows = conn.execute("select datname from pg_database where datname like "
-                            "'dbsage\\_scratch\\_%'").fetchall()
-    return [r[0] for r in rows]
-
-
 def _nicknames(db: Db) -> dict[int, str]:
     with db.connect() as conn:
         return dict(conn.execute("select id, nickname from public.profiles").fetchall())
 
 
-def _snapshots(project: Path, ts: str) -> tuple[Path, Path]:
-    snaps = project / "supabase" / "snapshots"
-    return snaps / f"{ts}_before.sql", snaps / f"{ts}_after.sql"
-
-
-def _apply_with_saved_data(db: Db, project: Path, name: str,
-                           sql: str) -> tuple[str, list[SavedData]]:
-    """Apply through the pipeline, which saves the destroyed data under {TS}_data first."""
+def _applied(db: Db, project: Path, name: str, sql: str) -> str:
     path = migration(project, name, sql)
     report = apply(db, path, project)
     assert report.status == "applied", report.error
     assert report.ts
-    data_dir = project / "supabase" / "snapshots" / f"{report.ts}_data"
-    expected = bool(destructive_targets(read_migration(path)))
-    assert data_dir.exists() == expected
-    return report.ts, load_saved_data(data_dir)
+    return report.ts
 
 
-def _prepare(db: Db, project: Path, ts: str) -> Path:
-    """The pipeline wrote the reverse script at apply time; a second prepare keeps it."""
-    before, after = _snapshots(project, ts)
-    dest = project / "supabase" / "rollback" / f"{ts}_rollback.sql"
-    written = dest.read_text()
-    result = prepare_rollback(db.url, before, after, dest, server_major=db.server.major)
-    assert result.user_written is True and dest.read_text() == written
-    return dest
+def _plan(db: Db, project: Path, ts: str):  # type: ignore[no-untyped-def]
+    """The run's plan as `dbsage rollback` loads it (and the run record)."""
+    with db.connect() as conn:
+        run = next(r for r in dbsage_runs(conn) if r.ts == ts)
+        rb = project / "supabase" / "rollback" / f"{ts}_rollback.sql"
+        script, _source, rows = load_plan(conn, run, rb, rb.with_suffix(".json"))
+    return run, script, rows
 
 
-def _rollback(db: Db, dest: Path, saved: list[SavedData], version: str = VERSION) -> int:
+def _rollback(db: Db, project: Path, ts: str, **kw: object) -> int:
+    run, script, rows = _plan(db, project, ts)
     with db.connect() as conn:
         acquire_lock(conn)
         try:
-            result = apply_rollback(conn, read_rollback_script(dest), saved, version,
-                                    ts=ROLLBACK_TS, path=str(dest))
+            result = apply_rollbacks(conn, [RunToUndo(run.ts, run.version, script, (), rows)],
+                                     ts=ROLLBACK_TS, **kw)  # type: ignore[arg-type]
         finally:
             release_lock(conn)
     return result.rows_restored
@@ -113,39 +99,43 @@ def test_acceptance_rollback_brings_back_column_values_and_drops_new_table(
     db.execute(PROFILES)
     nicknames = _nicknames(db)
     assert len(nicknames) == 100
+    before = dump_schema(db.url, db.server.major)[0]
 
-    ts, saved = _apply_with_saved_data(db, project, f"{VERSION}_drop_nickname.sql",
-                                       DROP_NICKNAME)
+    ts = _applied(db, project, f"{VERSION}_drop_nickname.sql", DROP_NICKNAME)
+    data_dir = project / "supabase" / "snapshots" / f"{ts}_data"
+    saved = load_saved_data(data_dir)  # the CSV copy for people
     assert [(s.table, s.columns, s.key_columns, s.rows) for s in saved] == [
         ("profiles", ("id", "nickname"), ("id",), 100)]
     db.execute("insert into public.badges (profile_id, label) "
                "select g, 'b' from generate_series(1, 12) g")
 
-    dest = _prepare(db, project, ts)
-    script = read_rollback_script(dest)
-    assert [s.sql for s in script.deferred] == [
-        'ALTER TABLE "public"."profiles" ALTER COLUMN "nickname" SET NOT NULL']
+    _run, script, _rows = _plan(db, project, ts)
+    assert script.stored and script.source == "dbsage.rollback_plan"
+    assert [(d.kind, d.table, d.rows) for d in script.data] == [("columns", "profiles", 100)]
+    assert 'ALTER TABLE public.profiles ALTER COLUMN nickname SET NOT NULL' in \
+        [s.sql for s in script.deferred]
     with db.connect() as conn:
         assert rows_at_stake(conn, script) == [Loss("public", "badges", None, 12, "drop table")]
-        assert validate_ts(ts, conn) == ts
-        assert validate_ts("latest", conn) == ts
+        assert [r.ts for r in resolve_runs(conn, "latest")] == [ts]
+        assert [r.ts for r in resolve_runs(conn, VERSION)] == [ts]
+        assert [r.ts for r in resolve_runs(conn, ts)] == [ts]
 
-    assert _rollback(db, dest, saved) == 100
+    assert _rollback(db, project, ts) == 100
 
     assert _nicknames(db) == nicknames
     assert db.scalar("select to_regclass('public.badges')") is None
-    before, _ = _snapshots(project, ts)
-    assert dump_schema(db.url, db.server.major)[0] == before.read_text()
+    assert dump_schema(db.url, db.server.major)[0] == before
     assert db.scalar("select count(*) from supabase_migrations.schema_migrations "
                      "where version = %s", (VERSION,)) == 0
     with db.connect() as conn:
         log = conn.execute("select event, ts, version, status from dbsage.migration_log "
                            "order by id").fetchall()
         with pytest.raises(InvalidTimestampError, match="rolled back already"):
-            validate_ts(ts, conn)
+            resolve_runs(conn, ts)
+        marked = conn.execute("select rolled_back_by from dbsage.rollback_plan").fetchall()
     assert log == [("apply", ts, VERSION, "applied"),
                    ("rollback", ROLLBACK_TS, VERSION, "rolled_back")]
-    assert _scratch_dbs(db) == []
+    assert marked == [(ROLLBACK_TS,)]
 
 
 def test_dropped_table_comes_back_with_rows_nulls_and_sequence(db18: Db, project: Path) -> None:
@@ -155,65 +145,65 @@ def test_dropped_table_comes_back_with_rows_nulls_and_sequence(db18: Db, project
           ('line' || E'\\n' || 'two "q"', 4);""")
     with db18.connect() as conn:
         rows = conn.execute("select * from public.notes order by id").fetchall()
-    ts, saved = _apply_with_saved_data(db18, project, f"{VERSION}_drop_notes.sql",
-                                       "drop table public.notes;")
-    assert [(s.whole_table, s.columns, s.rows) for s in saved] == [(True, ("id", "body", "n"), 4)]
+    before = dump_schema(db18.url, 18)[0]
+    ts = _applied(db18, project, f"{VERSION}_drop_notes.sql", "drop table public.notes;")
 
-    assert _rollback(db18, _prepare(db18, project, ts), saved) == 4
+    assert _rollback(db18, project, ts) == 4
 
     with db18.connect() as conn:
         assert conn.execute("select * from public.notes order by id").fetchall() == rows
         new_id = conn.execute("insert into public.notes (body) values ('x') returning id")
         assert new_id.fetchone() == (5,)
-    before, _ = _snapshots(project, ts)
-    assert dump_schema(db18.url, 18)[0] == before.read_text()
+    assert dump_schema(db18.url, 18)[0] == before
 
 
-def test_data_only_migration_deleted_rows_and_updated_column_come_back(
+def test_data_only_migration_deleted_inserted_and_updated_rows_come_back(
         db18: Db, project: Path) -> None:
     db18.execute(PROFILES)
     nicknames = _nicknames(db18)
-    ts, saved = _apply_with_saved_data(
-        db18, project, f"{VERSION}_cleanup.sql",
-        "delete from public.profiles where id > 90;\nupdate public.profiles set nickname = 'x';")
-    assert db18.scalar("select count(*) from public.profiles") == 90
-    dest = _prepare(db18, project, ts)
-    assert read_rollback_script(dest).empty
+    ts = _applied(db18, project, f"{VERSION}_cleanup.sql",
+                  "delete from public.profiles where id > 90;\n"
+                  "update public.profiles set nickname = 'x' where id <= 45;\n"
+                  "insert into public.profiles values (500, 'n@x', 'new');\n")
+    assert db18.scalar("select count(*) from public.profiles") == 91
+    _run, script, _rows = _plan(db18, project, ts)
+    assert not script.statements and not script.deferred
+    assert sorted((d.kind, d.rows) for d in script.data) == [
+        ("deleted", 10), ("inserted", 1), ("updated", 45)]
+    assert "data: delete 1 row(s) the migration inserted into public.profiles" in \
+        script.render()
 
-    assert _rollback(db18, dest, saved) == 100  # 10 rows re-inserted, 90 rows reset
+    assert _rollback(db18, project, ts) == 56  # 1 deleted, 10 re-inserted, 45 reset
     assert _nicknames(db18) == nicknames
 
 
-def test_column_order_warning_and_middle_column_values(db18: Db) -> None:
-    before_sql = "create table public.t (id int primary key, mid text, tail int);"
-    db18.execute(before_sql + "alter table public.t drop column mid;")
-    with scratch_database(db18.url) as before_url:
-        with psycopg.connect(before_url, autocommit=True) as conn:
-            conn.execute(before_sql)
-        script = reverse_ddl(db18.url, before_url)
-    assert [s.sql for s in script.statements] == ['alter table "public"."t" add column "mid" text']
+def test_a_middle_column_comes_back_last_with_a_warning(db18: Db, project: Path) -> None:
+    db18.execute("create table public.t (id int primary key, mid text, tail int);"
+                 "insert into public.t values (1, 'a', 10), (2, null, 20);")
+    ts = _applied(db18, project, f"{VERSION}_drop_mid.sql", "alter table public.t drop column mid;")
+    _run, script, _rows = _plan(db18, project, ts)
+    assert [s.sql for s in script.statements][-1] == "ALTER TABLE public.t ADD COLUMN mid text"
     assert len(script.warnings) == 1
     assert "t.mid comes back as the last column (it was column 2 of 3)" in script.warnings[0]
+    # The comparison is by name and definition: the column order alone is not a difference.
+    assert _rollback(db18, project, ts) == 2
+    with db18.connect() as conn:
+        assert conn.execute("select id, mid, tail from public.t order by id").fetchall() == [
+            (1, "a", 10), (2, None, 20)]
 
 
-def test_users_own_rollback_file_is_never_overwritten(db18: Db, project: Path) -> None:
-    db18.execute(PROFILES)
-    path = migration(project, f"{VERSION}_drop_nickname.sql", DROP_NICKNAME)
-    report = apply(db18, path, project)
-    assert report.ts
-    before, after = _snapshots(project, report.ts)
-    dest = project / "supabase" / "rollback" / f"{report.ts}_rollback.sql"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    mine = "-- mine\ndrop table public.badges;\nalter table public.profiles add column nickname text;\n"
-    dest.write_text(mine)
-
-    result = prepare_rollback(db18.url, before, after, dest, server_major=18)
-
-    assert result.user_written is True
-    assert result.script is None
-    assert dest.read_text() == mine
-    assert [s.sql for s in read_rollback_script(dest).statements] == [
-        "drop table public.badges", "alter table public.profiles add column nickname text"]
+def test_the_users_own_rollback_file_is_run_instead_of_the_plan(db18: Db,
+                                                                project: Path) -> None:
+    ts = _applied(db18, project, f"{VERSION}_t.sql", "create table public.t (id int);")
+    mine = project / "supabase" / "rollback" / f"{ts}_rollback.sql"
+    assert "DROP TABLE public.t" in mine.read_text()
+    mine.write_text("drop table public.t;\ncreate table public.kept_by_user (id int);\n")
+    _run, script, _rows = _plan(db18, project, ts)
+    assert script.source == str(mine) and script.before is not None  # still verified
+    assert [s.sql for s in script.statements] == [
+        "drop table public.t", "create table public.kept_by_user (id int)"]
+    _rollback(db18, project, ts)
+    assert db18.scalar("select to_regclass('public.kept_by_user') is not null") is True
 
 
 def test_destructive_targets_reads_the_parsed_statements(tmp_path: Path) -> None:
@@ -259,107 +249,89 @@ def test_save_data_writes_key_plus_columns_and_skips_unknown_tables(db18: Db,
         save_data(conn, targets, tmp_path / "data")
 
 
-def test_rows_at_stake_counts_dropped_tables_and_column_values(db18: Db, tmp_path: Path) -> None:
-    db18.execute("create table public.badges (id int); insert into public.badges "
-                 "select generate_series(1, 12);"
-                 "create table public.p (id int, extra text); insert into public.p values "
-                 "(1, 'a'), (2, null), (3, 'c'); create table public.empty (id int);")
-    script_path = tmp_path / "r.sql"
-    script_path.write_text("drop table public.badges;\nalter table p drop column extra;\n"
-                           "drop table public.empty;\ndrop table if exists public.gone;\n"
-                           "alter table public.p add column z int;\n")
+def test_rows_at_stake_counts_only_rows_written_since_the_migration(db18: Db,
+                                                                    project: Path) -> None:
+    ts = _applied(db18, project, f"{VERSION}_t.sql",
+                  "create table public.t (id int); insert into public.t values (1), (2);\n"
+                  "create table public.empty (id int);\n"
+                  "create table public.p (id int primary key); insert into public.p values (1);\n"
+                  "alter table public.p add column extra text default 'd';")
+    db18.execute("insert into public.t values (3); insert into public.p values (2), (3);"
+                 "update public.p set extra = 'mine' where id = 3;")
+    _run, script, _rows = _plan(db18, project, ts)
     with db18.connect() as conn:
-        losses = rows_at_stake(conn, read_rollback_script(script_path))
-    assert losses == [Loss("public", "badges", None, 12, "drop table"),
-                      Loss("public", "p", "extra", 2, "drop column")]
-    assert [x.describe() for x in losses] == [
-        "rollback drops table public.badges with 12 rows",
-        "rollback drops column public.p.extra holding 2 non-null values"]
+        losses = rows_at_stake(conn, script)
+    assert sorted(losses, key=lambda x: x.table) == [
+        Loss("public", "p", None, 2, "drop table"), Loss("public", "t", None, 1, "drop table")]
+    assert losses[0].describe().startswith("rollback drops table public.")
 
 
 @pytest.mark.parametrize(("value", "why"), [
     ("../x", "looks like a path"), ("/etc/passwd", "looks like a path"),
     ("20250101000000.sql", "looks like a path"), ("..", "looks like a path"),
     ("supabase/snapshots/20250101000000_before.sql", "looks like a path"),
-    ("123", "expected 14 digits"), ("2025010100000a", "expected 14 digits"),
-    ("202501010000001", "expected 14 digits"), ("", "expected 14 digits")])
-def test_validate_ts_refuses_paths_and_malformed_values(db18: Db, value: str, why: str) -> None:
+    ("2025010100000a", "neither a version"), ("", "neither a version")])
+def test_resolve_refuses_paths_and_malformed_values(db18: Db, value: str, why: str) -> None:
     with db18.connect() as conn, pytest.raises(InvalidTimestampError, match=why) as err:
-        validate_ts(value, conn)
+        resolve_runs(conn, value)
     assert err.value.exit_code == 2
 
 
-def test_validate_ts_needs_an_applied_run(db18: Db, project: Path) -> None:
+def test_resolve_needs_an_applied_run_and_undoes_only_the_newest(db18: Db,
+                                                                 project: Path) -> None:
     with db18.connect() as conn, pytest.raises(InvalidTimestampError, match="No migration"):
-        validate_ts("latest", conn)
-    report = apply(db18, migration(project, f"{VERSION}_t.sql", "create table t (id int);"),
-                   project)
+        resolve_runs(conn, "latest")
+    first = _applied(db18, project, f"{VERSION}_a.sql",
+                     "create table public.a (id int primary key);")
+    second = _applied(db18, project, "20250102000000_b.sql",
+                      "create table public.b (id int references public.a (id) deferrable);")
     with db18.connect() as conn:
-        assert validate_ts(str(report.ts), conn) == report.ts
-        assert validate_ts("latest", conn) == report.ts
-        with pytest.raises(InvalidTimestampError, match="No migration run 20000101000000"):
-            validate_ts("20000101000000", conn)
+        assert [r.ts for r in resolve_runs(conn, "latest")] == [second]
+        with pytest.raises(RollbackRefusedError, match="not the newest applied run") as err:
+            resolve_runs(conn, VERSION)
+        assert err.value.exit_code == 6 and "--to" in (err.value.hint or "")
+        with pytest.raises(RollbackRefusedError, match="not the newest"):
+            resolve_runs(conn, first)
+        assert [r.version for r in resolve_runs(conn, None, to=VERSION)] == ["20250102000000"]
+        with pytest.raises(InvalidTimestampError, match="No migration run or version 123"):
+            resolve_runs(conn, "123")
+        with pytest.raises(InvalidTimestampError, match="No run was applied after"):
+            resolve_runs(conn, None, to="20250102000000")
 
 
-def test_plan_from_snapshot_diffs_in_a_scratch_database_only(db18: Db, project: Path) -> None:
+def test_a_plan_survives_json_and_is_kept_on_disk_too(db18: Db, project: Path) -> None:
     db18.execute(PROFILES)
-    report = apply(db18, migration(project, f"{VERSION}_drop_nickname.sql", DROP_NICKNAME),
-                   project)
-    assert report.ts
-    before, after = _snapshots(project, report.ts)
-
-    script = plan_from_snapshot(db18.url, before, server_major=18)
-
-    stmts = [s.sql for s in script.statements]
-    assert stmts[-3:] == [
-        "ALTER TABLE public.profiles ADD COLUMN nickname text",
-        "CREATE INDEX profiles_nickname_idx ON public.profiles USING btree (nickname)",
-        'grant select on table "public"."profiles" to PUBLIC']
-    assert 'drop table "public"."badges"' in stmts
-    assert not [s for s in stmts if s.startswith("revoke")]  # badges is dropped anyway
-    assert not [s.sql for s in script.statements if "dbsage" in s.sql or "supabase" in s.sql]
-    assert dump_schema(db18.url, 18)[0] == after.read_text()  # the target is untouched
-    assert db18.scalar("select count(*) from public.profiles") == 100
-    assert _scratch_dbs(db18) == []
-    with pytest.raises(InvalidTimestampError, match=r"_before\.sql"):
-        plan_from_snapshot(db18.url, after, server_major=18)
-
-
-def test_apply_rollback_refuses_a_database_without_history(db18: Db, tmp_path: Path) -> None:
-    script_path = tmp_path / "r.sql"
-    script_path.write_text("create table public.x (id int);\n")
+    ts = _applied(db18, project, f"{VERSION}_drop_nickname.sql", DROP_NICKNAME)
     with db18.connect() as conn:
-        acquire_lock(conn)
-        with pytest.raises(RollbackError, match="is not applied"):
-            apply_rollback(conn, read_rollback_script(script_path), [], VERSION, ts=ROLLBACK_TS)
-        release_lock(conn)
-    assert db18.scalar("select to_regclass('public.x')") is None
-
-
-def test_scratch_database_is_dropped_when_the_body_fails(db18: Db) -> None:
-    with pytest.raises(RuntimeError), scratch_database(db18.url) as url:
-        assert psycopg.connect(url).execute("select 1").fetchone() == (1,)
-        assert len(_scratch_dbs(db18)) == 1
-        raise RuntimeError("boom")
-    assert _scratch_dbs(db18) == []
+        stored = load_rollback_plan(conn, ts, VERSION)
+    assert stored is not None
+    again = plan_from_json(stored, source="dbsage.rollback_plan")
+    _run, script, _rows = _plan(db18, project, ts)
+    assert again == script
+    on_disk = project / "supabase" / "rollback" / f"{ts}_rollback.json"
+    assert on_disk.is_file() and '"nickname"' in on_disk.read_text()
+    assert read_rollback_script(on_disk.with_suffix(".sql")).same_statements(script)
 
 
 def test_apply_rollback_needs_the_lock_and_is_all_or_nothing(db18: Db, project: Path) -> None:
     db18.execute(PROFILES)
-    ts, saved = _apply_with_saved_data(db18, project, f"{VERSION}_drop_nickname.sql",
-                                       DROP_NICKNAME)
-    dest = _prepare(db18, project, ts)
+    ts = _applied(db18, project, f"{VERSION}_drop_nickname.sql", DROP_NICKNAME)
+    _run, script, _rows = _plan(db18, project, ts)
     bad = project / "bad_rollback.sql"
-    bad.write_text(dest.read_text() + "\nselect 1 / 0;\n")
+    bad.write_text((project / "supabase" / "rollback" / f"{ts}_rollback.sql").read_text()
+                   + "\nselect 1 / 0;\n")
+    broken = read_rollback_script(bad)
     with db18.connect() as conn:
         with pytest.raises(RollbackError, match="holds the migration lock"):
-            apply_rollback(conn, read_rollback_script(dest), saved, VERSION, ts=ROLLBACK_TS)
+            apply_rollback(conn, script, [], VERSION, ts=ROLLBACK_TS, applied_ts=ts)
         acquire_lock(conn)
         with pytest.raises(RollbackError, match="20000101000000 is not applied"):
-            apply_rollback(conn, read_rollback_script(dest), saved, "20000101000000",
-                           ts=ROLLBACK_TS)
+            apply_rollback(conn, script, [], "20000101000000", ts=ROLLBACK_TS, applied_ts=ts)
         with pytest.raises(RollbackFailedError, match="division by zero") as err:
-            apply_rollback(conn, read_rollback_script(bad), saved, VERSION, ts=ROLLBACK_TS)
+            apply_rollback(conn, type(script)(broken.statements, broken.deferred,
+                                              source=str(bad), data=script.data, ts=ts,
+                                              version=VERSION, stored=True),
+                           [], VERSION, ts=ROLLBACK_TS, applied_ts=ts)
         release_lock(conn)
     assert err.value.data["sqlstate"] == "22012"
     assert db18.scalar("select to_regclass('public.badges') is not null") is True
@@ -368,6 +340,25 @@ def test_apply_rollback_needs_the_lock_and_is_all_or_nothing(db18: Db, project: 
     assert db18.scalar("select count(*) from supabase_migrations.schema_migrations") == 1
     assert db18.scalar("select count(*) from dbsage.migration_log "
                        "where event = 'rollback'") == 0
+
+
+def test_a_difference_from_the_state_before_aborts_unless_accepted(db18: Db,
+                                                                   project: Path) -> None:
+    db18.execute("create table public.t (id int primary key, a text);")
+    ts = _applied(db18, project, f"{VERSION}_add_b.sql", "alter table public.t add column b int;")
+    db18.execute("comment on table public.t is 'changed by hand since'")
+    with pytest.raises(RollbackVerificationError, match=r"relation public\.t differs") as err:
+        _rollback(db18, project, ts)
+    assert err.value.data["differences"] and "comment" in err.value.data["differences"][0]
+    assert db18.scalar("select count(*) from information_schema.columns where "
+                       "table_name = 't' and column_name = 'b'") == 1  # nothing changed
+    _rollback(db18, project, ts, accept_difference=True)
+    assert db18.scalar("select count(*) from information_schema.columns where "
+                       "table_name = 't' and column_name = 'b'") == 0
+    with db18.connect() as conn:
+        accepted = conn.execute("select accepted_differences from dbsage.rollback_plan"
+                                ).fetchone()
+    assert accepted is not None and "comment" in accepted[0][0]
 
 
 def test_rows_written_just_before_the_migration_are_saved_and_come_back(
@@ -386,8 +377,9 @@ def test_rows_written_just_before_the_migration_are_saved_and_come_back(
                    "update public.profiles set nickname = 'renamed' where id = 1")
 
     monkeypatch.setitem(steps.STEPS, "save_destroyed_data", plan_then_someone_writes)
-    ts, saved = _apply_with_saved_data(db, project, f"{VERSION}_drop_nickname.sql",
-                                       "alter table public.profiles drop column nickname;\n")
+    ts = _applied(db, project, f"{VERSION}_drop_nickname.sql",
+                  "alter table public.profiles drop column nickname;\n")
+    saved = load_saved_data(project / "supabase" / "snapshots" / f"{ts}_data")
     assert [(s.table, s.rows) for s in saved] == [("profiles", 101)]
     monkeypatch.undo()
     report = run_rollback_task(ts, RunOptions(mode="yolo", db=db.url, project_dir=project))
@@ -396,12 +388,29 @@ def test_rows_written_just_before_the_migration_are_saved_and_come_back(
     assert nicknames[101] == "late" and nicknames[1] == "renamed" and len(nicknames) == 101
 
 
-def test_a_failed_migration_keeps_no_saved_data(db18: Db, project: Path) -> None:
+def test_a_failed_migration_keeps_no_saved_data_and_no_plan(db18: Db, project: Path) -> None:
     db18.execute(PROFILES)
     path = migration(project, f"{VERSION}_fails.sql",
                      "alter table public.profiles drop column nickname;\nselect 1/0;\n")
     report = apply(db18, path, project)
     assert report.status == "failed"
-    assert "data" not in report.files
+    assert "data" not in report.files and "rollback" not in report.files
     assert not list((project / "supabase" / "snapshots").glob("*_data"))
     assert len(_nicknames(db18)) == 100
+    assert db18.scalar("select to_regclass('dbsage.rollback_plan')") is None
+
+
+def test_no_scratch_database_is_ever_made(db18: Db, project: Path) -> None:
+    db18.execute(PROFILES)
+    ts = _applied(db18, project, f"{VERSION}_drop_nickname.sql", DROP_NICKNAME)
+    seen: list[str] = []
+    real = psycopg.Connection.execute
+
+    def spy(self, query, *a, **k):  # type: ignore[no-untyped-def]
+        seen.append(str(query))
+        return real(self, query, *a, **k)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(psycopg.Connection, "execute", spy)
+        _rollback(db18, project, ts)
+    assert not [q for q in seen if "CREATE DATABASE" in q.upper()]

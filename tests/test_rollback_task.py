@@ -1,4 +1,5 @@
-"""`dbsage rollback` end to end: the acceptance example of issue 4 through the whole pipeline."""
+"""`dbsage rollback` end to end: the acceptance example of issue 4 through the whole pipeline,
+addressing (VERSION, TS, latest, --to) and the order rule."""
 
 from __future__ import annotations
 
@@ -27,11 +28,12 @@ def _nicknames(db: Db) -> dict[int, str]:
         return dict(conn.execute("select id, nickname from public.profiles").fetchall())
 
 
-def rollback(db: Db, project: Path, ts: str, mode: str = "yolo", **flags: bool):  # type: ignore[no-untyped-def]
+def rollback(db: Db, project: Path, ts: str, mode: str = "yolo", to: str | None = None,  # type: ignore[no-untyped-def]
+             **flags: bool):
     asker = ScriptedAsker({"confirm_database": "yes", "confirm_rollback": "yes",
                            "override_no_data_loss": "yes"})
     opts = RunOptions(mode=mode, db=db.url, project_dir=project, asker=asker, flags=dict(flags))
-    return run_rollback_task(ts, opts), asker
+    return run_rollback_task(ts, opts, to=to), asker
 
 
 def test_rollback_restores_the_dropped_column_and_drops_the_new_table(db: Db,
@@ -102,24 +104,50 @@ def test_path_like_ts_is_refused_and_changes_nothing(db18: Db, project: Path) ->
     assert db18.scalar("select to_regclass('public.t') is not null") is True
 
 
-def test_by_default_the_reverse_script_is_derived_from_the_runs_snapshots(db18: Db,
-                                                                          project: Path) -> None:
-    """Apply keeps the inputs; `rollback` derives the script from that run's own two snapshots,
-    so a later migration is not undone with it."""
+def test_the_plan_is_kept_at_apply_time_and_only_the_newest_run_is_undone(
+        db18: Db, project: Path) -> None:
+    """Apply writes the plan (script and JSON) and keeps it in the database; `rollback` of an
+    older run is refused while a later one is applied; --to undoes every later run."""
     first = migration(project, "20250101000000_a.sql", "create table public.a (id int);")
     second = migration(project, "20250102000000_b.sql", "create table public.b (id int);")
     ra = apply(db18, first, project, flags={"rollback_script": False})
-    assert "rollback" not in ra.files
-    assert any(f"dbsage rollback {ra.ts}" in n for n in ra.notices)
-    apply(db18, second, project)
-
-    plan = run_cli("rollback", str(ra.ts), "--prepare-only", "--db", db18.url, cwd=project)
-    assert plan.returncode == 0, plan.stdout + plan.stderr
     script = project / "supabase" / "rollback" / f"{ra.ts}_rollback.sql"
-    assert "drop table" in script.read_text().lower() and "public.b" not in script.read_text()
-    assert db18.scalar("select to_regclass('public.a') is not null") is True  # nothing ran
+    assert ra.files["rollback"] == f"supabase/rollback/{ra.ts}_rollback.sql"
+    assert "DROP TABLE public.a" in script.read_text()
+    assert any("dbsage rollback 20250101000000" in n for n in ra.notices)
+    rb = apply(db18, second, project)
 
+    files = sorted(p.name for p in (project / "supabase").rglob("*"))
+    plan = run_cli("rollback", "20250102000000", "--prepare-only", "--db", db18.url,
+                   cwd=project)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert "DROP TABLE public.b" in plan.stdout
+    assert sorted(p.name for p in (project / "supabase").rglob("*")) == files  # writes nothing
+    assert db18.scalar("select to_regclass('public.b') is not null") is True  # nothing ran
+
+    older, _ = rollback(db18, project, "20250101000000")
+    assert older.status == "refused" and older.exit_code == 6
+    assert "20250102000000" in older.error["message"] and "--to" in older.error["hint"]
+    assert db18.scalar("select to_regclass('public.a') is not null") is True
+
+    report, _ = rollback(db18, project, "", to="20250101000000")
+    assert report.status == "rolled_back", report.error
+    assert db18.scalar("select to_regclass('public.b')") is None
+    assert db18.scalar("select to_regclass('public.a') is not null") is True
     report, _ = rollback(db18, project, str(ra.ts))
     assert report.status == "rolled_back", report.error
     assert db18.scalar("select to_regclass('public.a')") is None
-    assert db18.scalar("select to_regclass('public.b') is not null") is True
+    del rb
+
+
+def test_cancelling_leaves_no_file(db18: Db, project: Path) -> None:
+    path = migration(project, "20250101000000_t.sql", "create table public.t (id int);")
+    apply(db18, path, project)
+    files = sorted(p.name for p in (project / "supabase").rglob("*"))
+    asker = ScriptedAsker({"confirm_database": "yes", "confirm_rollback": "no"})
+    opts = RunOptions(mode="interactive", db=db18.url, project_dir=project, asker=asker)
+    report = run_rollback_task("latest", opts)
+    assert report.status == "refused" and report.exit_code == 6
+    assert sorted(p.name for p in (project / "supabase").rglob("*")) == files
+    assert db18.scalar("select to_regclass('public.t') is not null") is True
+    assert lock_is_free(db18)
