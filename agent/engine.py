@@ -50,6 +50,7 @@ class Registries:
     finish: Callable[[RunState], None]  # fills the success text, writes the decision log
     cleanup: Callable[[RunState], None]  # stops what a run left behind (early snapshot)
     error_kind: Callable[[DbsageError], str | None] = lambda exc: None  # for error_handling.errors
+    hint_for: Callable[[DbsageError], str | None] = lambda exc: exc.hint  # adds the command
     # What an interrupt left committed, when the task knows better than one file's statements
     # (a batch: the files before the one that was running); None: the engine's own account.
     interrupted: Callable[[RunState], DbsageError | None] = lambda state: None
@@ -129,6 +130,7 @@ def run_task(reg: Registries, state: RunState) -> None:
         _after_steps(reg, state, d)
         _join_pending(state)
     except DbsageError as exc:
+        exc.hint = reg.hint_for(exc)  # the next command, in the words of the front end
         _fail(state, exc, reg.error_kind(exc))
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (the CLI raises Terminated)
         from dbsage.tools.errors import Terminated

@@ -105,12 +105,13 @@ def _error_kind(exc: DbsageError) -> str | None:
 
 def registries() -> Registries:
     """The real registries."""
-    from dbsage.agent.checklists import run_check
+    from dbsage.agent.checklists import command_hint, run_check
     from dbsage.agent.checkpoints import run_checkpoints
     from dbsage.agent.steps import STEPS
 
     return Registries(steps=STEPS, run_check=run_check, checkpoints=run_checkpoints,
                       phases=PHASES, finish=_finish, cleanup=_cleanup, error_kind=_error_kind,
+                      hint_for=command_hint,
                       interrupted=_interrupted)
 
 
