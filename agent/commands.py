@@ -718,6 +718,10 @@ Atomic = Annotated[bool, Param(
 IncludeAll = Annotated[bool, Param(
     "also apply pending files older than the latest applied version, in version order (the "
     "Supabase CLI's --include-all)", flag="--include-all", llm=False)]
+RollbackPlans = Annotated[bool, Param(
+    "keep a rollback plan for each file, as apply does, so `rollback --to V` undoes the batch "
+    "file by file (catalog captures in each file's transaction: slower)",
+    flag="--rollback-plans", llm=False)]
 DryRunBatch = Annotated[bool, Param(
     "run the whole batch in one transaction that is rolled back; report each file",
     flag="--dry-run", llm=False)]
@@ -729,7 +733,8 @@ def up(*, mode: Mode = None, db: Db = None, lock_timeout: LockTimeout = None,
        statement_timeout: StatementTimeout = None, yes: Yes = False, answers: Answers = None,
        atomic: Atomic = False, to: ToVersion = None, include_all: IncludeAll = False,
        dry_run: DryRunBatch = False, allow_destructive: AllowDestructive = False,
-       force: Force = False, no_dry_run: NoDryRun = False, as_json: Json = False,
+       force: Force = False, no_dry_run: NoDryRun = False,
+       rollback_plans: RollbackPlans = False, as_json: Json = False,
        session: Session) -> Outcome:
     """Apply every pending migration of supabase/migrations/, in version order, safely.
 
@@ -743,7 +748,8 @@ def up(*, mode: Mode = None, db: Db = None, lock_timeout: LockTimeout = None,
     task = "up-dry-run" if dry_run else "up"
     chosen = "yolo" if dry_run else _mode("up", mode, session)
     flags = {"allow_destructive": allow_destructive, "force": force, "atomic": atomic,
-             "include_all": include_all, "skip_dry_run": no_dry_run}
+             "include_all": include_all, "skip_dry_run": no_dry_run,
+             "rollback_plans": rollback_plans}
     opts = _run_options(session, mode=chosen, db=db, lock_timeout=lock_timeout,
                         statement_timeout=statement_timeout,
                         asker=_yes() if dry_run else _asker(session, chosen, yes, answers),

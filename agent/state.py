@@ -138,6 +138,9 @@ class BatchFile:
     attempts: int = 0
     rows_affected: int = 0
     message: str | None = None
+    # what tools/rollback.py captured in its transaction, and the rollback plan it kept
+    capture: Any = field(default=None, repr=False)
+    rollback_plan: Any = field(default=None, repr=False)
 
     @property
     def name(self) -> str:

@@ -226,7 +226,7 @@ def test_the_option_sets_are_as_documented() -> None:
         "--create-extension",
         # up's batch options, new's, repair's and prune's (apply without PATH runs up)
         "--atomic", "--to", "--include-all", "--dry-run", "--status", "--baseline", "--keep",
-        "--accept-difference"}
+        "--rollback-plans", "--accept-difference"}
     assert declared["rls-audit"] == {"--db", "--exposed-schemas", "--as", "--claims", "--json"}
     assert declared["analyze-hotpaths"] == {"--top", "--db", "--statement-timeout",
                                             "--create-extension", "--json"}

@@ -127,17 +127,39 @@ def test_up_stops_at_the_failing_file_and_says_which_committed(supa_db: SupaDb,
     assert _versions(supa_db)[-1] == "20250103000000"
 
 
-def test_rolling_back_a_batch_is_refused_not_half_done(supa_db18: SupaDb,
-                                                        project: Path) -> None:
-    _three(project)
+def test_a_batch_rolls_back_file_by_file(supa_db18: SupaDb, project: Path) -> None:
+    migration(project, A, "create table public.a (id bigint primary key);\n"
+              "alter table public.a enable row level security;\n")
     assert _up(project, supa_db18).returncode == 0
-    done = run_cli("rollback", "latest", "--mode", "yolo", "--allow-data-loss", "--db",
+    migration(project, B, "create table public.b (id bigint primary key);\n"
+              "alter table public.b enable row level security;\n")
+    migration(project, C, "alter table public.a add column note text;\n")
+    done = _up(project, supa_db18, "--rollback-plans")
+    assert done.returncode == 0, done.stdout
+    assert "rollback --to 20250101000000" in done.stderr
+    last = run_cli("rollback", "latest", "--mode", "yolo", "--db", supa_db18.url, cwd=project)
+    assert last.returncode == 0, last.stdout + last.stderr
+    assert _versions(supa_db18) == ["20250101000000", "20250102000000"]
+    assert supa_db18.scalar("select count(*) from information_schema.columns where "
+                            "table_name = 'a' and column_name = 'note'") == 0
+    rest = run_cli("rollback", "--to", "20250101000000", "--mode", "yolo", "--db",
                    supa_db18.url, cwd=project)
-    assert done.returncode != 0
-    out = done.stdout + done.stderr
-    assert "one batch" in out or "No rollback plan was kept" in out, out
-    assert len(_versions(supa_db18)) == 3 and supa_db18.scalar(
-        "select to_regclass('public.b')::text") == "b"
+    assert rest.returncode == 0, rest.stdout + rest.stderr
+    assert _versions(supa_db18) == ["20250101000000"]
+    assert supa_db18.scalar("select to_regclass('public.b')") is None
+
+
+def test_without_rollback_plans_a_rollback_refuses_and_changes_nothing(
+        supa_db18: SupaDb, project: Path) -> None:
+    _three(project)
+    done = _up(project, supa_db18)
+    assert done.returncode == 0 and "--rollback-plans" in done.stderr
+    undo = run_cli("rollback", "latest", "--mode", "yolo", "--allow-data-loss", "--db",
+                   supa_db18.url, cwd=project)
+    assert undo.returncode != 0
+    assert len(_versions(supa_db18)) == 3
+    assert supa_db18.scalar("select count(*) from information_schema.columns where "
+                            "table_name = 'a' and column_name = 'note'") == 1
 
 
 def test_atomic_applies_all_in_one_transaction_or_none(supa_db: SupaDb, project: Path) -> None:
