@@ -522,9 +522,16 @@ def _status_text(data: dict[str, Any], front: str = "chat") -> str:
 
 def _target(session: Session, db: str | None) -> tuple[str, str]:
     """(URL, redacted URL) of the target, starting the embedded server when none is set."""
-    from dbsage.tools.connection import check_not_transaction_pooler, redact, resolve_target
+    from dbsage.tools.connection import (
+        check_not_transaction_pooler,
+        check_target,
+        redact,
+        resolve_target,
+    )
 
     target = resolve_target(db or session.db)
+    if target is not None:
+        check_target(target)  # SUPABASE_DB_URL/DATABASE_URL get --db's check
     if target is None:
         from dbsage.tools.embedded import start_embedded
 

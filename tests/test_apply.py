@@ -11,6 +11,8 @@ import pytest
 from conftest import Db
 from helpers import apply, fast_retry, lock_is_free, migration, user_tables
 
+from dbsage.tools.cli_split import statements_for_history
+
 TODOS = """-- todos
 create table public.todos (
   id bigint generated always as identity primary key,
@@ -59,12 +61,10 @@ def test_happy_path_applies_writes_files_and_history(db: Db, project: Path) -> N
                             "supabase_migrations.schema_migrations").fetchall()
         log = conn.execute("select ts, event, version, checksum, status, mode, rows_affected, "
                            "statements, snapshot_before from dbsage.migration_log").fetchall()
+    # `statements` exactly as the Supabase CLI would record this file (comments kept).
     assert hist == [("20250101000000", "create_todos",
-                     [s.strip().rstrip(";") for s in (
-                         "create table public.todos (\n  id bigint generated always as identity "
-                         "primary key,\n  title text not null\n)",
-                         "create index todos_title_idx on public.todos (title)",
-                         "insert into public.todos (title) values ('a'), ('b'), ('c')")])]
+                     statements_for_history(path.read_bytes().decode()))]
+    assert hist[0][2][0].startswith("-- todos")
     checksum = hashlib.sha256(path.read_bytes()).hexdigest()
     assert log == [(ts, "apply", "20250101000000", checksum, "applied", "yolo", 3, 3,
                     f"supabase/snapshots/{ts}_before.sql")]
@@ -267,15 +267,15 @@ def test_each_run_gets_its_own_timestamp(db18: Db, project: Path) -> None:
     assert {f"{a.ts}_before.sql", f"{b.ts}_before.sql"} <= before
 
 
-def test_file_without_version_uses_the_run_timestamp_with_a_warning(db18: Db,
-                                                                    project: Path) -> None:
+def test_a_file_without_a_version_is_not_a_migration(db18: Db, project: Path) -> None:
+    """No invented version: a file the Supabase CLI would skip is refused (exit 2) and
+    nothing is recorded."""
     path = migration(project, "add_things.sql", "create table things (id int);")
     report = apply(db18, path, project)
-    assert report.status == "applied"
-    assert report.version == report.ts
-    assert any("no leading version digits" in w for w in report.warnings)
-    assert db18.scalar("select name from supabase_migrations.schema_migrations where "
-                       "version = %s", (report.ts,)) == "add_things"
+    assert report.status == "refused" and report.exit_code == 2
+    assert "not a migration" in report.error["message"]  # type: ignore[index]
+    assert db18.scalar("select to_regclass('public.things')") is None
+    assert db18.scalar("select to_regclass('supabase_migrations.schema_migrations')") is None
 
 
 @pytest.mark.parametrize("port", ["6543"])

@@ -41,9 +41,9 @@ CASES += [([*cmd, "--db", v], m) for cmd in URL_COMMANDS for v, m in BAD_URLS]
 CASES += [(["apply", "x.sql", "--mode", v], "unknown mode") for v in ("fast", "YOLO!", "")]
 CASES += [(["rollback", "latest", "--mode", v], "unknown mode") for v in ("fast", "batch")]
 CASES += [(["rollback", v], m) for v, m in (("../20250101000000", "not a path"),
-                                           ("2025", "14 digits"),
                                            ("supabase/migrations/x.sql", "not a path"),
-                                           ("abc", "14 digits"))]
+                                           ("abc", "expected a version or run TS"),
+                                           ("2025-01-01", "expected a version or run TS"))]
 CASES += [(["smoke-test", "--exposed-schemas", v], "schema names") for v in ("a b", "1x", ",")]
 CASES += [(["apply", "x.sql", "--bogus"], "No such option"),
           (["dry-run"], "Missing argument"), (["status", "extra"], "unexpected extra")]

@@ -192,7 +192,7 @@ def test_completer_offers_commands_paths_modes_and_options(project: Path) -> Non
         "supabase/migrations/20250102000000_more.sql"]
     assert texts("*mode p") == ["preflight"]
     assert texts("*apply-migration x --all") == [
-        "--allow-destructive", "--allow-out-of-order"]
+        "--allow-destructive", "--allow-out-of-order", "--allow-transaction-control"]
     assert texts("*rollback latest --all") == ["--allow-data-loss"]
     assert texts("*rollback l") == ["latest"]
     assert texts("hello") == []

@@ -50,7 +50,7 @@ def test_json_report_has_the_documented_fields(db18: Db, project: Path) -> None:
     assert report["execution_time"] > 0
     assert [(s["line"], s["rows_affected"]) for s in report["statements"]] == [(1, 0), (2, 2)]
     assert all(s["duration_ms"] >= 0 for s in report["statements"])
-    assert set(report["files"]) == {"before", "after", "diff", "decisions"}
+    assert set(report["files"]) == {"before", "after", "diff", "decisions", "rollback"}
     assert [s["step"] for s in report["steps"]][-1] == "release_lock"
 
 

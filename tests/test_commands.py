@@ -34,6 +34,7 @@ MIGRATION = "supabase/migrations/20250101000000_add_profiles.sql"
 
 VALID: list[tuple[str, str, dict[str, str], dict[str, str | bool]]] = [
     (f"*apply-migration {MIGRATION}", "apply-migration", {"path": MIGRATION}, {}),
+    ("*seed --mode yolo", "seed", {}, {"mode": "yolo"}),
     (f"*apply-migration {MIGRATION} --mode yolo", "apply-migration", {"path": MIGRATION},
      {"mode": "yolo"}),
     ('*apply "my dir/x y.sql" --mode=Preflight', "apply-migration", {"path": "my dir/x y.sql"},
@@ -307,8 +308,8 @@ def _option_value(flag: str) -> st.SearchStrategy[str | bool]:
     """Valid (normalised) values of an option, by its flag."""
     return {
         "--mode": st.sampled_from(MODES),
-        "--db": st.text(min_size=1).filter(
-            lambda s: bool(s.strip()) and not s.startswith("-") and "\x00" not in s),
+        "--db": st.sampled_from(["postgresql://u:p@h:5432/d", "postgres://h/d?sslmode=require",
+                                 "host=/tmp dbname=x", "host='/my dir' user=me"]),
         "--lock-timeout": durations,
         "--statement-timeout": durations,
         "--answers": st.sampled_from(["answers.yaml", "ci/my answers.yml"]),
@@ -398,7 +399,7 @@ def test_get_spec_resolves_aliases() -> None:
 @pytest.mark.parametrize(
     ("prefix", "expected"),
     [("*dr", ["*dry-run"]), ("dr", ["dry-run"]), ("*a", ["*analyze-hotpaths", "*apply-migration"]),
-     ("*r", ["*repair", "*rls-audit", "*rollback"]), ("*s", ["*smoke-test", "*status"]), ("*q", ["*quit"]),
+     ("*r", ["*repair", "*rls-audit", "*rollback"]), ("*s", ["*seed", "*smoke-test", "*status"]), ("*q", ["*quit"]),
      ("*un", ["*undo"]), ("*DRY", ["*dry-run"]), ("*x", []), ("*dry-run ", [])],
 )
 def test_complete(prefix: str, expected: list[str]) -> None:

@@ -124,7 +124,7 @@ def test_reads_outside_the_migrations_folder_are_refused(session: ChatSession) -
     assert tools["dry_run"]("supabase/../pyproject.toml").startswith("refused")
     # Refused before any question: nothing to approve.
     assert tools["apply_migration"](path="../../x.sql").startswith("refused")
-    assert tools["rollback"](ts="supabase/migrations/x.sql").startswith("refused: *rollback: TS")
+    assert tools["rollback"](ts="supabase/migrations/x.sql").startswith("refused: *rollback: VERSION|TS is a")
     assert tools["list_migrations"]() == REL
     assert "create table todos" in tools["read_migration"](NAME)
 
@@ -132,12 +132,12 @@ def test_reads_outside_the_migrations_folder_are_refused(session: ChatSession) -
 def test_tools_have_schemas_and_one_line_descriptions(session: ChatSession) -> None:
     tools = {t.name: t for t in llm.build_tools(session)}
     assert set(tools) == {"apply_migration", "dry_run", "rollback", "smoke_test", "plan",
-                          "status", "rls_audit", "analyze_hotpaths", "list_migrations",
+                          "status", "rls_audit", "analyze_hotpaths", "seed", "list_migrations",
                           "read_migration"}
     for tool in tools.values():
         assert tool.description and "\n" not in tool.description
     assert set(tools["apply_migration"].args) == {"path"}
-    assert set(tools["rollback"].args) == {"ts"} and tools["status"].args == {}
+    assert set(tools["rollback"].args) == {"ts", "to"} and tools["status"].args == {}
     assert "You are Dara" in llm.load_prompt()["system"]
 
 

@@ -80,7 +80,7 @@ def test_apply_migration_contract() -> None:
     assert [i.name for i in apply.inputs if i.required] == ["path"]
 
     assert [i.check for i in apply.pre_conditions] == [
-        "file_parses", "connection_established", "not_applied_yet", "checksum_unchanged",
+        "is_a_migration", "file_parses", "connection_established", "not_applied_yet", "checksum_unchanged",
         "migration_order", "no_destructive_statements", "lint_clean", "lock_available"]
     assert [(i.check, i.override) for i in apply.pre_conditions if i.override] == [
         ("migration_order", "allow_out_of_order"), ("no_destructive_statements",
