@@ -403,6 +403,7 @@ class Capture:
     refusals: tuple[str, ...] = ()
     irreversible: tuple[str, ...] = ()
     next_set: int = 1
+    opaque: bool = False  # a DO block or a function call: look at every catalog afterwards
 
 
 def capture_before(conn: psycopg.Connection, migration: MigrationFile,
@@ -441,7 +442,7 @@ def capture_before(conn: psycopg.Connection, migration: MigrationFile,
             f"{len(before.functions) if before else 0} function(s), "
             f"{len(before.types) if before else 0} type(s) captured")
     return Capture(before, note, tuple(copies), tuple(sets), tuple(saved), tuple(refusals),
-                   irreversible, n + len(copies) * 3)
+                   irreversible, n + len(copies) * 3, refs.widened())
 
 
 _OWNED_SEQUENCES_SQL = """
@@ -534,12 +535,15 @@ def _copy_dml_targets(conn: psycopg.Connection, dml: dict[tuple[str | None, str]
     return copies, refusals
 
 
+# The tables this transaction wrote rows of (its own pending statistics), that existed before.
 _XACT_CHANGES_SQL = """
-SELECT s.relid, n.nspname, c.relname, s.n_tup_ins, s.n_tup_upd, s.n_tup_del
-FROM pg_stat_xact_user_tables s JOIN pg_class c ON c.oid = s.relid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE (s.n_tup_ins > 0 OR s.n_tup_upd > 0 OR s.n_tup_del > 0) AND c.relkind IN ('r', 'p')
-  AND s.relid <= %(watermark)s AND {user}
+SELECT * FROM (
+  SELECT c.oid, n.nspname, c.relname, pg_stat_get_xact_tuples_inserted(c.oid) AS ins,
+         pg_stat_get_xact_tuples_updated(c.oid) AS upd,
+         pg_stat_get_xact_tuples_deleted(c.oid) AS del
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.relkind IN ('r', 'p') AND c.oid <= %(watermark)s AND {user}) x
+WHERE ins > 0 OR upd > 0 OR del > 0
 """
 
 
@@ -569,10 +573,10 @@ def capture_after(conn: psycopg.Connection, cap: Capture, ts: str, version: str,
                                {}).fetchone()
             xid = int(row[0]) if row else 0
             if cap.before is not None:
-                t = rs.touched(conn)
+                t = rs.touched(conn, thorough=cap.opaque)
                 scope = cap.before.oids()
                 scope.update(t.scope)
-                after = rs.capture(conn, scope)
+                after = rs.capture(conn, scope, deps=False)
                 unseen = _unseen(cap.before, after, t.scope)
                 derived = rr.derive(cap.before, after, unseen=unseen, other=t.other)
                 refusals += derived.refusals

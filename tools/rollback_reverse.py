@@ -272,7 +272,11 @@ class _Phases:
     s2: list[str] = field(default_factory=list)  # renames back
     s3: list[str] = field(default_factory=list)  # recreate schemas, types, sequences, functions
     s4: list[str] = field(default_factory=list)  # undo changes of tables that stay
-    s5: list[str] = field(default_factory=list)  # drop created types, functions, schemas, ...
+    s5: list[str] = field(default_factory=list)  # drop created sequences, then functions,
+    s5t: list[str] = field(default_factory=list)  # types (functions use them),
+    s5p: list[str] = field(default_factory=list)  # publications,
+    s5x: list[str] = field(default_factory=list)  # extensions,
+    s5n: list[str] = field(default_factory=list)  # schemas (once empty)
     s6: list[str] = field(default_factory=list)  # recreate tables, views; restore bodies
     s7: list[str] = field(default_factory=list)  # after data: constraints, triggers, policies
     s8: list[str] = field(default_factory=list)  # after data: owners, privileges, comments
@@ -329,7 +333,8 @@ class _Deriver:
         self.relations()
         self.p.s8 += default_acl_statements(self.b.default_acls, self.a.default_acls)
         p = self.p
-        stmts = p.s1 + p.s2 + p.s3 + p.s4 + p.s5 + p.s6
+        drops = sorted(p.s5, key=lambda x: not x.startswith("DROP SEQUENCE"))
+        stmts = p.s1 + p.s2 + p.s3 + p.s4 + drops + p.s5t + p.s5p + p.s5x + p.s5n + p.s6
         if stmts or p.s7 or p.s8:
             stmts = ["SET LOCAL check_function_bodies = off", *stmts]
         self.out.statements = stmts
@@ -341,7 +346,7 @@ class _Deriver:
     def extensions(self) -> None:
         for oid, e in self.a.extensions.items():
             if oid not in self.b.extensions and self.new(oid):
-                self.p.s5.append(f"DROP EXTENSION {qi(e.name)}")
+                self.p.s5x.append(f"DROP EXTENSION {qi(e.name)}")
                 self.out.absent.append(("extension", e.name))
         for oid, e in self.b.extensions.items():
             after = self.a.extensions.get(oid)
@@ -359,7 +364,7 @@ class _Deriver:
     def publications_objects(self) -> None:
         for oid, p in self.a.publications.items():
             if oid not in self.b.publications and self.new(oid):
-                self.p.s5.append(f"DROP PUBLICATION {qi(p.name)}")
+                self.p.s5p.append(f"DROP PUBLICATION {qi(p.name)}")
                 self.out.absent.append(("publication", p.name))
         for oid, p in self.b.publications.items():
             after = self.a.publications.get(oid)
@@ -400,7 +405,7 @@ class _Deriver:
     def schemas(self) -> None:
         for oid, s in self.a.schemas.items():
             if oid not in self.b.schemas and self.new(oid):
-                self.p.s5.append(f"DROP SCHEMA {qi(s.name)}")
+                self.p.s5n.append(f"DROP SCHEMA {qi(s.name)}")
                 self.out.absent.append(("schema", s.name))
         for oid, s in self.b.schemas.items():
             after = self.a.schemas.get(oid)
@@ -438,7 +443,7 @@ class _Deriver:
                 self.p.s1.append(f"ALTER TYPE {name} RENAME TO {qi(temp)}")
                 name = qn(t.schema, temp)
             kind = "DOMAIN" if t.kind == "d" else "TYPE"
-            self.p.s5.append(f"DROP {kind} {self._moved(name, t.schema_oid, t.schema)}")
+            self.p.s5t.append(f"DROP {kind} {self._moved(name, t.schema_oid, t.schema)}")
             self.out.absent.append(("type", t.schema, t.name))
         for oid, t in sorted(self.b.types.items()):
             if t.extension:
@@ -542,16 +547,17 @@ class _Deriver:
             self.out.refusals.append(f"enum {b.qualified} changed from {list(b.labels)} to "
                                      f"{list(a.labels)} in a way dbsage cannot reverse")
             return
-        users = [u for u in a.users if u != ("type", a.oid)]
+        users = [u for u in b.users if u != ("type", b.oid)]  # the before capture has them
         blocking = []
         columns: list[tuple[Relation, Column]] = []
         for kind, oid in users:
-            rel = self.a.relations.get(oid) if kind == "rel" else None
+            rel = (self.a.relations.get(oid) or self.b.relations.get(oid)) if kind == "rel" \
+                else None
             if rel is None or rel.kind not in ("r", "p"):
                 blocking.append(self._describe_user(kind, oid))
                 continue
             for c in rel.columns:
-                if c.type_oid in (a.oid, a.array_oid):
+                if c.type_oid in (b.oid, b.array_oid):
                     columns.append((rel, c))
         if blocking:
             self.out.refusals.append(
@@ -565,7 +571,7 @@ class _Deriver:
         s6.append(self.type_sql(b))
         for rel, c in columns:
             table = qn(rel.schema, rel.name)
-            array = "[]" if c.type_oid == a.array_oid else ""
+            array = "[]" if c.type_oid == b.array_oid else ""
             if c.default is not None:
                 s6.append(f"ALTER TABLE {table} ALTER COLUMN {qi(c.name)} DROP DEFAULT")
             s6.append(f"ALTER TABLE {table} ALTER COLUMN {qi(c.name)} TYPE {name}{array} "

@@ -991,67 +991,119 @@ def _ours(xmin: str) -> str:
     subtransactions): a visible row whose xmin is still in progress can only be ours."""
     diff = (f"((((me.top %% 4294967296) - ({xmin})::text::bigint + 6442450944) %% 4294967296)"
             " - 2147483648)")
-    return (f"CASE WHEN {diff} <= 0 THEN pg_xact_status((me.top - {diff})::text::xid8) = "
-            "'in progress' ELSE false END")
+    # age() <= 0 first (cheap, and never false for ours): the exact test only for those rows.
+    return (f"CASE WHEN age({xmin}) > 0 THEN false WHEN {diff} <= 0 THEN "
+            f"pg_xact_status((me.top - {diff})::text::xid8) = 'in progress' ELSE false END")
 
 
 _J5, _K5, _O5 = _owner_sql("d.classoid", "d.objoid", "m")
 
 # Every user-level object whose catalog rows this transaction wrote, and catalogs dbsage does
 # not reverse (`other:*`).
-_TOUCHED_SQL = f"""
-WITH me AS (SELECT pg_current_xact_id()::text::bigint AS top),
+_TOUCHED_HEAD = f"""
+WITH me AS MATERIALIZED (SELECT pg_current_xact_id()::text::bigint AS top),
+{{descr}}types AS MATERIALIZED (SELECT t.oid, t.typcategory, t.typrelid FROM pg_type t, me
+                       WHERE {_ours('t.xmin')}),
 rows(kind, oid) AS (
-  SELECT CASE WHEN c.relkind IN ('i', 'I') THEN 'rel' WHEN c.relkind = 'c' THEN 'type'
+"""
+# Each branch: (in the quick pass too, SQL). The quick pass reads only the catalogs where a
+# new object shows; the thorough one (after a DO block or a function call) every catalog.
+_TOUCHED_BRANCHES: tuple[tuple[bool, str], ...] = (
+    (True, f"""SELECT CASE WHEN c.relkind IN ('i', 'I') THEN 'rel' WHEN c.relkind = 'c' THEN 'type'
               WHEN c.relkind = 't' THEN NULL ELSE 'rel' END,
          CASE WHEN c.relkind IN ('i', 'I') THEN (SELECT indrelid FROM pg_index
                                                  WHERE indexrelid = c.oid)
               WHEN c.relkind = 'c' THEN c.reltype ELSE c.oid END
-    FROM pg_class c, me WHERE {_ours('c.xmin')}
-  UNION ALL SELECT 'rel', a.attrelid FROM pg_attribute a, me WHERE {_ours('a.xmin')}
-  UNION ALL SELECT 'rel', d.adrelid FROM pg_attrdef d, me WHERE {_ours('d.xmin')}
-  UNION ALL SELECT CASE WHEN co.conrelid <> 0 THEN 'rel' ELSE 'type' END,
+    FROM pg_class c, me WHERE {_ours('c.xmin')}"""),
+    (False, f"""SELECT 'rel', a.attrelid FROM pg_attribute a, me WHERE {_ours('a.xmin')}"""),
+    (False, f"""SELECT 'rel', d.adrelid FROM pg_attrdef d, me WHERE {_ours('d.xmin')}"""),
+    (False, f"""SELECT CASE WHEN co.conrelid <> 0 THEN 'rel' ELSE 'type' END,
                    CASE WHEN co.conrelid <> 0 THEN co.conrelid ELSE co.contypid END
-    FROM pg_constraint co, me WHERE {_ours('co.xmin')}
-  UNION ALL SELECT 'rel', t.tgrelid FROM pg_trigger t, me WHERE {_ours('t.xmin')}
-  UNION ALL SELECT 'rel', p.polrelid FROM pg_policy p, me WHERE {_ours('p.xmin')}
-  UNION ALL SELECT CASE WHEN r.ev_type = '1' AND r.rulename = '_RETURN' THEN 'rel'
+    FROM pg_constraint co, me WHERE {_ours('co.xmin')}"""),
+    (False, f"""SELECT 'rel', t.tgrelid FROM pg_trigger t, me WHERE {_ours('t.xmin')}"""),
+    (False, f"""SELECT 'rel', p.polrelid FROM pg_policy p, me WHERE {_ours('p.xmin')}"""),
+    (False, f"""SELECT CASE WHEN r.ev_type = '1' AND r.rulename = '_RETURN' THEN 'rel'
                         ELSE 'other:rule' END, r.ev_class
-    FROM pg_rewrite r, me WHERE {_ours('r.xmin')}
-  UNION ALL SELECT 'rel', s.seqrelid FROM pg_sequence s, me WHERE {_ours('s.xmin')}
-  UNION ALL SELECT 'rel', h.inhrelid FROM pg_inherits h, me WHERE {_ours('h.xmin')}
-  UNION ALL SELECT 'rel', pr.prrelid FROM pg_publication_rel pr, me WHERE {_ours('pr.xmin')}
-  UNION ALL SELECT 'pub', pr.prpubid FROM pg_publication_rel pr, me WHERE {_ours('pr.xmin')}
-  UNION ALL SELECT 'pub', pn.pnpubid FROM pg_publication_namespace pn, me
-    WHERE {_ours('pn.xmin')}
-  UNION ALL SELECT CASE WHEN t.typcategory = 'A' THEN 'array' WHEN r.relkind IS NOT NULL
+    FROM pg_rewrite r, me WHERE {_ours('r.xmin')}"""),
+    (False, f"""SELECT 'rel', s.seqrelid FROM pg_sequence s, me WHERE {_ours('s.xmin')}"""),
+    (False, f"""SELECT 'rel', h.inhrelid FROM pg_inherits h, me WHERE {_ours('h.xmin')}"""),
+    (False, f"""SELECT 'rel', pr.prrelid FROM pg_publication_rel pr, me WHERE {_ours('pr.xmin')}"""),
+    (False, f"""SELECT 'pub', pr.prpubid FROM pg_publication_rel pr, me WHERE {_ours('pr.xmin')}"""),
+    (False, f"""SELECT 'pub', pn.pnpubid FROM pg_publication_namespace pn, me
+    WHERE {_ours('pn.xmin')}"""),
+    (True, """SELECT CASE WHEN t.typcategory = 'A' THEN 'array' WHEN r.relkind IS NOT NULL
                         AND r.relkind <> 'c' THEN 'rel' ELSE 'type' END,
                    CASE WHEN r.relkind IS NOT NULL AND r.relkind <> 'c' THEN r.oid
                         ELSE t.oid END
-    FROM pg_type t LEFT JOIN pg_class r ON r.oid = t.typrelid, me WHERE {_ours('t.xmin')}
-  UNION ALL SELECT 'type', e.enumtypid FROM pg_enum e, me WHERE {_ours('e.xmin')}
-  UNION ALL SELECT 'func', p.oid FROM pg_proc p, me WHERE {_ours('p.xmin')}
-  UNION ALL SELECT 'schema', n.oid FROM pg_namespace n, me WHERE {_ours('n.xmin')}
-  UNION ALL SELECT 'pub', p.oid FROM pg_publication p, me WHERE {_ours('p.xmin')}
-  UNION ALL SELECT 'ext', e.oid FROM pg_extension e, me WHERE {_ours('e.xmin')}
-  UNION ALL SELECT 'defacl', d.oid FROM pg_default_acl d, me WHERE {_ours('d.xmin')}
-  UNION ALL SELECT {_K5}, {_O5} FROM pg_description d {_J5}, me WHERE {_ours('d.xmin')}
-  UNION ALL SELECT 'other:statistics', s.oid FROM pg_statistic_ext s, me WHERE {_ours('s.xmin')}
-  UNION ALL SELECT 'other:event trigger', e.oid FROM pg_event_trigger e, me
-    WHERE {_ours('e.xmin')}
-  UNION ALL SELECT 'other:cast', c.oid FROM pg_cast c, me WHERE {_ours('c.xmin')}
-  UNION ALL SELECT 'other:operator', o.oid FROM pg_operator o, me WHERE {_ours('o.xmin')}
-  UNION ALL SELECT 'other:operator class', o.oid FROM pg_opclass o, me WHERE {_ours('o.xmin')}
-  UNION ALL SELECT 'other:collation', c.oid FROM pg_collation c, me WHERE {_ours('c.xmin')}
-  UNION ALL SELECT 'other:foreign server', s.oid FROM pg_foreign_server s, me
-    WHERE {_ours('s.xmin')}
-  UNION ALL SELECT 'other:language', l.oid FROM pg_language l, me WHERE {_ours('l.xmin')}
-  UNION ALL SELECT 'other:large object', l.oid FROM pg_largeobject_metadata l, me
-    WHERE {_ours('l.xmin')}
-  UNION ALL SELECT 'other:text search', c.oid FROM pg_ts_config c, me WHERE {_ours('c.xmin')}
+    FROM types t LEFT JOIN pg_class r ON r.oid = t.typrelid"""),
+    (False, f"""SELECT 'type', e.enumtypid FROM pg_enum e, me WHERE {_ours('e.xmin')}"""),
+    (True, f"""SELECT 'func', p.oid FROM pg_proc p, me WHERE {_ours('p.xmin')}"""),
+    (True, f"""SELECT 'schema', n.oid FROM pg_namespace n, me WHERE {_ours('n.xmin')}"""),
+    (True, f"""SELECT 'pub', p.oid FROM pg_publication p, me WHERE {_ours('p.xmin')}"""),
+    (True, f"""SELECT 'ext', e.oid FROM pg_extension e, me WHERE {_ours('e.xmin')}"""),
+    (True, f"""SELECT 'defacl', d.oid FROM pg_default_acl d, me WHERE {_ours('d.xmin')}"""),
+    (False, f"""SELECT {_K5}, {_O5} FROM descr d {_J5}"""),
+    (False, f"""SELECT 'other:statistics', s.oid FROM pg_statistic_ext s, me WHERE {_ours('s.xmin')}"""),
+    (False, f"""SELECT 'other:event trigger', e.oid FROM pg_event_trigger e, me
+    WHERE {_ours('e.xmin')}"""),
+    (False, f"""SELECT 'other:cast', c.oid FROM pg_cast c, me WHERE {_ours('c.xmin')}"""),
+    (False, f"""SELECT 'other:operator', o.oid FROM pg_operator o, me WHERE {_ours('o.xmin')}"""),
+    (False, f"""SELECT 'other:operator class', o.oid FROM pg_opclass o, me WHERE {_ours('o.xmin')}"""),
+    (False, f"""SELECT 'other:collation', c.oid FROM pg_collation c, me WHERE {_ours('c.xmin')}"""),
+    (False, f"""SELECT 'other:foreign server', s.oid FROM pg_foreign_server s, me
+    WHERE {_ours('s.xmin')}"""),
+    (False, f"""SELECT 'other:language', l.oid FROM pg_language l, me WHERE {_ours('l.xmin')}"""),
+    (False, f"""SELECT 'other:large object', l.oid FROM pg_largeobject_metadata l, me
+    WHERE {_ours('l.xmin')}"""),
+    (False, f"""SELECT 'other:text search', c.oid FROM pg_ts_config c, me WHERE {_ours('c.xmin')}"""),
 )
-SELECT DISTINCT kind, oid FROM rows WHERE kind IS NOT NULL AND oid IS NOT NULL AND oid <> 0
+_TOUCHED_TAIL = """
+),
+-- an array type belongs to its element type (or its table); an index, a toast table to
+-- their table; a composite type's relation to the type. Scalar subqueries: a handful of rows
+-- looked up by OID (joins would hash whole catalogs).
+arrays(kind, oid) AS (
+  SELECT CASE WHEN r.relkind IS NOT NULL AND r.relkind <> 'c' THEN 'rel' ELSE 'type' END,
+         CASE WHEN r.relkind IS NOT NULL AND r.relkind <> 'c' THEN r.oid ELSE e.oid END
+  FROM (SELECT oid FROM rows WHERE kind = 'array') x
+  CROSS JOIN LATERAL (SELECT typelem FROM pg_type WHERE oid = x.oid) a
+  CROSS JOIN LATERAL (SELECT oid, typrelid FROM pg_type WHERE oid = a.typelem) e
+  LEFT JOIN LATERAL (SELECT oid, relkind FROM pg_class WHERE oid = e.typrelid) r ON true
+), kinds(kind, oid, relkind) AS (
+  SELECT u.kind, u.oid, CASE WHEN u.kind = 'rel' THEN (SELECT relkind FROM pg_class
+                                                       WHERE oid = u.oid) END
+  FROM (SELECT kind, oid FROM rows WHERE kind <> 'array' UNION SELECT kind, oid FROM arrays) u
+  WHERE u.kind IS NOT NULL AND u.oid IS NOT NULL AND u.oid <> 0
+), mapped(kind, oid) AS (
+  SELECT CASE WHEN k.relkind = 'c' THEN 'type' ELSE k.kind END,
+         CASE WHEN k.relkind IN ('i', 'I') THEN (SELECT indrelid FROM pg_index
+                                                 WHERE indexrelid = k.oid)
+              WHEN k.relkind = 'c' THEN (SELECT reltype FROM pg_class WHERE oid = k.oid)
+              WHEN k.relkind = 't' THEN (SELECT t.oid FROM pg_class t
+                                         WHERE t.reltoastrelid = k.oid)
+              ELSE k.oid END
+  FROM kinds k
+)
+SELECT DISTINCT m.kind, m.oid, CASE m.kind
+    WHEN 'rel' THEN (SELECT n.nspname FROM pg_class c JOIN pg_namespace n
+                     ON n.oid = c.relnamespace WHERE c.oid = m.oid)
+    WHEN 'type' THEN (SELECT n.nspname FROM pg_type t JOIN pg_namespace n
+                      ON n.oid = t.typnamespace WHERE t.oid = m.oid)
+    WHEN 'func' THEN (SELECT n.nspname FROM pg_proc p JOIN pg_namespace n
+                      ON n.oid = p.pronamespace WHERE p.oid = m.oid)
+    WHEN 'schema' THEN (SELECT nspname FROM pg_namespace WHERE oid = m.oid) END
+FROM mapped m WHERE m.oid IS NOT NULL
 """
+_DESCR_CTE = f"""descr AS MATERIALIZED (SELECT d.classoid, d.objoid FROM pg_description d, me
+                       WHERE {_ours('d.xmin')}),
+"""
+
+
+def _touched_sql(thorough: bool) -> str:
+    branches = [sql for quick, sql in _TOUCHED_BRANCHES if quick or thorough]
+    return (_TOUCHED_HEAD.replace("{descr}", _DESCR_CTE if thorough else "")
+            + "\n  UNION ALL ".join(branches) + _TOUCHED_TAIL)
+
 
 # Where each touched object lives, to leave out dbsage's bookkeeping and temporary tables.
 _LOCATED_SQL = """
@@ -1150,32 +1202,25 @@ class Touched:
     default_acls: bool
 
 
-def touched(conn: psycopg.Connection) -> Touched:
+def touched(conn: psycopg.Connection, *, thorough: bool = True) -> Touched:
     """Every object whose catalog rows this transaction (or one of its subtransactions) wrote,
-    outside dbsage's bookkeeping and temporary schemas."""
+    outside dbsage's bookkeeping, the system and temporary schemas.
+
+    Not `thorough`: only the objects it created (their own catalog rows), enough when every
+    statement was parsed (what they change is captured by name); thorough after a DO block or
+    a function call, which may change anything."""
+    from dbsage.tools.catalog import is_user_schema
+
     scope = Scope()
     other: list[str] = []
-    arrays: list[int] = []
     defacl = False
-    for kind, oid in conn.execute(_TOUCHED_SQL, {}).fetchall():
-        if kind == "array":
-            arrays.append(int(oid))
-        elif kind == "defacl":
+    for kind, oid, schema in conn.execute(_touched_sql(thorough), {}).fetchall():
+        if kind == "defacl":
             defacl = True
         elif kind.startswith("other:"):
             other.append(kind.removeprefix("other:"))
-        else:
+        elif schema is None or is_user_schema(str(schema)):
             scope.add(kind, int(oid))
-    if arrays:  # an array type belongs to its element type (or its table)
-        for kind, oid in conn.execute(
-                "SELECT CASE WHEN r.relkind IS NOT NULL AND r.relkind <> 'c' THEN 'rel' "
-                "ELSE 'type' END, CASE WHEN r.relkind IS NOT NULL AND r.relkind <> 'c' "
-                "THEN r.oid ELSE e.oid END FROM pg_type a JOIN pg_type e ON e.oid = a.typelem "
-                "LEFT JOIN pg_class r ON r.oid = e.typrelid WHERE a.oid = ANY (%s::oid[])",
-                (arrays,)).fetchall():
-            scope.add(kind, int(oid))
-    _owners_of_relations(conn, scope)
-    _drop_unowned(conn, scope)
     return Touched(scope, tuple(sorted(set(other))), defacl)
 
 
@@ -1214,9 +1259,11 @@ def _drop_unowned(conn: psycopg.Connection, scope: Scope) -> None:
              "schema": scope.schemas}[kind].discard(int(oid))
 
 
-def capture(conn: psycopg.Connection, scope: Scope, *, mark: bool = False) -> CatalogState:
+def capture(conn: psycopg.Connection, scope: Scope, *, mark: bool = False,
+            deps: bool = True) -> CatalogState:
     """The catalog state of the objects in `scope` (those that exist), with the default ACLs;
-    `mark` also records the OID watermark (the before capture).
+    `mark` also records the OID watermark (the before capture); `deps` what each object needs
+    to exist first (only a state to recreate objects from needs it).
 
     Read with an empty search_path (as pg_dump does), so every name in a definition is
     schema-qualified and means the same whatever the search_path of whoever runs it; the
@@ -1226,13 +1273,13 @@ def capture(conn: psycopg.Connection, scope: Scope, *, mark: bool = False) -> Ca
                        "set_config('search_path', '', true)").fetchone()
     saved = row[0] if row else ""
     try:
-        return _capture(conn, scope, mark)
+        return _capture(conn, scope, mark, deps)
     finally:
         if not conn.closed and conn.info.transaction_status != 3:  # not INERROR
             conn.execute("SELECT set_config('search_path', %s, true)", (saved,))
 
 
-def _capture(conn: psycopg.Connection, scope: Scope, mark: bool) -> CatalogState:
+def _capture(conn: psycopg.Connection, scope: Scope, mark: bool, deps: bool) -> CatalogState:
     from dbsage.tools.catalog import is_user_schema
 
     wm, user = watermark(conn) if mark else (0, "")
@@ -1254,7 +1301,8 @@ def _capture(conn: psycopg.Connection, scope: Scope, mark: bool) -> CatalogState
     exts = _extensions(conn, sorted(scope.extensions))
     defaults = tuple(DefaultAcl(r[0], r[1], r[2], tuple(r[3] or ()))
                      for r in conn.execute(_DEFAULT_ACLS_SQL).fetchall())
-    relations, functions, type_map = _with_deps(conn, relations, functions, type_map)
+    if deps:
+        relations, functions, type_map = _with_deps(conn, relations, functions, type_map)
     return CatalogState(relations, functions, type_map, schemas, pubs, exts, defaults, wm, user)
 
 
