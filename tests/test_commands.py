@@ -399,7 +399,8 @@ def test_get_spec_resolves_aliases() -> None:
 @pytest.mark.parametrize(
     ("prefix", "expected"),
     [("*dr", ["*dry-run"]), ("dr", ["dry-run"]), ("*a", ["*analyze-hotpaths", "*apply-migration"]),
-     ("*r", ["*repair", "*rls-audit", "*rollback"]), ("*s", ["*seed", "*smoke-test", "*status"]), ("*q", ["*quit"]),
+     ("*r", ["*repair", "*rls-audit", "*rollback"]),
+     ("*s", ["*seed", "*smoke-test", "*status"]), ("*q", ["*quit"]),
      ("*un", ["*undo"]), ("*DRY", ["*dry-run"]), ("*x", []), ("*dry-run ", [])],
 )
 def test_complete(prefix: str, expected: list[str]) -> None:
