@@ -338,12 +338,6 @@ def save_destroyed_data(state: RunState) -> None:
 _CAPTURE, _PLAN, _PLAN_ROWS = "rollback_capture", "rollback_plan", "rollback_plan_rows"
 
 
-# The rollback capture of a run lives in `state.inputs` under these keys (RunState has no
-# field for it; agent/state.py is shared), read through `_rollback_capture` and
-# `captured_plan`, which check their type.
-_CAPTURE, _PLAN, _PLAN_ROWS = "rollback_capture", "rollback_plan", "rollback_plan_rows"
-
-
 def _data_saver(state: RunState) -> Callable[[psycopg.Connection], None] | None:
     """apply's before_statements: inside the migration's transaction, before its first
     statement (again on each retry), capture what a rollback needs (tools/rollback.py) and
@@ -361,46 +355,6 @@ def _data_saver(state: RunState) -> Callable[[psycopg.Connection], None] | None:
         state.saved_data = list(capture.saved)
 
     return save
-
-
-def _rollback_capture(state: RunState) -> Capture | None:
-    from dbsage.tools.rollback import Capture
-
-    found = state.inputs.get(_CAPTURE)
-    return found if isinstance(found, Capture) else None
-
-
-def captured_plan(state: RunState) -> ReverseScript | None:
-    """The rollback plan this apply run captured in its transaction, if it did."""
-    from dbsage.tools.rollback import ReverseScript
-
-    found = state.inputs.get(_PLAN)
-    return found if isinstance(found, ReverseScript) else None
-
-
-def _rollback_recorder(state: RunState,
-                       record: Callable[[psycopg.Connection, list[StatementResult]], None]
-                       ) -> Callable[[psycopg.Connection, list[StatementResult]], None]:
-    """apply's before_commit: the history rows, then the rollback plan derived from what the
-    transaction changed, stored with them (the same commit)."""
-    from dbsage.tools.rollback import capture_after, pending_rows
-
-    m = ensure_parsed(state)
-    paths = ensure_paths(state)
-
-    def commit(conn: psycopg.Connection, results: list[StatementResult]) -> None:
-        record(conn, results)
-        capture = _rollback_capture(state)
-        if capture is None:
-            return
-        split = ("the file ran as several transactions (its own COMMITs)"
-                 if m.transaction_control else None)
-        plan = capture_after(conn, capture, paths.ts, state.version or "", refusal=split)
-        state.inputs[_PLAN] = plan
-        if not plan.stored:
-            state.inputs[_PLAN_ROWS] = pending_rows(conn)
-
-    return commit
 
 
 def _rollback_capture(state: RunState) -> Capture | None:
@@ -504,26 +458,6 @@ def _write_rollback_script(state: RunState) -> None:
     state.files["rollback"] = state.rel(paths.rollback)
     if not written:
         state.notices.append(f"Kept your own rollback script {state.rel(paths.rollback)}.")
-
-
-_CHAIN = "rollback_chain"
-
-
-def rollback_chain(state: RunState) -> list[tuple[RollbackPlan, list[Any] | None]]:
-    """Every run this rollback undoes, newest first, with the rows of a plan read from disk."""
-    resolve_rollback(state)
-    found = state.inputs.get(_CHAIN)
-    if isinstance(found, list) and all(isinstance(p, tuple) and isinstance(p[0], RollbackPlan)
-                                       for p in found):
-        return found
-    assert state.rollback is not None
-    return [(state.rollback, None)]
-
-
-def _rollback_target(state: RunState) -> tuple[str | None, str | None]:
-    target = str(state.inputs.get("migration") or "").strip() or None
-    to = str(state.inputs.get("to") or "").strip() or None
-    return target, to
 
 
 _CHAIN = "rollback_chain"
