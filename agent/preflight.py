@@ -20,6 +20,7 @@ def build_plan(state: RunState) -> dict[str, Any]:
     from dbsage.agent.steps import note_advisor_delta, run_gate_dry_run
     from dbsage.tools.analyze import count_rows_at_stake, missing_objects, table_sizes
     from dbsage.tools.catalog import schema_fingerprint
+    from dbsage.tools.rollback_state import references
 
     m = ensure_parsed(state)
     conn = ensure_connected(state)
@@ -35,6 +36,8 @@ def build_plan(state: RunState) -> dict[str, Any]:
     if not m.transactional:
         state.warnings.append("Non-transactional file: the pre-flight dry-run validates it "
                               "by parsing only.")
+    state.warnings += [f"dbsage will not be able to roll back line {line}: {why}."
+                       for line, why in references(m).irreversible]
     run_gate_dry_run(state)  # with the advisor lints before it and inside its transaction
     assert state.dry_run is not None
     advisors = note_advisor_delta(state)

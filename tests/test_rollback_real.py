@@ -187,6 +187,21 @@ def test_what_cannot_be_undone_is_refused_up_front_with_the_reason(rb_db: SupaDb
             conn.execute("drop role rb_new_role")
 
 
+def test_plan_says_up_front_what_cannot_be_rolled_back(rb_db: SupaDb, tmp_path: Path) -> None:
+    from dbsage.agent.runner import run_plan
+
+    project = _project(tmp_path)
+    path = project / "supabase" / "migrations" / f"{VERSION}_role.sql"
+    path.write_text("create table public.t (id int primary key);\n"
+                    + IRREVERSIBLE["create_role"][0] + "\n")
+    report = run_plan(path, RunOptions(mode="preflight", db=rb_db.url, project_dir=project,
+                                       asker=YesAsker()))
+    assert report.status == "planned", report.error
+    assert any("will not be able to roll back line 2: creates a role" in w
+               for w in report.warnings), report.warnings
+    assert rb_db.scalar("select count(*) from pg_roles where rolname = 'rb_new_role'") == 0
+
+
 def test_an_enum_value_in_use_is_refused_with_the_rows_that_use_it(rb_db: SupaDb,
                                                                    tmp_path: Path) -> None:
     project = _project(tmp_path)
