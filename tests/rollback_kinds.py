@@ -135,6 +135,7 @@ KINDS: dict[str, str] = {
     'delete_all': 'delete from public.posts;',
     'upsert': "insert into public.accounts (id, email, score) overriding system value values (1, 'u1@x.io', 99), (50, 'z@x.io', 5) on conflict (id) do update set score = excluded.score;",
     'truncate': 'truncate public.keyless;',
+    'delete_cascading': 'delete from public.accounts where id = 2;',
     'insert_via_trigger': "insert into public.posts (account_id, title) values (1, 'via trigger');",
     'do_block_ddl': "do $$ begin execute 'create table public.from_do (id int primary key)'; end $$;",
     'do_block_exception': "do $$ begin create type public.maybe as enum ('y', 'n'); exception when duplicate_object then null; end $$;",
@@ -154,5 +155,6 @@ IRREVERSIBLE: dict[str, tuple[str, str]] = {
     'update_keyless': ("update public.keyless set v = 'z';", 'has no primary key'),
     'drop_extension': ('drop extension "uuid-ossp";', 'drops an extension'),
     'drop_generated_expression': ('alter table public.accounts alter column email_upper drop expression;', 'DROP EXPRESSION'),
+    'truncate_cascade': ('truncate public.accounts cascade;', 'TRUNCATE ... CASCADE'),
     'create_rule': ('create rule keep_keyless as on delete to public.keyless do instead nothing;', 'creates a rule'),
 }

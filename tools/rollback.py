@@ -458,6 +458,13 @@ def _add_owned_sequences(conn: psycopg.Connection, scope: Any) -> None:
             scope.relations.add(int(oid))
 
 
+def _split_name(qualified: str) -> tuple[str | None, str]:
+    """`schema.table` as format('%I.%I') wrote it, back into its two names."""
+    parts = re.findall(r'"((?:[^"]|"")*)"|([^."]+)', qualified)
+    names = [a.replace('""', '"') if a else b for a, b in parts]
+    return (names[0], names[1]) if len(names) == 2 else (None, names[-1])
+
+
 def _ensure_rows_table(conn: psycopg.Connection) -> None:
     conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_ROWS} (set_no integer NOT NULL, "
                  "row jsonb NOT NULL) ON COMMIT DROP")
@@ -504,15 +511,38 @@ WHERE c.oid = to_regclass(%s) AND c.relkind IN ('r', 'p')
 """
 
 
+# Tables whose rows a DELETE or UPDATE of these tables changes too: their foreign keys
+# cascade, set null or set a default (transitively).
+_CASCADED_SQL = """
+WITH RECURSIVE t(oid) AS (
+    SELECT unnest(%s::oid[])
+    UNION
+    SELECT f.conrelid FROM pg_constraint f JOIN t ON f.confrelid = t.oid
+    WHERE f.contype = 'f' AND (f.confdeltype IN ('c', 'n', 'd') OR f.confupdtype IN ('c', 'n', 'd'))
+)
+SELECT format('%%I.%%I', n.nspname, c.relname) FROM t JOIN pg_class c ON c.oid = t.oid
+JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT (t.oid = ANY (%s::oid[]))
+"""
+
+
 def _copy_dml_targets(conn: psycopg.Connection, dml: dict[tuple[str | None, str], set[str]],
                       n: int) -> tuple[list[_Copy], list[str]]:
-    """Copy (into temporary tables) the tables an UPDATE, DELETE or upsert changes, so their
-    old rows can be kept; note the tables only inserted into."""
+    """Copy (into temporary tables) the tables an UPDATE, DELETE or upsert changes, and those
+    their foreign keys cascade to, so their old rows can be kept; note the tables only
+    inserted into."""
     from dbsage.tools.catalog import is_user_schema
 
     copies: list[_Copy] = []
     refusals: list[str] = []
     seen: set[int] = set()
+    dml = dict(dml)
+    changing = [r for r in (conn.execute(_DML_TARGET_SQL, (_regclass_text(s, t),)).fetchone()
+                            for (s, t), kinds in dml.items() if kinds & {"update", "delete",
+                                                                         "upsert"}) if r]
+    if changing:
+        oids = [int(r[0]) for r in changing]
+        for (name,) in conn.execute(_CASCADED_SQL, (oids, oids)).fetchall():
+            dml.setdefault(_split_name(str(name)), set()).update({"update", "delete"})
     for (schema, table), kinds in sorted(dml.items(), key=lambda x: (x[0][0] or "", x[0][1])):
         row = conn.execute(_DML_TARGET_SQL, (_regclass_text(schema, table),)).fetchone()
         if row is None or int(row[0]) in seen or not is_user_schema(str(row[1])):

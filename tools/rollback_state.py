@@ -432,6 +432,9 @@ def _refs_of(node: Any, line: int, refs: References) -> None:
         refs.irreversible.append((line, f"{IRREVERSIBLE[kind]} ({kind})"))
     if kind in ("DoStmt", "CallStmt"):
         refs.opaque.append(line)
+    if kind == "TruncateStmt" and _enum(node.behavior) == "DROP_CASCADE":
+        refs.irreversible.append((line, "TRUNCATE ... CASCADE also empties every table that "
+                                  "references these, whose rows dbsage does not keep"))
     if kind == "SelectStmt" and _calls_user_functions(node):
         refs.opaque.append(line)
     if kind == "AlterTableStmt":
