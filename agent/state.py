@@ -269,8 +269,7 @@ def build_report(state: RunState) -> RunReport:
         smoke=state.smoke_out, success_text=state.success_text,
         next_steps=list(state.next_steps), follow_up=state.follow_up,
         follow_up_result=state.follow_up_result, details=state.details, error=state.error,
-        exit_code=state.exit_code,
-        batch=_batch_dicts(state))
+        exit_code=state.exit_code, batch=_batch_dicts(state))
 
 
 def _file_warnings(state: RunState) -> list[str]:

@@ -146,7 +146,8 @@ def apply_migration(state: RunState) -> None:
     try:
         state.apply_result = run(state.conn, m, lock_timeout=state.options.lock_timeout,
                                  statement_timeout=state.options.statement_timeout,
-                                 retry=lock_retry_policy(state), before_commit=_gate_commit(
+                                 retry=lock_retry_policy(state),
+                                 before_commit=_gate_commit(
                                      state, _rollback_recorder(state, record)),
                                  on_statement=progress,
                                  before_statements=_gate_baseline(state, _data_saver(state)),

@@ -47,16 +47,21 @@ def dump(url: str, tool: Path) -> str:
 
 
 def ids(url: str) -> str:
-    """Every row of every table of public, in a stable order (the ids the files produced)."""
+    """Every row of every table of public, in a stable order, without the columns whose value
+    is the clock's (timestamps: they differ between any two runs): the ids the files made."""
     with psycopg.connect(url, autocommit=True) as conn:
-        tables = [r[0] for r in conn.execute(
-            "select format('%I.%I', schemaname, tablename) from pg_tables where schemaname "
-            "= 'public' order by 1").fetchall()]
+        tables = conn.execute(
+            "select format('%I.%I', table_schema, table_name), string_agg(format('%I', "
+            "column_name), ', ' order by ordinal_position) from information_schema.columns "
+            "where table_schema = 'public' and data_type not like 'timestamp%' and data_type "
+            "not in ('date', 'time without time zone', 'time with time zone') and (table_schema,"
+            " table_name) in (select schemaname, tablename from pg_tables) group by 1 order by 1"
+        ).fetchall()
         rows = []
-        for t in tables:
+        for table, columns in tables:
             n = conn.execute(f"select md5(coalesce(string_agg(x::text, ',' order by x::text), "
-                             f"'')) from {t} x").fetchone()
-            rows.append(f"{t}={n[0] if n else ''}")
+                             f"'')) from (select {columns} from {table}) x").fetchone()
+            rows.append(f"{table}={n[0] if n else ''}")
     return ";".join(rows)
 
 
