@@ -190,8 +190,12 @@ def db_start(
         status = start_embedded(kind="plain" if plain else None)
     except DbsageError as exc:
         _fail(exc.message, exc.hint, exc.exit_code)
+    for note in status.notes:
+        typer.echo(f"Warning: {note}", err=True)
     typer.echo(f"Running {status.description} (pid {status.pid}) in {status.pgdata}")
     typer.echo(f"URL: {status.url}")
+    if status.tcp:
+        typer.echo(f"Listening on {status.tcp} ([db] port of supabase/config.toml)")
 
 
 @db_app.command("stop")

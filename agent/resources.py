@@ -69,6 +69,7 @@ def ensure_connected(state: RunState) -> psycopg.Connection:
         state.notices.append(
             f"Using {status.description} in {state.rel(status.pgdata)} (no --db, "
             "SUPABASE_DB_URL or DATABASE_URL set); stop it with `dbsage db stop`.")
+        state.notices.extend(f"Warning: {note}" for note in status.notes)
     state.target = target
     check_target(target)
     check_not_transaction_pooler(target.url)

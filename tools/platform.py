@@ -270,10 +270,13 @@ def init_cluster(pgdata: Path, *, bin_dir: Path, superuser: str = DEFAULT_SUPERU
     return _cluster(pgdata, config, user, running=False)
 
 
-def start_cluster(pgdata: Path, *, bin_dir: Path | None = None, timeout: float = 60.0) -> Cluster:
+def start_cluster(pgdata: Path, *, bin_dir: Path | None = None, timeout: float = 60.0,
+                  tcp_port: int | None = None) -> Cluster:
     """Start the cluster `init_cluster` made in `pgdata` (a no-op when it runs already).
 
-    `bin_dir` overrides the binaries recorded at init (same major version only).
+    `bin_dir` overrides the binaries recorded at init (same major version only). `tcp_port`
+    makes the server listen on 127.0.0.1:`tcp_port` (password authentication) from this start
+    on; it is recorded, so later starts keep it. A running server is left as it is.
     """
     pgdata = Path(pgdata).absolute()
     config = _read_config(pgdata)
@@ -282,6 +285,12 @@ def start_cluster(pgdata: Path, *, bin_dir: Path | None = None, timeout: float =
     user = _server_user()
     if _is_running(pgdata, config, user):
         return _cluster(pgdata, config, user, running=True)
+    if tcp_port is not None and (tcp_port, "127.0.0.1") != (config["port"], config.get("tcp_host")):
+        if len(str(Path(config["socket_dir"]) / f".s.PGSQL.{tcp_port}")) > _SOCKET_PATH_MAX:
+            raise PlatformError(f"The socket path in {config['socket_dir']} would be longer "
+                                f"than {_SOCKET_PATH_MAX} bytes, the limit of unix sockets.")
+        config["port"], config["tcp_host"] = tcp_port, "127.0.0.1"
+        _write_file(pgdata / CONFIG_FILE, json.dumps(config, indent=2) + "\n", user, mode=0o600)
     _write_server_files(pgdata, config, user)  # refresh the stand-in extensions and settings
     cmd = [str(Path(config["bin_dir"]) / "pg_ctl"), "-D", str(pgdata), "-l", str(pgdata / LOG_FILE),
            "-w", "-t", str(int(timeout)), "start"]
@@ -600,6 +609,18 @@ def _password_file(password: str, user: str | None) -> Iterator[str | None]:
         yield name
     finally:
         os.unlink(name)
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on host:port now (PostgreSQL sets SO_REUSEADDR too, so a
+    port in TIME_WAIT counts as free)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 def _free_port() -> int:
