@@ -1,9 +1,16 @@
-"""Unified diff of two schema snapshots."""
+"""Unified diff of two schema snapshots: the schema change, without pg_dump's DROP preamble.
+
+The snapshots are `pg_dump --clean --if-exists` dumps (restorable on their own, which a
+rollback needs), so each begins with a DROP for every object it then creates. Diffed as they
+are, a migration that creates a table shows `+DROP TABLE IF EXISTS` before its CREATE TABLE.
+The patch compares the dumps with that section left out; the snapshot files stay whole.
+"""
 
 from __future__ import annotations
 
 import difflib
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +29,8 @@ class DiffResult:
 
 
 def diff_snapshots(before: Path, after: Path, dest: Path) -> DiffResult:
-    """Write `diff -u before after` to `dest`; an unchanged schema gives an empty patch."""
+    """Write the unified diff of the two snapshots' schemas (their DROP preambles left out)
+    to `dest`; an unchanged schema gives an empty patch."""
     text = _unified_diff(before, after)
     dest.write_text(text)
     lines = text.splitlines()
@@ -31,18 +39,54 @@ def diff_snapshots(before: Path, after: Path, dest: Path) -> DiffResult:
     return DiffResult(dest, added, removed)
 
 
+def without_clean_section(text: str) -> str:
+    """A `pg_dump --clean` dump without the DROP commands it starts with.
+
+    pg_dump writes them as one run of single-line statements right after the header's SET
+    lines, before the first object: `DROP <kind> IF EXISTS ...;` and `ALTER ... DROP ...;`
+    (constraints, column defaults, publication members). The run ends at the first other
+    line (`SET default_tablespace`, a `--` comment, a CREATE).
+    """
+    lines = text.splitlines(keepends=True)
+    i = 0
+    # the header: comments, \restrict, the SET/SELECT set_config lines and blank lines
+    while i < len(lines) and (not lines[i].strip() or lines[i].startswith(
+            ("--", "\\restrict", "SET ", "SELECT pg_catalog.set_config("))):
+        if lines[i].startswith("SET default_tablespace") or lines[i].startswith(
+                "SET default_table_access_method"):
+            return text  # past the header: no DROP section
+        i += 1
+    start = i
+    while i < len(lines) and _is_drop(lines[i]):
+        i += 1
+    if i == start:
+        return text
+    return "".join(lines[:start] + lines[i:])
+
+
+def _is_drop(line: str) -> bool:
+    return line.rstrip().endswith(";") and (
+        line.startswith("DROP ") or (line.startswith("ALTER ") and " DROP " in line))
+
+
 def _unified_diff(before: Path, after: Path) -> str:
+    a = without_clean_section(before.read_text())
+    b = without_clean_section(after.read_text())
+    if a == b:
+        return ""
     # GNU diff is linear on large, nearly equal dumps; difflib can take seconds on
     # 100k-line snapshots, so it is only the fallback where no diff binary exists.
     from dbsage.tools.binaries import find_diff
 
     exe = find_diff()
     if exe:
-        proc = subprocess.run([str(exe), "-u", "--label", before.name, "--label", after.name,
-                               str(before), str(after)], capture_output=True, text=True)
+        with tempfile.TemporaryDirectory(prefix="dbsage-diff-") as tmp:
+            pa, pb = Path(tmp) / "a.sql", Path(tmp) / "b.sql"
+            pa.write_text(a)
+            pb.write_text(b)
+            proc = subprocess.run([str(exe), "-u", "--label", before.name, "--label",
+                                   after.name, str(pa), str(pb)], capture_output=True, text=True)
         if proc.returncode in (0, 1):
             return proc.stdout
-    a = before.read_text().splitlines(keepends=True)
-    b = after.read_text().splitlines(keepends=True)
-    return "".join(difflib.unified_diff(a, b, fromfile=before.name, tofile=after.name))
-
+    return "".join(difflib.unified_diff(a.splitlines(keepends=True), b.splitlines(keepends=True),
+                                        fromfile=before.name, tofile=after.name))
