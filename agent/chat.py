@@ -196,7 +196,7 @@ def show(result: Outcome, session: Session, write: Write = _print) -> None:
         from dbsage.agent.render import print_notices, print_report
 
         print_notices(result.report)
-        print_report(result.report)
+        print_report(result.report, result.view)
         _show_follow_up(result.report, session, write)
     if result.text:
         write(result.text)

@@ -50,11 +50,12 @@ def present(outcome: Outcome) -> None:
         from dbsage.agent.render import print_notices, print_report, set_front
 
         set_front("cli")  # hints as `dbsage rollback TS`, not the chat's `*rollback TS`
-        print_notices(outcome.report)
+        if outcome.view != "quiet":
+            print_notices(outcome.report)
         if outcome.as_json:
             typer.echo(outcome.text)
         else:
-            print_report(outcome.report)
+            print_report(outcome.report, outcome.view)
         return
     if outcome.text:
         typer.echo(outcome.text, err=not outcome.ok and not outcome.as_json)

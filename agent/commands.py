@@ -101,6 +101,7 @@ class Outcome:
     exit: bool = False
     exit_code: int = 0
     as_json: bool = False
+    view: str = "normal"  # how much of the report to print: "quiet", "normal", "verbose"
 
 
 DispatchResult = Outcome
@@ -143,6 +144,10 @@ Db = Annotated[str | None, Param(
     metavar="URL", check="db_url", example="postgresql://postgres@localhost:54322/postgres",
     llm=False)]
 Json = Annotated[bool, Param("print the report as JSON", flag="--json", llm=False)]
+Verbose = Annotated[bool, Param("list every check in the report", flag="--verbose", short="-v",
+                                llm=False)]
+Quiet = Annotated[bool, Param("print the report as one line: status, file, version, TS",
+                              flag="--quiet", short="-q", llm=False)]
 Yes = Annotated[bool, Param("answer yes to every confirmation", flag="--yes", short="-y",
                             llm=False)]
 Answers = Annotated[str | None, Param(
@@ -263,11 +268,19 @@ def _path(path: str, session: Session) -> Path:
     return session.project_dir / p
 
 
-def _from_report(name: str, report: RunReport, as_json: bool) -> Outcome:
+def _from_report(name: str, report: RunReport, as_json: bool, view: str = "normal") -> Outcome:
     from dbsage.agent.render import render_json
 
     return Outcome(name, ok=report.exit_code == 0, report=report, exit_code=report.exit_code,
-                   as_json=as_json, text=render_json(report) if as_json else "")
+                   as_json=as_json, text=render_json(report) if as_json else "", view=view)
+
+
+def _view(verbose: bool, quiet: bool) -> str:
+    """--verbose / --quiet as the report's view (both: a usage error, before anything runs)."""
+    if verbose and quiet:
+        raise CommandError("--verbose and --quiet exclude each other.",
+                           hint="Pass one of them (neither: the one-screen report).")
+    return "verbose" if verbose else "quiet" if quiet else "normal"
 
 
 def migration_files(project_dir: Path) -> list[Path]:
@@ -302,8 +315,8 @@ def apply_migration(path: OptionalMigrationPath = None, *, mode: Mode = None, db
                     allow_out_of_order: AllowOutOfOrder = False, force: Force = False,
                     no_dry_run: NoDryRun = False, rollback_script: RollbackScript = False,
                     allow_transaction_control: AllowTransactionControl = False,
-                    version: Version = None, as_json: Json = False,
-                    session: Session) -> Outcome:
+                    version: Version = None, as_json: Json = False, verbose: Verbose = False,
+                    quiet: Quiet = False, session: Session) -> Outcome:
     """Apply a migration safely: lock, snapshot, apply, diff, record.
 
     One transaction with lock_timeout and retries; the history row commits with it.
@@ -314,11 +327,13 @@ def apply_migration(path: OptionalMigrationPath = None, *, mode: Mode = None, db
     """
     from dbsage.agent.runner import run_apply
 
+    view = _view(verbose, quiet)
     if path is None:
         return up(mode=mode, db=db, lock_timeout=lock_timeout,
                   statement_timeout=statement_timeout, yes=yes, answers=answers,
                   include_all=allow_out_of_order, allow_destructive=allow_destructive,
-                  force=force, no_dry_run=no_dry_run, as_json=as_json, session=session)
+                  force=force, no_dry_run=no_dry_run, as_json=as_json, verbose=verbose,
+                  quiet=quiet, session=session)
     chosen = _mode("apply-migration", mode, session)
     flags = {"allow_destructive": allow_destructive, "allow_out_of_order": allow_out_of_order,
              "force": force, "skip_dry_run": no_dry_run, "rollback_script": rollback_script,
@@ -333,14 +348,15 @@ def apply_migration(path: OptionalMigrationPath = None, *, mode: Mode = None, db
     with allowing_transaction_control(allow_transaction_control):
         report = run_apply(_path(path, session), opts)
     _offer_transaction_control(report, path, session)
-    return _from_report("apply-migration", report, as_json)
+    return _from_report("apply-migration", report, as_json, view)
 
 
 @command("dry-run", example=f"*dry-run {_EXAMPLE_PATH}", aliases=("dryrun",), tool="dry_run",
          keywords=("dry", "try", "simulate", "preview", "rehearse"))
 def dry_run(path: MigrationPath, *, db: Db = None, lock_timeout: LockTimeout = None,
             statement_timeout: StatementTimeout = None, version: Version = None,
-            as_json: Json = False, session: Session) -> Outcome:
+            as_json: Json = False, verbose: Verbose = False, quiet: Quiet = False,
+            session: Session) -> Outcome:
     """Run a migration in a transaction that is rolled back; report what it would do.
 
     Args:
@@ -348,10 +364,11 @@ def dry_run(path: MigrationPath, *, db: Db = None, lock_timeout: LockTimeout = N
     """
     from dbsage.agent.runner import run_dry_run_task
 
+    view = _view(verbose, quiet)
     opts = _run_options(session, mode="yolo", db=db, lock_timeout=lock_timeout,
                         statement_timeout=statement_timeout, asker=_yes())
     opts.version = version
-    return _from_report("dry-run", run_dry_run_task(_path(path, session), opts), as_json)
+    return _from_report("dry-run", run_dry_run_task(_path(path, session), opts), as_json, view)
 
 
 @command("plan", example=f"*plan {_EXAMPLE_PATH}", tool="plan",
@@ -405,7 +422,8 @@ def rollback(ts: Annotated[str | None, Param(
              lock_timeout: LockTimeout = None, statement_timeout: StatementTimeout = None,
              yes: Yes = False, answers: Answers = None, allow_data_loss: AllowDataLoss = False,
              accept_difference: AcceptDifference = False, prepare_only: PrepareOnly = False,
-             as_json: Json = False, session: Session) -> Outcome:
+             as_json: Json = False, verbose: Verbose = False, quiet: Quiet = False,
+             session: Session) -> Outcome:
     """Undo an applied migration with the plan captured in its transaction, verified.
 
     Reverse DDL, the rows it changed or destroyed, and a comparison with the state before the
@@ -422,20 +440,21 @@ def rollback(ts: Annotated[str | None, Param(
         raise CommandError("*rollback needs VERSION|TS|latest, or --to V (not both).",
                            hint="Usage: *rollback VERSION|TS|latest [--to V]")
     target = ts or ""
+    view = _view(verbose, quiet)
     chosen = _mode("rollback", mode, session)
     if prepare_only:
         opts = _run_options(session, mode="yolo", db=db, lock_timeout=lock_timeout,
                             asker=_yes())
         report = prepare_rollback_only(target, opts, to=to) if to else \
             prepare_rollback_only(target, opts)
-        return _from_report("rollback", report, as_json)
+        return _from_report("rollback", report, as_json, view)
     opts = _run_options(session, mode=chosen, db=db, lock_timeout=lock_timeout,
                         statement_timeout=statement_timeout,
                         asker=_asker(session, chosen, yes, answers),
                         flags={"allow_data_loss": allow_data_loss,
                                "accept_difference": accept_difference})
     report = run_rollback_task(target, opts, to=to) if to else run_rollback_task(target, opts)
-    return _from_report("rollback", report, as_json)
+    return _from_report("rollback", report, as_json, view)
 
 
 @command("smoke-test", example="*smoke-test", aliases=("smoke",), tool="smoke_test",
@@ -741,8 +760,8 @@ def up(*, mode: Mode = None, db: Db = None, lock_timeout: LockTimeout = None,
        atomic: Atomic = False, to: ToVersion = None, include_all: IncludeAll = False,
        dry_run: DryRunBatch = False, allow_destructive: AllowDestructive = False,
        force: Force = False, no_dry_run: NoDryRun = False,
-       rollback_plans: RollbackPlans = False, as_json: Json = False,
-       session: Session) -> Outcome:
+       rollback_plans: RollbackPlans = False, as_json: Json = False, verbose: Verbose = False,
+       quiet: Quiet = False, session: Session) -> Outcome:
     """Apply every pending migration of supabase/migrations/, in version order, safely.
 
     One advisory lock for the whole batch, one snapshot before and one after it; each file in
@@ -752,6 +771,7 @@ def up(*, mode: Mode = None, db: Db = None, lock_timeout: LockTimeout = None,
     """
     from dbsage.agent.runner import run_named
 
+    view = _view(verbose, quiet)
     task = "up-dry-run" if dry_run else "up"
     chosen = "yolo" if dry_run else _mode("up", mode, session)
     flags = {"allow_destructive": allow_destructive, "force": force, "atomic": atomic,
@@ -764,7 +784,7 @@ def up(*, mode: Mode = None, db: Db = None, lock_timeout: LockTimeout = None,
     opts.to_version = to
     if opts.db is None:
         _require_local_project(session)
-    return _from_report("up", run_named(task, opts), as_json)
+    return _from_report("up", run_named(task, opts), as_json, view)
 
 
 def _require_local_project(session: Session) -> None:

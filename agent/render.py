@@ -60,16 +60,31 @@ def _say(text: str) -> str:
     return _STAR.sub(word, text)
 
 
-def print_notices(report: RunReport) -> None:
-    """One line per notice, on stderr so --json stays clean."""
+def print_notices(report: RunReport, skip: int = 0) -> None:
+    """Each notice (but the first `skip`, shown already as they happened), on stderr so
+    --json stays clean."""
     err = _console(stderr=True)
-    for n in report.notices:
-        err.print(f"[dim]ℹ {_e(n)}[/dim]")
+    for n in report.notices[skip:]:
+        print_notice(err, n)
 
 
-def print_report(report: RunReport) -> None:
-    """The success block of the original task, or a precise failure block."""
+def print_notice(err: Console, text: str) -> None:
+    """One notice: `ℹ text`, dim."""
+    err.print(f"[dim]ℹ {_e(text)}[/dim]")
+
+
+def print_report(report: RunReport, view: str = "normal") -> None:
+    """The success block of the original task, or a precise failure block.
+
+    `view`: "normal" fits a small migration's report on one screen (the checks that passed
+    are counted, not listed; each finding is shown once); "verbose" lists every check;
+    "quiet" is one line (status, file, version, TS).
+    """
     out = _console()
+    VIEW["name"] = view
+    if view == "quiet":
+        out.print(quiet_line(report), markup=False)
+        return
     if _print_details(out, report):  # rls-audit, analyze-hotpaths
         return
     if report.batch is not None:  # up, up --dry-run
@@ -83,10 +98,12 @@ def print_report(report: RunReport) -> None:
         out.print(f"  - {report.files['plan_md']}\n  - {report.files['plan_json']}", markup=False)
         _print_advisors(out, report)
         _print_checks(out, report)
+        _print_warnings(out, report)
     elif report.status == "prepared":
         out.print(f"[bold]↩ Rollback plan for version {_e(report.version)} ({_e(report.name)})[/bold]")
         out.print(f"Reverse script: {report.files.get('rollback')}", markup=False)
         out.print(report.ddl, markup=False)
+        _print_warnings(out, report, with_checks=False)
     elif report.status == "rolled_back":
         out.print(f"[bold green]✅ Rolled back version {_e(report.version)} ({_e(report.name)})[/bold green]")
         out.print(f"Timestamp: {report.ts}\nDatabase:  {report.target}", markup=False)
@@ -96,18 +113,69 @@ def print_report(report: RunReport) -> None:
             if key in report.files:
                 out.print(f"  - {key + ':':<7} {report.files[key]}", markup=False)
         _print_checks(out, report)
+        _print_warnings(out, report)
         _print_next_steps(out, report)
     elif report.status == "applied":
         _print_success(out, report)
-        _print_checks(out, report)
     else:
-        _print_failure(out, report)
-        if report.task == "dry-run" and report.error and report.error.get("line"):
-            _print_statements(out, report.statements)
+        _print_failure(out, report)  # its statements once (a failed dry-run's too)
+        _print_warnings(out, report, with_checks=False)
     if report.follow_up_result is not None:
         _print_follow_up(out, report)
-    for w in report.warnings:
-        out.print(f"[yellow]⚠ {_e(_say(w))}[/yellow]")
+
+
+def quiet_line(r: RunReport) -> str:
+    """--quiet: `✅ applied supabase/migrations/x.sql version V TS T` (a failure adds its
+    message's first line)."""
+    ok = r.exit_code == 0
+    parts = ["✅" if ok else "❌", r.status]
+    if r.path:
+        parts.append(str(r.path))
+    elif r.batch:
+        parts.append(f"{len(r.batch)} file(s)")
+    if r.version:
+        parts.append(f"version {r.version}")
+    if r.ts:
+        parts.append(f"TS {r.ts}")
+    line = " ".join(parts)
+    if not ok and r.error and r.error.get("message"):
+        line += ": " + _say(str(r.error["message"])).splitlines()[0]
+    return line
+
+
+# The view of the report being printed ("normal", "verbose"); print_report sets it.
+VIEW = {"name": "normal"}
+
+
+def _wrapped(out: Console, text: str, mark: str, indent: str) -> None:
+    """`mark` (markup), then `text` wrapped at word boundaries to the console's width, its
+    next lines indented by `indent` (a long word, a URL, stays whole)."""
+    import textwrap
+
+    from rich.text import Text
+
+    lead = " " * Text.from_markup(mark).cell_len
+    lines = textwrap.wrap(text, width=max(40, out.width), initial_indent=lead,
+                          subsequent_indent=indent, break_long_words=False,
+                          break_on_hyphens=False) or [lead]
+    out.print(mark + _e(lines[0][len(lead):]))
+    for line in lines[1:]:
+        out.print(_e(line))
+
+
+def _noted_checks(r: RunReport) -> list[dict[str, Any]]:
+    return [c for c in r.checks if c["status"] != "pass" and c.get("detail")]
+
+
+def _print_warnings(out: Console, r: RunReport, *, with_checks: bool = True) -> None:
+    """Each warning once: one that a check shown above already says (its detail), or that the
+    failure message says, is left out."""
+    details = [str(c["detail"]) for c in _noted_checks(r)] if with_checks else []
+    said = str((r.error or {}).get("message", ""))
+    for w in r.warnings:
+        if any(w.endswith(d) for d in details) or (said and w in said):
+            continue
+        _wrapped(out, _say(w), "[yellow]⚠[/yellow] ", "  ")
 
 
 def _print_follow_up(out: Console, r: RunReport) -> None:
@@ -128,10 +196,13 @@ def _print_success(out: Console, r: RunReport) -> None:
     for line in lines[1:]:
         out.print(line, markup=False)
     out.print(f"Version:   {r.version} ({len(r.statements)} statement(s), {r.records_affected} "
-              f"row(s), {r.apply_time:.3f}s in transaction"
-              f"{', attempts ' + str(r.attempts) if r.attempts > 1 else ''})", markup=False)
+              "row(s))", markup=False)
+    out.print(f"Timing:    {r.apply_time:.3f} s in transaction, {r.execution_time:.2f} s in all"
+              f"{', attempts ' + str(r.attempts) if r.attempts > 1 else ''}", markup=False)
     out.print(f"Database:  {r.target}", markup=False)
     _print_statements(out, r.statements)
+    _print_checks(out, r)
+    _print_warnings(out, r)
     _print_next_steps(out, r)
 
 
@@ -145,13 +216,31 @@ def _print_next_steps(out: Console, r: RunReport) -> None:
         out.print(f"  {cmd:<{width}}  - {text}", markup=False)
 
 
+_CHECK_MARKS = {"pass": "[green]✓[/green]", "warn": "[yellow]![/yellow]",
+                "fail": "[red]✗[/red]", "overridden": "[yellow]~[/yellow]"}
+
+
 def _print_checks(out: Console, r: RunReport) -> None:
+    """--verbose: every check. Otherwise how many passed, and each one that did not (an
+    overridden one as overridden). Wrapped at word boundaries, never mid-word."""
     if not r.checks:
         return
-    marks = {"pass": "[green]✓[/green]", "warn": "[yellow]![/yellow]", "fail": "[red]✗[/red]"}
-    out.print("Checks:")
+    verbose = VIEW["name"] == "verbose"
+    shown = r.checks if verbose else [c for c in r.checks if c["status"] != "pass"]
+    counts: dict[str, int] = {}
     for c in r.checks:
-        out.print(f"  {marks[c['status']]} {_e(c['text'])}  [dim]— {_e(c['detail'])}[/dim]")
+        key = "overridden" if c.get("overridden") else c["status"]
+        counts[key] = counts.get(key, 0) + 1
+    words = {"pass": "passed", "warn": "warning(s)", "fail": "failed", "overridden": "overridden"}
+    summary = ", ".join(f"{counts[k]} {w}" for k, w in words.items() if counts.get(k))
+    out.print(f"Checks: {summary}" + ("" if verbose else " (--verbose lists every check)"),
+              markup=False)
+    for c in shown:
+        status = "overridden" if c.get("overridden") else c["status"]
+        text = str(c["text"]) + (" (overridden)" if status == "overridden" else "")
+        if c.get("detail"):
+            text += f" — {c['detail']}"
+        _wrapped(out, _say(text), f"  {_CHECK_MARKS[status]} ", "    ")
 
 
 def _print_dry_run(out: Console, r: RunReport) -> None:
@@ -173,6 +262,7 @@ def _print_dry_run(out: Console, r: RunReport) -> None:
         out.print("As DDL:")
         out.print(r.ddl, markup=False)
     _print_advisors(out, r)
+    _print_warnings(out, r, with_checks=False)
     _print_next_steps(out, r)
 
 
@@ -191,6 +281,7 @@ def _print_smoke(out: Console, r: RunReport) -> None:
         out.print(f"  {mark} {_e(t['path'])} ({t['mode']}, {t['ran']} test(s))")
         for f in t["failures"] + ([t["error"]] if t["error"] else []):
             out.print(f"      {f}", markup=False)
+    _print_warnings(out, r, with_checks=False)
     if ok:
         _print_next_steps(out, r)
 
@@ -205,8 +296,13 @@ def _print_statements(out: Console, statements: list[dict[str, Any]]) -> None:
             out.print(f"  [dim]… {s:,} more statement(s) (--json lists every one)[/dim]")
             continue
         rows = f", {s['rows_affected']} row(s)" if s["rows_affected"] else ""
-        out.print(f"  {marks.get(s['status'], '?')} line {s['line']:<4} {_e(s['sql'])}"
-                  f"  [dim]({s['duration_ms']:.1f} ms{rows})[/dim]")
+        tail = f"  ({s['duration_ms']:.1f} ms{rows})"
+        sql = str(s["sql"])
+        room = out.width - len(f"  ✓ line {s['line']:<4} ") - len(tail)
+        if VIEW["name"] != "verbose" and len(sql) > room:  # one line each (--verbose: all)
+            sql = sql[:max(room - 1, 20)] + "…"
+        out.print(f"  {marks.get(s['status'], '?')} line {s['line']:<4} {_e(sql)}"
+                  f"[dim]{_e(tail)}[/dim]")
 
 
 MAX_STATEMENTS_SHOWN = 20
@@ -568,5 +664,6 @@ def _print_batch(out: Console, r: RunReport) -> None:
         failing = [s for s in r.statements if s["status"] in ("failed", "interrupted")]
         _print_statements(out, failing)
     _print_checks(out, r)
+    _print_warnings(out, r)
     if ok:
         _print_next_steps(out, r)

@@ -215,10 +215,25 @@ def diff_snapshots(state: RunState) -> None:
     def write() -> None:
         result = diff(paths.before, paths.after, paths.diff)
         state.files["diff"] = state.rel(result.path)
-        if not result.changed:
+        if not result.changed and _data_only(state):
+            state.notices.append("No schema change (data only): the diff patch is empty.")
+        elif not result.changed:
             state.warnings.append("The migration did not change the schema (empty diff).")
 
     run_after_pending(state, "diff_snapshots", write)
+
+
+# Statements that read or write rows and change no schema object.
+_DATA_KINDS = frozenset({"InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt", "SelectStmt",
+                         "CopyStmt", "VariableSetStmt", "TransactionStmt"})
+
+
+def _data_only(state: RunState) -> bool:
+    """Every statement of the run's file (or batch) only reads or writes rows."""
+    files = ([f.migration for f in state.batch.pending if f.migration is not None]
+             if state.batch is not None else
+             [state.migration] if state.migration is not None else [])
+    return bool(files) and all(s.kind in _DATA_KINDS for m in files for s in m.statements)
 
 
 def run_after_pending(state: RunState, step: str, work: Callable[[], None]) -> None:

@@ -158,8 +158,10 @@ def run_statement(conn: psycopg.Connection, stmt: Statement, res: StatementResul
     returns)."""
     t0 = time.perf_counter()
     res.status = "failed"  # until it returns
-    res.rows_affected = execute_statement(conn, stmt)
-    res.duration_ms = (time.perf_counter() - t0) * 1000
+    try:
+        res.rows_affected = execute_statement(conn, stmt)
+    finally:  # a failed statement keeps how long it ran before it failed
+        res.duration_ms = (time.perf_counter() - t0) * 1000
     res.status = "ok"
 
 
