@@ -86,23 +86,25 @@ def take_snapshot_before(state: RunState) -> None:
             state.step_note = "started before the lock; no migration committed since: kept"
             return
         state.step_note = "the early snapshot could not be kept; dumped again under the lock"
-    from dbsage.tools.snapshot import take_snapshot
+    from dbsage.tools.snapshot import dump_scope, take_snapshot
 
     assert state.target is not None
     release_reservation(dest)
-    take_snapshot(state.target.url, dest, state.server_major)
+    take_snapshot(state.target.url, dest, state.server_major,
+                  scope=dump_scope(ensure_connected(state)))
     state.files["before"] = state.rel(dest)
 
 
 def take_snapshot_after(state: RunState) -> None:
     """Start pg_dump for {TS}_after.sql; it runs while the post-conditions are checked."""
-    from dbsage.tools.snapshot import start_snapshot
+    from dbsage.tools.snapshot import dump_scope, start_snapshot
 
     if _empty_batch(state):
         return
     assert state.target is not None
     dest = ensure_paths(state).after
-    running = start_snapshot(state.target.url, dest, state.server_major)
+    running = start_snapshot(state.target.url, dest, state.server_major,
+                             scope=dump_scope(ensure_connected(state)))
 
     def finish() -> None:
         running.finish(dest)
@@ -1434,13 +1436,14 @@ def _snapshot_partial_batch(state: RunState) -> None:
     """Some files committed before one failed: take the after-snapshot and the diff now, so
     the run's snapshots describe what it did change."""
     from dbsage.tools.diff import diff_snapshots as diff
-    from dbsage.tools.snapshot import take_snapshot
+    from dbsage.tools.snapshot import dump_scope, take_snapshot
 
     if state.target is None or "before" not in state.files or state.paths is None:
         return
     paths = state.paths
     try:
-        take_snapshot(state.target.url, paths.after, state.server_major)
+        take_snapshot(state.target.url, paths.after, state.server_major,
+                      scope=dump_scope(ensure_connected(state)))
         state.files["after"] = state.rel(paths.after)
         state.files["diff"] = state.rel(diff(paths.before, paths.after, paths.diff).path)
     except DbsageError as exc:

@@ -1308,11 +1308,116 @@ def server_actions(migration: MigrationFile) -> tuple[ServerAction, ...]:
 
 
 def file_warnings(migration: MigrationFile) -> tuple[str, ...]:
-    """What the file's own settings change and what it does on the database host, one
-    `line N: ...` sentence each, in file order (for plan, dry-run and apply reports)."""
+    """What the file's own settings change, what it does on the database host and what it
+    changes that the snapshots leave out, one `line N: ...` sentence each, in file order (for
+    plan, dry-run and apply reports)."""
     items: list[tuple[int, str]] = [(c.line, c.message) for c in setting_changes(migration)]
     items += [(a.line, a.message) for a in server_actions(migration)]
+    items += [(c.line, c.message) for c in excluded_schema_changes(migration)]
     return tuple(text for _, text in sorted(items, key=lambda x: x[0]))
+
+
+# --------------------------------------------------------------------------- named objects
+#
+# The objects a statement creates, changes or drops, by the kinds of statement that name them
+# (what they read, such as a foreign key's referenced table or a query's tables, is left out).
+
+_TARGET_ATTRS: dict[str, tuple[str, ...]] = {
+    "CreateStmt": ("relation",), "CreateTableAsStmt": ("into",), "ViewStmt": ("view",),
+    "IndexStmt": ("relation",), "AlterTableStmt": ("relation",), "CreateTrigStmt": ("relation",),
+    "CreatePolicyStmt": ("table",), "AlterPolicyStmt": ("table",), "RuleStmt": ("relation",),
+    "CreateFunctionStmt": ("funcname",), "AlterFunctionStmt": ("func",),
+    "DropStmt": ("objects",), "RenameStmt": ("relation", "object"),
+    "AlterObjectSchemaStmt": ("relation", "object"), "AlterOwnerStmt": ("relation", "object"),
+    "CommentStmt": ("object",), "GrantStmt": ("objects",), "CreateSeqStmt": ("sequence",),
+    "AlterSeqStmt": ("sequence",), "CompositeTypeStmt": ("typevar",),
+    "CreateEnumStmt": ("typeName",), "AlterEnumStmt": ("typeName",), "DefineStmt": ("defnames",),
+    "CreateDomainStmt": ("domainname",), "CreateStatsStmt": ("defnames",),
+    "TruncateStmt": ("relations",), "CreateSchemaStmt": ("schemaname",),
+}
+_SCHEMA_OBJECT = "OBJECT_SCHEMA"
+
+
+def _named(value: Any, schema_names: bool) -> Iterator[tuple[str | None, str]]:
+    """(schema or None when unqualified, name) of each object `value` names."""
+    from pglast import ast
+
+    if value is None:
+        return
+    if isinstance(value, str):
+        yield (value, "") if schema_names else (None, value)
+    elif isinstance(value, ast.RangeVar):
+        yield value.schemaname, str(value.relname)
+    elif isinstance(value, ast.IntoClause):
+        yield from _named(value.rel, False)
+    elif isinstance(value, ast.ObjectWithArgs):
+        yield from _named(value.objname, False)
+    elif isinstance(value, ast.TypeName):
+        yield from _named(value.names, False)
+    elif isinstance(value, ast.String):
+        yield (str(value.sval), "") if schema_names else (None, str(value.sval))
+    elif isinstance(value, list | tuple):
+        if value and all(isinstance(v, ast.String) for v in value) and not schema_names:
+            parts = [str(v.sval) for v in value]  # [schema.]name[.column]
+            yield (parts[0], parts[1]) if len(parts) > 1 else (None, parts[0])
+        else:
+            for v in value:
+                yield from _named(v, schema_names)
+
+
+def changed_objects(stmt: Statement) -> Iterator[tuple[str | None, str]]:
+    """(schema, name) of each object the statement creates, changes or drops; a schema itself
+    as (schema, ""). Pure: no database."""
+    node = stmt.node
+    attrs = _TARGET_ATTRS.get(stmt.kind)
+    if node is None or not attrs:
+        return
+    kind = _enum_name(getattr(node, "objtype", None) or getattr(node, "renameType", None)
+                      or getattr(node, "objectType", None) or getattr(node, "removeType", None))
+    schema_names = kind == _SCHEMA_OBJECT or stmt.kind == "CreateSchemaStmt"
+    if stmt.kind == "RenameStmt" and schema_names:
+        yield str(node.subname), ""
+        return
+    for attr in attrs:
+        yield from _named(getattr(node, attr, None), schema_names)
+
+
+@dataclass(frozen=True)
+class ExcludedSchemaChange:
+    """A statement that changes an object in a schema the snapshots leave out
+    (tools/catalog.py SNAPSHOT_EXCLUDED_SCHEMAS): the snapshot diff will not show it."""
+
+    statement_index: int
+    line: int
+    schema: str
+    name: str
+
+    @property
+    def message(self) -> str:
+        what = (f"changes {self.schema}.{self.name}, in schema {self.schema}" if self.name
+                else f"changes schema {self.schema}")
+        return (f"line {self.line}: {what}, which dbsage's snapshots leave out (as `supabase "
+                "db dump` does: a platform or extension schema), so the before/after snapshots "
+                "and their diff will not show this change; the rollback plan is read from the "
+                "catalog in the migration's transaction and does not depend on them")
+
+
+def excluded_schema_changes(migration: MigrationFile) -> tuple[ExcludedSchemaChange, ...]:
+    """The statements that change objects in schemas the snapshots leave out, one entry per
+    statement. Unqualified names are taken as the user's (public). Pure: no database."""
+    from dbsage.tools.catalog import in_snapshot_excluded_schema
+
+    found = []
+    for stmt in migration.statements:
+        if stmt.kind not in _TARGET_ATTRS or ("." not in stmt.sql
+                                              and "schema" not in stmt.sql.lower()):
+            continue
+        for schema, name in changed_objects(stmt):
+            if schema and schema not in ("dbsage", "supabase_migrations") \
+                    and in_snapshot_excluded_schema(schema):
+                found.append(ExcludedSchemaChange(stmt.index, stmt.line, schema, name))
+                break
+    return tuple(found)
 
 
 # --------------------------------------------------------------------------- squawk

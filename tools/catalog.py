@@ -3,6 +3,7 @@ a foreign key, and a fingerprint of the user schemas. Read-only; nothing here pr
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -29,6 +30,34 @@ PLATFORM_SCHEMAS: tuple[str, ...] = (
     "pgsodium", "pgsodium_masks", "supabase_functions", "net", "cron", "pgbouncer",
     "_realtime", "_analytics",
 )
+#: What pg_dump leaves out of a snapshot: the Supabase CLI's `InternalSchemas` (the schemas
+#: `supabase db dump` excludes: apps/cli-go/pkg/migration/dump.go; pg_dump patterns, `*` a
+#: wildcard), and dbsage's own. They are the platform's and the extensions' (a role such as
+#: Supabase's postgres may not even read all of them, e.g. vault.secrets), not the user's.
+SNAPSHOT_EXCLUDED_SCHEMAS: tuple[str, ...] = (
+    "information_schema", "pg_*",
+    "_analytics", "_realtime", "_supavisor", "auth", "etl", "extensions", "pgbouncer",
+    "realtime", "storage", "supabase_functions", "supabase_migrations",
+    "cron", "dbdev", "graphql", "graphql_public", "net", "pgmq", "pgsodium", "pgsodium_masks",
+    "pgtle", "repack", "tiger", "tiger_data", "timescaledb_*", "_timescaledb_*", "topology",
+    "vault",
+    "dbsage",
+)
+
+
+def in_snapshot_excluded_schema(name: str) -> bool:
+    """`name` is a schema SNAPSHOT_EXCLUDED_SCHEMAS leaves out of snapshots."""
+    return bool(_SNAPSHOT_EXCLUDED_RE.match(name))
+
+
+def snapshot_excluded_regex() -> str:
+    """SNAPSHOT_EXCLUDED_SCHEMAS as one anchored regular expression (Python's and
+    PostgreSQL's: the names hold only letters, digits, `_` and the `*` wildcard)."""
+    return "^(" + "|".join(p.replace("*", ".*") for p in SNAPSHOT_EXCLUDED_SCHEMAS) + ")$"
+
+
+_SNAPSHOT_EXCLUDED_RE = re.compile(snapshot_excluded_regex())
+
 #: Every schema excluded by name from the user schemas (besides the pg_* rule).
 EXCLUDED_SCHEMAS: tuple[str, ...] = SYSTEM_SCHEMAS + BOOKKEEPING_SCHEMAS
 

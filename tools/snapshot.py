@@ -11,15 +11,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dbsage.tools.binaries import PgDump, find_pg_dump, find_psql
-from dbsage.tools.catalog import BOOKKEEPING_SCHEMAS
+from dbsage.tools.catalog import SNAPSHOT_EXCLUDED_SCHEMAS, snapshot_excluded_regex
 from dbsage.tools.errors import BinaryNotFoundError, SnapshotError
 
 if TYPE_CHECKING:
     import psycopg
 
-# Snapshots leave out the bookkeeping schemas (tools/catalog.py), so a diff shows only the
-# user's change; pg_dump leaves out PostgreSQL's own schemas itself. Which pg_dump and psql
-# run: tools/binaries.py.
+# Snapshots cover what the user owns: pg_dump leaves out the schemas the Supabase CLI's own
+# dump leaves out (the platform's and the extensions': tools/catalog.py
+# SNAPSHOT_EXCLUDED_SCHEMAS), dbsage's bookkeeping (so a diff shows only the user's change), and
+# whatever the role cannot read (`DumpScope`): pg_dump locks every table it dumps (LOCK TABLE
+# ... IN ACCESS SHARE MODE needs SELECT), so one platform table the role may not read (e.g.
+# vault.secrets, owned by supabase_admin) would otherwise fail every snapshot. Which pg_dump
+# and psql run: tools/binaries.py.
 
 # pg_dump 17.6+/18 write `\restrict <random key>`; a fixed key keeps snapshots byte-stable.
 RESTRICT_KEY = "dbsage"
@@ -48,15 +52,77 @@ def normalise_dump(text: str, server_major: int) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class DumpScope:
+    """What a snapshot leaves out: schema patterns (pg_dump's), and the schemas and tables
+    this role cannot read (quoted, so pg_dump matches them literally)."""
+
+    schemas: tuple[str, ...] = SNAPSHOT_EXCLUDED_SCHEMAS
+    unreadable_schemas: tuple[str, ...] = ()
+    unreadable_tables: tuple[tuple[str, str], ...] = ()
+
+    def arguments(self) -> list[str]:
+        """The pg_dump options."""
+        args = [f"--exclude-schema={s}" for s in self.schemas]
+        args += [f"--exclude-schema={_quoted(s)}" for s in self.unreadable_schemas]
+        args += [f"--exclude-table={_quoted(s)}.{_quoted(t)}" for s, t in self.unreadable_tables]
+        return args
+
+    @property
+    def left_out(self) -> tuple[str, ...]:
+        """The unreadable schemas and tables, as `schema` and `schema.table`."""
+        return (*self.unreadable_schemas, *(f"{s}.{t}" for s, t in self.unreadable_tables))
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+# One small catalog query (its result one JSON line, also for psql): the schemas outside the
+# excluded ones this role has no USAGE on, and the tables in the others it cannot SELECT
+# (pg_dump locks ordinary and partitioned tables only).
+_EXCLUDED = (f"n.nspname !~ '^pg_' AND n.nspname <> 'information_schema' "
+             f"AND n.nspname !~ '{snapshot_excluded_regex()}'")
+SCOPE_SQL = f"""(SELECT jsonb_build_array(
+  (SELECT coalesce(jsonb_agg(n.nspname::text ORDER BY n.nspname), '[]') FROM pg_namespace n
+    WHERE {_EXCLUDED} AND NOT has_schema_privilege(n.oid, 'USAGE')),
+  (SELECT coalesce(jsonb_agg(jsonb_build_array(n.nspname, c.relname) ORDER BY n.nspname, c.relname),
+                   '[]')
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p') AND {_EXCLUDED} AND has_schema_privilege(n.oid, 'USAGE')
+      AND NOT has_table_privilege(c.oid, 'SELECT')))::text)"""
+
+
+def scope_from_json(text: str) -> DumpScope:
+    """The DumpScope of SCOPE_SQL's answer."""
+    import json
+
+    schemas, tables = json.loads(text)
+    return DumpScope(unreadable_schemas=tuple(schemas),
+                     unreadable_tables=tuple((s, t) for s, t in tables))
+
+
+def dump_scope(conn: psycopg.Connection) -> DumpScope:
+    """What a snapshot of the connected database leaves out, for this role (one query)."""
+    import psycopg
+
+    try:
+        row = conn.execute(f"SELECT {SCOPE_SQL}").fetchone()
+    except psycopg.Error as exc:
+        raise SnapshotError(f"Could not read what this role may dump: {exc}",
+                            hint="Check the connection, then run it again.") from exc
+    return scope_from_json(row[0]) if row else DumpScope()
+
+
 def _dump_command(tool: PgDump, url: str, out: Path, snapshot_id: str | None,
-                  exclude_schemas: tuple[str, ...]) -> list[str]:
+                  scope: DumpScope) -> list[str]:
     cmd = [str(tool.path), "--schema-only", "--clean", "--if-exists", "--no-password",
            f"--file={out}"]
     if tool.has_restrict_key:
         cmd.append(f"--restrict-key={RESTRICT_KEY}")
     if snapshot_id:
         cmd.append(f"--snapshot={snapshot_id}")
-    cmd += [f"--exclude-schema={s}" for s in exclude_schemas]
+    cmd += scope.arguments()
     return [*cmd, "--dbname", url]
 
 
@@ -123,47 +189,49 @@ class RunningDump:
 
 
 def start_dump(url: str, tmp: Path, server_major: int, *, snapshot_id: str | None = None,
-               pg_dump: PgDump | None = None,
-               exclude_schemas: tuple[str, ...] = BOOKKEEPING_SCHEMAS) -> RunningDump:
+               pg_dump: PgDump | None = None, scope: DumpScope | None = None) -> RunningDump:
     """Start `pg_dump --schema-only --clean --if-exists` into `tmp` and return at once.
 
-    `snapshot_id` dumps the database as a snapshot exported by another session saw it.
+    `snapshot_id` dumps the database as a snapshot exported by another session saw it;
+    `scope` says what to leave out (by default the excluded schemas only: pass
+    `dump_scope(conn)` for a role that may not read everything).
     """
     from dbsage.tools.connection import libpq_argv_env
 
     tool = pg_dump or find_pg_dump(server_major)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     argv_url, env = libpq_argv_env(url)
-    cmd = _dump_command(tool, argv_url, tmp, snapshot_id, exclude_schemas)
+    cmd = _dump_command(tool, argv_url, tmp, snapshot_id, scope or DumpScope())
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, env=env)
     return RunningDump(proc, tool, tmp, server_major, time.perf_counter())
 
 
 def dump_schema(url: str, server_major: int, *, pg_dump: PgDump | None = None,
-                exclude_schemas: tuple[str, ...] = BOOKKEEPING_SCHEMAS) -> tuple[str, PgDump]:
+                scope: DumpScope | None = None) -> tuple[str, PgDump]:
     """Run `pg_dump --schema-only --clean --if-exists` and return its normalised text."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="dbsage-dump-") as tmp:
         running = start_dump(url, Path(tmp) / "dump.sql", server_major, pg_dump=pg_dump,
-                             exclude_schemas=exclude_schemas)
+                             scope=scope)
         running.wait()
         text = running.tmp.read_text()
     return normalise_dump(text, server_major), running.tool
 
 
 def start_snapshot(url: str, dest: Path, server_major: int, *,
-                   pg_dump: PgDump | None = None) -> RunningDump:
+                   pg_dump: PgDump | None = None, scope: DumpScope | None = None) -> RunningDump:
     """Start the snapshot for `dest` into a temporary file beside it; `.finish(dest)` ends it."""
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    return start_dump(url, tmp, server_major, pg_dump=pg_dump)
+    return start_dump(url, tmp, server_major, pg_dump=pg_dump, scope=scope)
 
 
 def take_snapshot(url: str, dest: Path, server_major: int, *,
-                  pg_dump: PgDump | None = None) -> SnapshotResult:
+                  pg_dump: PgDump | None = None, scope: DumpScope | None = None
+                  ) -> SnapshotResult:
     """Write a normalised schema-only snapshot to `dest` (never overwriting one)."""
-    return start_snapshot(url, dest, server_major, pg_dump=pg_dump).finish(dest)
+    return start_snapshot(url, dest, server_major, pg_dump=pg_dump, scope=scope).finish(dest)
 
 
 # --- the early before-snapshot ----------------------------------------------------------------
@@ -179,8 +247,10 @@ def take_snapshot(url: str, dest: Path, server_major: int, *,
 
 # Also: is the migration lock held? Then another migration is running: its statements must not
 # queue behind this pg_dump's ACCESS SHARE locks, and this run will stop at the lock anyway.
+# And what the role cannot read (SCOPE_SQL), in the same round trip.
 _EXPORT_SQL = ("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\n"
-               "SELECT pg_export_snapshot(), current_setting('server_version_num'), {holders};\n")
+               "SELECT pg_export_snapshot(), current_setting('server_version_num'), {holders}, "
+               "{scope};\n")
 
 
 @dataclass
@@ -264,17 +334,18 @@ def start_early_snapshot(url: str, tmp: Path, *, timeout_s: float = 5.0) -> Earl
     try:
         from dbsage.tools.lock import holder_count_sql
 
-        exporter.stdin.write(_EXPORT_SQL.format(holders=holder_count_sql()))
+        exporter.stdin.write(_EXPORT_SQL.format(holders=holder_count_sql(), scope=SCOPE_SQL))
         exporter.stdin.flush()
         with selectors.DefaultSelector() as sel:
             sel.register(exporter.stdout, selectors.EVENT_READ)
             answer = exporter.stdout.readline() if sel.select(timeout_s) else ""
-        snapshot_id, version, lock_holders = answer.strip().split("|")
+        snapshot_id, version, lock_holders, scope = answer.strip().split("|", 3)
         if int(lock_holders):
             raise ValueError("another migration holds the lock")
         server_major = int(version) // 10000
         tool = find_pg_dump(server_major)
-        dump = start_dump(url, tmp, server_major, snapshot_id=snapshot_id, pg_dump=tool)
+        dump = start_dump(url, tmp, server_major, snapshot_id=snapshot_id, pg_dump=tool,
+                          scope=scope_from_json(scope))
     except (OSError, ValueError, SnapshotError, subprocess.SubprocessError):
         exporter.kill()
         exporter.wait()
