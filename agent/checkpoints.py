@@ -331,6 +331,7 @@ def advisor_gate(state: RunState, cp: CheckpointSpec) -> None:
         note_advisor_delta,
         run_gate_dry_run,
     )
+    from dbsage.tools.errors import MigrationFailedError
 
     if not advisor_gate_applies(state):  # plain PostgreSQL, or not one transaction
         return
@@ -343,7 +344,8 @@ def advisor_gate(state: RunState, cp: CheckpointSpec) -> None:
     if delta is None:
         try:
             run_gate_dry_run(state)
-        except StopRun as exc:  # the apply itself will fail the same way, with its own report
+        except MigrationFailedError as exc:  # the apply itself will fail the same way
+            # (its own report says so)
             state.policy.log(cp.id, "skipped", f"the dry-run for the advisors failed: "
                              f"{exc.message}", by)
             return
@@ -410,3 +412,6 @@ def advisor_delta_detail(state: RunState) -> str:
 
 ACTIONS.update({"advisor_gate": advisor_gate, "extension_gate": extension_gate})
 DETAILS.update({"advisor_delta": advisor_delta_detail})
+# Question ids an action may ask besides its checkpoint's own: --answers accepts them too
+# (`dbsage apply --list-checkpoints` lists them with the checkpoint they follow).
+FURTHER_QUESTIONS: dict[str, tuple[str, ...]] = {"dry_run_gate": ("run_dry_run_now",)}

@@ -310,9 +310,19 @@ def run_gate_dry_run(state: RunState) -> None:
     if not result.passed:
         f = result.failure
         assert f is not None
-        raise StopRun(f"The dry-run failed at {state.path}:{f.line}: {f.message} "
-                      f"[SQLSTATE {f.sqlstate}]. Nothing was applied.", hint=f.hint,
-                      line=f.line, sqlstate=f.sqlstate)
+        # The failure the apply would have had, with its exit code (1) and error kind: a lock
+        # timeout or a failed statement exits the same whether the gate's dry-run or the apply
+        # met it (a refusal, 6, is a decision, not a failure).
+        from dbsage.tools.errors import LockTimeoutExhaustedError, MigrationFailedError
+
+        lock = f.sqlstate == "55P03" and result.attempts > 1
+        error = (LockTimeoutExhaustedError if lock else MigrationFailedError)(
+            f"The dry-run failed at {state.path}:{f.line}: {f.message} [SQLSTATE "
+            f"{f.sqlstate}]. Nothing was applied.", failure=f, path=str(state.path),
+            hint=f.hint)
+        if lock:
+            error.data.update(lock_timeout=state.options.lock_timeout, attempts=result.attempts)
+        raise error
 
 
 def run_smoke_checks(state: RunState) -> None:

@@ -22,6 +22,36 @@ class ExitCode(IntEnum):
     TERMINATED = 143  # SIGTERM
 
 
+# What each exit code means, one situation each: the README's table is generated from this
+# (exit_code_table) and a test keeps the two equal.
+EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
+    ExitCode.OK: "success; for `smoke-test`, `rls-audit` and `status`: nothing wrong found",
+    ExitCode.FAILED: "a statement failed, in the apply or in a dry-run (also the one apply runs "
+                     "first), or the lock timeout kept firing: everything was rolled back; or "
+                     "a check found a problem (`smoke-test`, `rls-audit`, `status`)",
+    ExitCode.USAGE: "bad input, found before anything changed: a flag or value, a file that "
+                    "cannot be read or parsed, the configuration, an `--answers` file, a "
+                    "connection string; or the database cannot be reached",
+    ExitCode.LOCK_BUSY: "another migration is running (it holds the migration lock)",
+    ExitCode.ALREADY_APPLIED: "the migration's version is already applied",
+    ExitCode.DRIFT: "an applied migration's file changed since it was applied",
+    ExitCode.REFUSED: "stopped before anything changed: a checkpoint answered no, a rule or a "
+                      "pre-condition refused (e.g. destructive without `--allow-destructive`)",
+    ExitCode.COMMITTED_BUT_CHECKS_FAILED: "committed, but a post-condition or acceptance "
+                                          "criterion failed (undo it with `dbsage rollback TS`)",
+    ExitCode.INTERRUPTED: "interrupted by Ctrl-C: the open transaction is rolled back, the lock "
+                          "released, and the report says what, if anything, was committed",
+    ExitCode.TERMINATED: "stopped by SIGTERM, exactly as by Ctrl-C",
+}
+
+
+def exit_code_table() -> str:
+    """The README's exit-code table (Markdown), one row per ExitCode."""
+    rows = ["| code | name | meaning |", "|---:|---|---|"]
+    rows += [f"| {c.value} | `{c.name}` | {EXIT_CODE_MEANINGS[c]} |" for c in ExitCode]
+    return "\n".join(rows)
+
+
 class DbsageError(Exception):
     """Base of every error dbsage reports to a user."""
 
