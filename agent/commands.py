@@ -137,8 +137,8 @@ OptionalMigrationPath = Annotated[str | None, Param(
     "the migration file, e.g. supabase/migrations/<TS>_<name>.sql (none: every pending one, "
     "as *up)", metavar="PATH", check="path")]
 Mode = Annotated[str | None, Param(
-    "M is how checkpoints are handled: yolo, interactive or preflight", flag="--mode",
-    metavar="M", check="mode", short="-m", example="interactive", llm=False)]
+    "how checkpoints are handled: yolo, interactive or preflight", flag="--mode",
+    metavar="MODE", check="mode", short="-m", example="interactive", llm=False)]
 Db = Annotated[str | None, Param(
     "target database (else SUPABASE_DB_URL, DATABASE_URL, embedded)", flag="--db",
     metavar="URL", check="db_url", example="postgresql://postgres@localhost:54322/postgres",
@@ -153,6 +153,9 @@ Yes = Annotated[bool, Param("answer yes to every confirmation", flag="--yes", sh
 Answers = Annotated[str | None, Param(
     "YAML file mapping checkpoint ids to answers (non-interactive runs)", flag="--answers",
     metavar="FILE", check="answers_file", example="answers.yaml", llm=False)]
+ListCheckpoints = Annotated[bool, Param(
+    "list the checkpoint ids --answers takes, with their answers; run nothing",
+    flag="--list-checkpoints", llm=False)]
 LockTimeout = Annotated[str | None, Param(
     "stop waiting for a lock after DURATION, roll back and retry (off: wait)",
     flag="--lock-timeout", metavar="DURATION", check="duration", example="2s", llm=False)]
@@ -232,13 +235,15 @@ def _mode(task: str, mode: str | None, session: Session) -> str:
     return load_definition(task).default_mode
 
 
-def _asker(session: Session, mode: str, yes: bool, answers: str | None) -> Asker:
+def _asker(session: Session, mode: str, yes: bool, answers: str | None, task: str) -> Asker:
     """Who answers checkpoints: --answers file, --yes (or yolo), the front end's asker, or the
     console when there is a terminal."""
     from dbsage.agent.modes import ConsoleAsker, YesAsker, load_answers
 
     if answers is not None:
-        return load_answers(Path(answers))
+        scripted = load_answers(Path(answers))
+        _check_answers(Path(answers), scripted.answers, task, session)
+        return scripted
     if yes or mode == "yolo":
         return YesAsker()
     if session.asker is not None:
@@ -249,6 +254,100 @@ def _asker(session: Session, mode: str, yes: bool, answers: str | None) -> Asker
             hint="Pass --yes to confirm in advance, --answers FILE for scripted answers, or "
                  "use --mode yolo.")
     return ConsoleAsker()
+
+
+@dataclass(frozen=True)
+class AnswerPoint:
+    """A question an --answers file can answer: its id, the answers it takes, when."""
+
+    id: str
+    answers: tuple[str, ...]
+    asked: str  # in which modes, or on what condition
+    text: str
+
+
+_TASK_COMMAND = {"apply-migration": "apply", "up": "up", "rollback": "rollback", "seed": "seed"}
+
+
+def answer_points(task: str) -> list[AnswerPoint]:
+    """Every question id of a task definition that --answers accepts: its checkpoints (and
+    the questions their actions ask next), and the override of each check that has one."""
+    import re
+
+    from dbsage.agent.checkpoints import FURTHER_QUESTIONS
+    from dbsage.agent.runner import load_definition
+
+    def plain(text: str) -> str:  # template variables as the reader knows them: {path} → PATH
+        return re.sub(r"\{(\w+)\}", lambda m: m[1].upper(), " ".join(text.split()))
+
+    d = load_definition(task)
+    points: list[AnswerPoint] = []
+    for cp in d.checkpoints:
+        modes = ", ".join(cp.modes)
+        if cp.kind == "choice":
+            answers = tuple(str(i) for i in range(1, len(cp.options) + 1))
+            menu = "; ".join(f"{i} {o.label}" for i, o in enumerate(cp.options, 1))
+            points.append(AnswerPoint(cp.id, answers, modes, f"{plain(cp.question)} ({menu})"))
+        else:
+            note = " (a notice)" if cp.kind == "notice" else ""
+            points.append(AnswerPoint(cp.id, ("yes", "no"), modes, plain(cp.question) + note))
+        points += [AnswerPoint(extra, ("yes", "no"), modes, f"asked when {cp.id} is answered no")
+                   for extra in FURTHER_QUESTIONS.get(cp.action, ())]
+    for item in d.checklist_items:
+        if item.override:
+            points.append(AnswerPoint(
+                f"override_{item.id}", ("yes", "no"), "interactive, preflight",
+                f"go on although the check '{plain(item.text)}' failed? (yolo: only with "
+                f"--{item.override.replace('_', '-')})"))
+    return list({p.id: p for p in points}.values())
+
+
+def _list_command(task: str, session: Session) -> str:
+    name = _TASK_COMMAND.get(task, task)
+    return (f"dbsage {name} --list-checkpoints" if session.front == "cli" else
+            f"*{name} --list-checkpoints")
+
+
+def _check_answers(path: Path, given: Any, task: str, session: Session) -> None:
+    """CommandError (exit 2, before anything runs) for an id the task never asks, or an answer
+    its question does not take; the message names the file and line."""
+    import yaml
+
+    from dbsage.tools.artifacts import read_text
+
+    points = {p.id: p for p in answer_points(task)}
+    lines: dict[str, int] = {}
+    node = yaml.compose(read_text(path))
+    if isinstance(node, yaml.MappingNode):
+        lines = {str(k.value): k.start_mark.line + 1 for k, _ in node.value}
+    where = lambda key: f"{path}:{lines[key]}" if key in lines else str(path)  # noqa: E731
+    for key, value in given.items():
+        point = points.get(key)
+        if point is None:
+            raise CommandError(
+                f"{where(key)}: unknown checkpoint id {key!r}: {task} never asks it.",
+                hint=f"Known ids: {', '.join(points)} (`{_list_command(task, session)}` shows "
+                     "each with its answers).")
+        if str(value).strip().lower() not in point.answers:
+            raise CommandError(f"{where(key)}: {key}: {value!r} is not an answer it takes.",
+                               hint=f"Answer {key} with {' or '.join(point.answers)}.")
+
+
+def _checkpoint_list(task: str, as_json: bool, session: Session) -> Outcome:
+    """The Outcome of --list-checkpoints: the ids, their answers, when each is asked."""
+    points = answer_points(task)
+    data = {"task": task, "checkpoints": [
+        {"id": p.id, "answers": list(p.answers), "asked": p.asked, "question": p.text}
+        for p in points]}
+    if as_json:
+        return Outcome(task, text=json.dumps(data, indent=2), data=data, as_json=True)
+    width = max(len(p.id) for p in points) + 2
+    lines = [f"Checkpoints of {task}; an --answers FILE maps each id to its answer "
+             "(a question the run asks whose id is missing stops it, exit 2):"]
+    for p in points:
+        lines += [f"  {p.id.ljust(width)}{'|'.join(p.answers)}  [{p.asked}]",
+                  f"  {' ' * width}{p.text}"]
+    return Outcome(task, text="\n".join(lines), data=data)
 
 
 def _yes() -> Asker:
@@ -315,8 +414,9 @@ def apply_migration(path: OptionalMigrationPath = None, *, mode: Mode = None, db
                     allow_out_of_order: AllowOutOfOrder = False, force: Force = False,
                     no_dry_run: NoDryRun = False, rollback_script: RollbackScript = False,
                     allow_transaction_control: AllowTransactionControl = False,
-                    version: Version = None, as_json: Json = False, verbose: Verbose = False,
-                    quiet: Quiet = False, session: Session) -> Outcome:
+                    version: Version = None, list_checkpoints: ListCheckpoints = False,
+                    as_json: Json = False, verbose: Verbose = False, quiet: Quiet = False,
+                    session: Session) -> Outcome:
     """Apply a migration safely: lock, snapshot, apply, diff, record.
 
     One transaction with lock_timeout and retries; the history row commits with it.
@@ -327,6 +427,8 @@ def apply_migration(path: OptionalMigrationPath = None, *, mode: Mode = None, db
     """
     from dbsage.agent.runner import run_apply
 
+    if list_checkpoints:
+        return _checkpoint_list("apply-migration", as_json, session)
     view = _view(verbose, quiet)
     if path is None:
         return up(mode=mode, db=db, lock_timeout=lock_timeout,
@@ -340,7 +442,8 @@ def apply_migration(path: OptionalMigrationPath = None, *, mode: Mode = None, db
              "allow_transaction_control": allow_transaction_control}
     opts = _run_options(session, mode=chosen, db=db, lock_timeout=lock_timeout,
                         statement_timeout=statement_timeout,
-                        asker=_asker(session, chosen, yes, answers), flags=flags)
+                        asker=_asker(session, chosen, yes, answers, "apply-migration"),
+                        flags=flags)
     opts.version = version
     from dbsage.tools.sqlfile import allowing_transaction_control
 
@@ -422,7 +525,8 @@ def rollback(ts: Annotated[str | None, Param(
              lock_timeout: LockTimeout = None, statement_timeout: StatementTimeout = None,
              yes: Yes = False, answers: Answers = None, allow_data_loss: AllowDataLoss = False,
              accept_difference: AcceptDifference = False, prepare_only: PrepareOnly = False,
-             as_json: Json = False, verbose: Verbose = False, quiet: Quiet = False,
+             list_checkpoints: ListCheckpoints = False, as_json: Json = False,
+             verbose: Verbose = False, quiet: Quiet = False,
              session: Session) -> Outcome:
     """Undo an applied migration with the plan captured in its transaction, verified.
 
@@ -436,6 +540,8 @@ def rollback(ts: Annotated[str | None, Param(
     """
     from dbsage.agent.runner import prepare_rollback_only, run_rollback_task
 
+    if list_checkpoints:
+        return _checkpoint_list("rollback", as_json, session)
     if (ts is None) == (to is None):
         raise CommandError("*rollback needs VERSION|TS|latest, or --to V (not both).",
                            hint="Usage: *rollback VERSION|TS|latest [--to V]")
@@ -450,7 +556,7 @@ def rollback(ts: Annotated[str | None, Param(
         return _from_report("rollback", report, as_json, view)
     opts = _run_options(session, mode=chosen, db=db, lock_timeout=lock_timeout,
                         statement_timeout=statement_timeout,
-                        asker=_asker(session, chosen, yes, answers),
+                        asker=_asker(session, chosen, yes, answers, "rollback"),
                         flags={"allow_data_loss": allow_data_loss,
                                "accept_difference": accept_difference})
     report = run_rollback_task(target, opts, to=to) if to else run_rollback_task(target, opts)
@@ -475,7 +581,8 @@ def smoke_test(*, db: Db = None, exposed_schemas: Exposed = None, as_json: Json 
          keywords=("seed", "seeds", "seeding", "populate", "fixtures", "sample"))
 def seed(*, mode: Mode = None, db: Db = None, lock_timeout: LockTimeout = None,
          statement_timeout: StatementTimeout = None, yes: Yes = False, answers: Answers = None,
-         as_json: Json = False, session: Session) -> Outcome:
+         list_checkpoints: ListCheckpoints = False, as_json: Json = False,
+         session: Session) -> Outcome:
     """Load the seed data: supabase/seed.sql, or [db.seed] sql_paths of supabase/config.toml.
 
     Every seed file in one transaction, under the migration lock, with lock_timeout and
@@ -483,6 +590,8 @@ def seed(*, mode: Mode = None, db: Db = None, lock_timeout: LockTimeout = None,
     """
     from dbsage.agent.runner import run_named
 
+    if list_checkpoints:
+        return _checkpoint_list("seed", as_json, session)
     disabled = _seeding_disabled(session)
     if disabled:
         data = {"task": "seed", "status": "skipped", "reason": disabled}
@@ -491,7 +600,7 @@ def seed(*, mode: Mode = None, db: Db = None, lock_timeout: LockTimeout = None,
     chosen = _mode("seed", mode, session)
     opts = _run_options(session, mode=chosen, db=db, lock_timeout=lock_timeout,
                         statement_timeout=statement_timeout,
-                        asker=_asker(session, chosen, yes, answers))
+                        asker=_asker(session, chosen, yes, answers, "seed"))
     return _from_report("seed", run_named("seed", opts), as_json)
 
 
@@ -760,8 +869,9 @@ def up(*, mode: Mode = None, db: Db = None, lock_timeout: LockTimeout = None,
        atomic: Atomic = False, to: ToVersion = None, include_all: IncludeAll = False,
        dry_run: DryRunBatch = False, allow_destructive: AllowDestructive = False,
        force: Force = False, no_dry_run: NoDryRun = False,
-       rollback_plans: RollbackPlans = False, as_json: Json = False, verbose: Verbose = False,
-       quiet: Quiet = False, session: Session) -> Outcome:
+       rollback_plans: RollbackPlans = False, list_checkpoints: ListCheckpoints = False,
+       as_json: Json = False, verbose: Verbose = False, quiet: Quiet = False,
+       session: Session) -> Outcome:
     """Apply every pending migration of supabase/migrations/, in version order, safely.
 
     One advisory lock for the whole batch, one snapshot before and one after it; each file in
@@ -771,6 +881,8 @@ def up(*, mode: Mode = None, db: Db = None, lock_timeout: LockTimeout = None,
     """
     from dbsage.agent.runner import run_named
 
+    if list_checkpoints:
+        return _checkpoint_list("up", as_json, session)
     view = _view(verbose, quiet)
     task = "up-dry-run" if dry_run else "up"
     chosen = "yolo" if dry_run else _mode("up", mode, session)
@@ -779,7 +891,7 @@ def up(*, mode: Mode = None, db: Db = None, lock_timeout: LockTimeout = None,
              "rollback_plans": rollback_plans}
     opts = _run_options(session, mode=chosen, db=db, lock_timeout=lock_timeout,
                         statement_timeout=statement_timeout,
-                        asker=_yes() if dry_run else _asker(session, chosen, yes, answers),
+                        asker=_yes() if dry_run else _asker(session, chosen, yes, answers, "up"),
                         flags=flags)
     opts.to_version = to
     if opts.db is None:

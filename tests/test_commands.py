@@ -120,7 +120,7 @@ INVALID: list[tuple[str, type[CommandError], str, str]] = [
      "Usage: *rollback"),
     ("*rollback 20250101000000 --allow-destructive", CommandError,
      "has no option --allow-destructive", "Usage: *rollback"),
-    ("*apply x.sql --mode fast", CommandError, "unknown mode 'fast'", "[--mode M]"),
+    ("*apply x.sql --mode fast", CommandError, "unknown mode 'fast'", "[--mode MODE]"),
     ("*apply x.sql --allow-data-loss", CommandError, "has no option --allow-data-loss",
      "Usage: *apply-migration"),
     ("*rollback latest --force", CommandError, "has no option --force", "Usage: *rollback"),
