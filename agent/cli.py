@@ -133,7 +133,9 @@ def present(outcome: Outcome) -> None:
 
         set_front("cli")  # hints as `dbsage rollback TS`, not the chat's `*rollback TS`
         if outcome.view != "quiet":
-            print_notices(outcome.report)
+            from dbsage.agent.progress import current
+
+            print_notices(outcome.report, current().already_printed(outcome.report.notices))
         if outcome.as_json:
             typer.echo(outcome.text)
         else:
@@ -193,8 +195,11 @@ def _subcommand(spec: CommandSpec) -> Callable[..., None]:
             checked = validate(spec, values)
         except CommandError as exc:
             _fail(exc.message, exc.hint)
-        outcome = call(spec, checked, _session())
-        present(outcome)
+        from dbsage.agent.progress import for_command
+
+        with for_command(checked):  # live progress on stderr while it runs
+            outcome = call(spec, checked, _session())
+            present(outcome)
         raise typer.Exit(outcome.exit_code)
 
     run.__signature__ = inspect.Signature(_parameters(spec))  # type: ignore[attr-defined]

@@ -16,6 +16,7 @@ from pathlib import PurePath
 from typing import TYPE_CHECKING, Protocol
 
 from dbsage.agent.modes import Question
+from dbsage.agent.progress import current as progress
 from dbsage.agent.state import RunState
 from dbsage.tools.errors import DbsageError
 
@@ -68,7 +69,11 @@ def run_checklist(reg: Registries, state: RunState, phase: str,
     or raise at the first failed blocker (pre-conditions)."""
     failed: list[str] = []
     for item in items:
-        result = reg.run_check(item.check, state)
+        progress().begin(state, item.text)
+        try:
+            result = reg.run_check(item.check, state)
+        finally:
+            progress().end(state)
         entry = {"phase": phase, "id": item.id, "text": item.text, "status": result.status,
                  "detail": result.detail, "blocker": item.blocker,
                  "duration_ms": result.duration_ms}
@@ -169,10 +174,12 @@ def _join_pending(state: RunState) -> None:
         work = state.pending[0]
         t0 = time.perf_counter()
         status = "failed"
+        progress().begin(state, _description(state, work.step) or work.step)
         try:
             work.finish()
             status = "ok"
         finally:
+            progress().end(state)
             state.pending.pop(0)
             state.steps.append({"step": f"{work.step} (joined)", "status": status,
                                 "duration_ms": round((time.perf_counter() - t0) * 1000, 2)})
@@ -204,8 +211,13 @@ def _after_steps(reg: Registries, state: RunState, d: TaskSpec) -> None:
         state.error["hint"] = on.hint.format(**values)
 
 
+def _description(state: RunState, name: str) -> str:
+    return next((s.description for s in state.definition.steps if s.id == name), "")
+
+
 def _timed(reg: Registries, state: RunState, name: str) -> None:
     t0 = time.perf_counter()
+    progress().begin(state, _description(state, name) or name)
     try:
         reg.steps[name](state)
         status = "ok"
@@ -213,9 +225,10 @@ def _timed(reg: Registries, state: RunState, name: str) -> None:
         status = "failed"
         raise
     finally:
+        progress().end(state)
         entry: dict[str, object] = {"step": name, "status": status,
                                     "duration_ms": round((time.perf_counter() - t0) * 1000, 2)}
-        description = next((s.description for s in state.definition.steps if s.id == name), "")
+        description = _description(state, name)
         if description:
             entry["description"] = description
         if state.step_note:

@@ -184,7 +184,13 @@ def retry_for(state: RunState, kind: str) -> RetryPolicySpec | None:
 
 def lock_retry_policy(state: RunState) -> LockRetryPolicy:
     """--lock-retry from the caller, else the definition's policy for lock timeouts (one
-    attempt when it has none)."""
+    attempt when it has none); told of its retries when a live display shows them."""
+    from dbsage.agent.progress import current
+
+    return current().with_retry_hook(state, _lock_retry_policy(state))
+
+
+def _lock_retry_policy(state: RunState) -> LockRetryPolicy:
     from dbsage.tools.apply import LockRetryPolicy
 
     if state.options.lock_retry is not None:

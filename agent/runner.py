@@ -119,7 +119,12 @@ def new_state(task: str, options: RunOptions, **inputs: Any) -> RunState:
     """A RunState for one run of `task` in the options' mode."""
     from dbsage.agent.modes import ConsoleAsker, make_policy
 
-    policy = make_policy(options.mode, options.asker or ConsoleAsker(), options.flags)
+    asker = options.asker or ConsoleAsker()
+    if isinstance(asker, ConsoleAsker):  # the live progress line stops while it asks
+        from dbsage.agent.progress import PausingAsker
+
+        asker = PausingAsker(asker)
+    policy = make_policy(options.mode, asker, options.flags)
     state = RunState(task, options, policy, load_definition(task), inputs=dict(inputs))
     path = inputs.get("path")
     if path is not None:

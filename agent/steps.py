@@ -144,7 +144,12 @@ def apply_migration(state: RunState) -> None:
 
     def progress(r: StatementResult) -> None:
         _record_statements(state, [r])
+        shown.statement_done(state, r.index)
 
+    from dbsage.agent.progress import current
+
+    shown = current()
+    shown.statement_done(state, 0)  # statement 1 runs next
     try:
         state.apply_result = run(state.conn, m, lock_timeout=state.options.lock_timeout,
                                  statement_timeout=state.options.statement_timeout,
@@ -1346,12 +1351,19 @@ def apply_batch(state: RunState) -> None:
             r.status, r.rows_affected, r.duration_ms)
 
     def done(fr: FileResult) -> None:
+        if fr.index + 1 < len(pending):
+            shown.file_started(fr.index + 2, len(pending), pending[fr.index + 1].name)
         f = pending[fr.index]
         f.status, f.attempts, f.rows_affected = fr.status, fr.attempts, fr.rows_affected
         f.duration_ms = fr.duration_s * 1000
         for r in fr.statements:
             progress(fr.index, r)
 
+    from dbsage.agent.progress import current
+
+    shown = current()
+    if pending:
+        shown.file_started(1, len(pending), pending[0].name)
     try:
         result = run(state.conn, [f.migration for f in pending if f.migration is not None],
                      atomic=atomic, lock_timeout=state.options.lock_timeout,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -45,6 +45,8 @@ class LockRetryPolicy:
     max_wait_s: float = 3.0
     multiplier: float = 2.0
     retry_on: tuple[str, ...] = ("lock_timeout",)
+    #: Told (next attempt, attempts) before each wait between attempts: a live display.
+    on_retry: Callable[[int, int], None] | None = field(default=None, compare=False, repr=False)
 
     def retries(self, sqlstate: str | None) -> bool:
         """A failure with this SQLSTATE is one this policy retries."""
@@ -83,12 +85,14 @@ def with_lock_retry(attempt: Callable[[], T], policy: LockRetryPolicy) -> tuple[
     """
     from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+    hook = policy.on_retry
     retrying = Retrying(
         stop=stop_after_attempt(policy.attempts),
         wait=wait_exponential(multiplier=policy.first_wait_s, exp_base=policy.multiplier,
                               max=policy.max_wait_s),
         retry=retry_if_exception_type(LockRetry),
         reraise=True,
+        before_sleep=(lambda rs: hook(rs.attempt_number + 1, policy.attempts)) if hook else None,
     )
     result = retrying(attempt)
     return result, int(retrying.statistics.get("attempt_number", 1))

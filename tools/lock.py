@@ -193,3 +193,69 @@ def release_lock(conn: psycopg.Connection, key: str = MIGRATION_LOCK_KEY) -> boo
         conn.rollback()
     row = conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,)).fetchone()
     return bool(row and row[0])
+
+
+# --------------------------------------------------------------------------- lock waits
+# What a session of this run waits for and who holds it up: read from a second, short-lived
+# connection while the migration's own session waits (agent/progress.py shows it live).
+
+_LOCK_WAIT_SQL = """
+SELECT w.locktype, w.mode,
+       (SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.oid = w.relation),
+       extract(epoch FROM clock_timestamp() - w.waitstart)::float8,
+       b.pid, a.state, extract(epoch FROM clock_timestamp() - a.state_change)::float8,
+       extract(epoch FROM clock_timestamp() - a.xact_start)::float8, a.application_name,
+       a.query
+  FROM pg_locks w
+  LEFT JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS b(pid) ON true
+  LEFT JOIN pg_stat_activity a ON a.pid = b.pid
+ WHERE w.pid = %s AND NOT w.granted
+ ORDER BY b.pid
+"""
+
+
+@dataclass(frozen=True)
+class Blocker:
+    """A session that holds up a lock request (pg_blocking_pids), as this role may see it."""
+
+    pid: int
+    state: str | None  # "idle in transaction", "active", ...; None when hidden from this role
+    state_seconds: float | None  # how long it has been in that state
+    transaction_seconds: float | None  # how long its transaction has been open
+    application_name: str | None
+    query: str | None  # its current (or last) statement
+
+
+@dataclass(frozen=True)
+class LockWait:
+    """A lock a session waits for: the mode, on what, since when, and who holds it up."""
+
+    pid: int
+    mode: str  # as in LOCK TABLE: "ACCESS EXCLUSIVE"
+    locktype: str  # "relation", "transactionid", ...
+    relation: str | None  # schema.table, for a relation lock
+    waited_seconds: float | None
+    blockers: tuple[Blocker, ...]
+
+
+def lock_mode_name(mode: str) -> str:
+    """pg_locks' `AccessExclusiveLock` as LOCK TABLE says it: `ACCESS EXCLUSIVE`."""
+    words = re.findall(r"[A-Z][a-z]*", mode.removesuffix("Lock"))
+    return " ".join(words).upper() or mode
+
+
+def lock_wait(conn: psycopg.Connection, pid: int) -> LockWait | None:
+    """The lock session `pid` waits for right now and who blocks it; None when it waits for
+    none. A blocker's state and query are None where this role may not see them."""
+    rows = conn.execute(_LOCK_WAIT_SQL, (pid,)).fetchall()
+    if not rows:
+        return None
+    first = rows[0]
+    blockers = tuple(
+        Blocker(int(r[4]), r[5], r[6], r[7], r[8] or None,
+                None if r[9] is None or r[9].startswith("<insufficient") else str(r[9]))
+        for r in rows if r[4] is not None)
+    return LockWait(pid, lock_mode_name(str(first[1])), str(first[0]), first[2], first[3],
+                    blockers)
