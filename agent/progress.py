@@ -343,6 +343,9 @@ def for_command(values: Mapping[str, Any]) -> Iterator[Progress]:
     with --quiet; the silent one again afterwards."""
     import sys
 
+    from dbsage.agent.render import set_front
+
+    set_front("cli")  # notices shown as they happen name commands as the shell does
     if values.get("quiet"):
         shown: Progress = Progress()
     elif not values.get("as_json") and sys.stderr.isatty():

@@ -70,7 +70,7 @@ def print_notices(report: RunReport, skip: int = 0) -> None:
 
 def print_notice(err: Console, text: str) -> None:
     """One notice: `ℹ text`, dim."""
-    err.print(f"[dim]ℹ {_e(text)}[/dim]")
+    err.print(f"[dim]ℹ {_e(_say(text))}[/dim]")
 
 
 def print_report(report: RunReport, view: str = "normal") -> None:

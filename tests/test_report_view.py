@@ -92,6 +92,15 @@ def test_data_only_migration_says_so_instead_of_empty_diff(db18: Db, project: Pa
     out2 = run_cli("apply", str(noop), "--mode", "yolo", "--db", db18.url, cwd=project)
     assert out2.returncode == 0, out2.stdout + out2.stderr
     assert "empty diff" in out2.stdout and "data only" not in out2.stdout + out2.stderr
+    # an overridden check reads as overridden, not as a red failure
+    drop = migration(project, "20250104000000_drop.sql",
+                     "alter table public.orders drop column total;\n")
+    out3 = run_cli("apply", str(drop), "--mode", "yolo", "--db", db18.url,
+                   "--allow-destructive", cwd=project, env=COLS)
+    assert out3.returncode == 0, out3.stdout + out3.stderr
+    assert "1 overridden" in out3.stdout
+    assert "  ~ No statement destroys data" in out3.stdout and "(overridden)" in out3.stdout
+    assert "✗" not in out3.stdout
 
 
 def test_failed_dry_run_shows_its_statements_once_with_the_real_duration(
