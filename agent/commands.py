@@ -1015,12 +1015,13 @@ class _Locked:
         self.conn: Any = None
 
     def __enter__(self) -> tuple[Any, str]:
-        from dbsage.tools.connection import connect
+        from dbsage.tools.connection import check_write_session, connect
         from dbsage.tools.lock import acquire_lock
 
         url, shown = _target(self.session, self.db)
         self.conn = connect(url, autocommit=True)
         try:
+            check_write_session(self.conn, url)  # read-only, or a transaction pooler: refused
             acquire_lock(self.conn)
         except BaseException:
             self.conn.close()

@@ -120,6 +120,7 @@ def run_task(reg: Registries, state: RunState) -> None:
     always = [s.id for s in d.steps if s.always]
     # Nobody is asked anything before the snapshot in yolo, so it can start at once.
     state.early_wanted = state.policy.name == "yolo" and "take_snapshot_before" in main
+    state.session_lock = "acquire_lock" in main
     completed = False
     try:
         _check_inputs(state)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from dbsage.agent.state import SNAPSHOT_DIR, RunPaths, RunState, StatementOutcome
 
 if TYPE_CHECKING:
+    import threading
     from pathlib import Path
 
     import psycopg
@@ -45,15 +46,20 @@ def analysis_of(state: RunState) -> MigrationAnalysis:
 
 
 def ensure_connected(state: RunState) -> psycopg.Connection:
-    """Resolve --db / env / embedded, refuse a transaction pooler, connect (with retry) once."""
+    """Resolve --db / env / embedded, refuse a transaction pooler, connect (with retry) once.
+
+    A read-only session is refused; so is a transaction pooler on any port when the task
+    holds the migration lock (tools/connection.check_session_pooling): its first query
+    tells whether a pooler answers at all, so a direct connection pays nothing more."""
     if state.conn is not None:
         return state.conn
     from dbsage.tools.connection import (
         Target,
         check_not_transaction_pooler,
+        check_session_pooling,
         check_target,
-        check_writable,
         connect,
+        inspect_session,
         resolve_target,
     )
 
@@ -73,12 +79,14 @@ def ensure_connected(state: RunState) -> psycopg.Connection:
     state.target = target
     check_target(target)
     check_not_transaction_pooler(target.url)
-    starting = None
+    starting = answered = None
     if state.early_wanted and state.early_snapshot is None:
         # psql exports the snapshot while this thread connects (both mostly wait on I/O)
         import threading
 
-        starting = threading.Thread(target=start_early_snapshot, args=(state,), daemon=True)
+        answered = threading.Event()
+        starting = threading.Thread(target=_early_snapshot_meanwhile, args=(state, answered),
+                                    daemon=True)
         starting.start()
     policy = retry_for(state, "connection_failed")
     try:
@@ -87,10 +95,17 @@ def ensure_connected(state: RunState) -> psycopg.Connection:
                                  first_wait=policy.initial_wait_seconds)
         else:
             state.conn = connect(target.url, autocommit=True, attempts=1)
+        facts = inspect_session(state.conn)  # read-only? and who answers
     finally:
-        if starting is not None:
+        if answered is not None and starting is not None:
+            answered.set()
             starting.join()  # at most start_early_snapshot's own timeout
-    check_writable(state.conn)
+    if facts.proxied:
+        # A pooler: no early snapshot through it (its psql and pg_dump hold server
+        # connections the check below, and the run, may need), and no transaction pooler.
+        discard_early_snapshot(state)
+        if state.session_lock:
+            check_session_pooling(state.conn, target.url, facts)
     state.server_major = state.conn.info.server_version // 10000
     state.server_version = str(state.conn.info.parameter_status("server_version") or "")
     _settle_lock_timeout(state, state.conn)
@@ -151,6 +166,19 @@ def ensure_paths(state: RunState) -> RunPaths:
         state.paths = RunPaths.of(state.options.project_dir, ts)
         ensure_gitignore(state)
     return state.paths
+
+
+#: How long the run's session may take to answer once the early snapshot has started.
+EARLY_SNAPSHOT_PATIENCE_S = 2.0
+
+
+def _early_snapshot_meanwhile(state: RunState, answered: threading.Event) -> None:
+    """Start the early snapshot; give it up if the run's session has not answered its first
+    query EARLY_SNAPSHOT_PATIENCE_S later: through a pool of one server connection, psql's
+    exporting transaction holds it, and the run's session would wait for it without end."""
+    start_early_snapshot(state)
+    if not answered.wait(EARLY_SNAPSHOT_PATIENCE_S):
+        discard_early_snapshot(state)
 
 
 def start_early_snapshot(state: RunState) -> None:

@@ -198,6 +198,7 @@ class RunState:
     rollback: RollbackPlan | None = None
     smoke: SmokeReport | None = None
     early_wanted: bool = False  # start the before-snapshot as soon as the target is known
+    session_lock: bool = True  # the task holds the migration lock: no transaction pooler
     early_snapshot: EarlySnapshot | None = None
     # Work a step left running (the after-snapshot's pg_dump) and the steps waiting for it:
     # joined, in order, once the post-conditions and acceptance criteria have run.

@@ -191,12 +191,28 @@ def check_target(target: Target) -> None:
                           hint=f"Expected {CONNINFO_FORMS}.")
 
 
-def check_writable(conn: psycopg.Connection) -> None:
+@dataclass(frozen=True)
+class SessionFacts:
+    """What the first query of a write command's session found out about it."""
+
+    server_pid: int  # pg_backend_pid(): the server process that answered
+    client_pid: int  # the pid the connection's BackendKeyData announced
+
+    @property
+    def proxied(self) -> bool:
+        """A pooler or proxy stands between dbsage and the server: PgBouncer, Supavisor,
+        pgcat and Odyssey announce a key of their own (a plain TCP forwarder does not)."""
+        return self.server_pid != self.client_pid
+
+
+def inspect_session(conn: psycopg.Connection) -> SessionFacts:
     """Refuse a read-only session (default_transaction_read_only, a hot standby): nothing
-    could be applied, and the first write would fail halfway through the checks."""
+    could be applied, and the first write would fail halfway through the checks. The same
+    round trip reads the server's pid for the pooler check (`check_session_pooling`)."""
     row = conn.execute("SELECT current_setting('transaction_read_only'), "
-                       "pg_is_in_recovery()").fetchone()
-    if row and (row[0] == "on" or row[1]):
+                       "pg_is_in_recovery(), pg_backend_pid()").fetchone()
+    assert row is not None
+    if row[0] == "on" or row[1]:
         from dbsage.tools.errors import ConfigError
 
         why = "the server is a standby in recovery" if row[1] else (
@@ -204,6 +220,139 @@ def check_writable(conn: psycopg.Connection) -> None:
             "the connection string, or the role's or database's default)")
         raise ConfigError(f"The session is read-only: {why}.",
                           hint="Connect to the primary with a session that can write.")
+    return SessionFacts(server_pid=int(row[2]), client_pid=conn.info.backend_pid)
+
+
+#: How long the pooler check waits for the pooler to give its second session a server.
+POOLER_PROBE_TIMEOUT_S = 3.0
+_POOLER_HINT = (
+    "Connect through the session port instead: on Supabase the direct connection "
+    "(db.<project-ref>.supabase.co:5432) or the session pooler (port 5432, not 6543); with "
+    "your own PgBouncer a database or port with pool_mode = session (and room for 3 server "
+    "connections: the run's session, psql and pg_dump).")
+
+
+def check_session_pooling(conn: psycopg.Connection, url: str, facts: SessionFacts, *,
+                          timeout_s: float = POOLER_PROBE_TIMEOUT_S) -> None:
+    """PoolerError unless the proxied session `conn` (autocommit, idle) keeps its own server
+    backend from one transaction to the next, as a session pooler does; a transaction (or
+    statement) pooler hands the backend to other clients between transactions, so a session
+    advisory lock taken on it excludes nobody.
+
+    A second, short session asks which backend serves it: the one `conn` just used means two
+    clients share it (a pool of 1 always does; PgBouncer hands out the most recently used
+    server first). Otherwise `conn` asks twice more whether it still runs on its backend (a
+    round-robin pool moves it). Every wait is bounded by `timeout_s`: a pool that gives no
+    second session in time (a pool of 1 in session mode, every server busy) is refused too,
+    since pg_dump and psql would wait there without end. Only called when `facts.proxied`:
+    a direct connection pays nothing.
+    """
+    host, port = host_port(url)
+    where = f"The pooler at {host}:{port}"
+    other = now = None
+    probe = _probe_session(url, timeout_s)
+    if probe is not None:
+        try:
+            other = now = _bounded_pid(probe, timeout_s)
+            if other is not None and other != facts.server_pid:
+                for _ in range(2):
+                    now = _bounded_pid(conn.pgconn, timeout_s)
+                    if now != facts.server_pid:
+                        break
+        finally:
+            probe.finish()
+    if other is None or now is None:
+        whom = "a second session" if other is None else "dbsage's own session"
+        raise PoolerError(
+            f"{where} (a connection pooler: the backend pid it announced is not the "
+            f"server's) gave {whom} no server within {timeout_s:g} s: a pool of a single "
+            "server connection, or every one busy. dbsage's snapshots need two more sessions "
+            "there, and it cannot tell whether its advisory lock would hold.",
+            hint=_POOLER_HINT, host=host, port=port)
+    if other == facts.server_pid:
+        seen = (f"a second session was served by the same server backend (pid "
+                f"{facts.server_pid}) as dbsage's own")
+    elif now != facts.server_pid:
+        seen = (f"dbsage's session moved from server backend {facts.server_pid} to {now} "
+                "between two transactions")
+    else:
+        return
+    raise PoolerError(
+        f"{where} pools by transaction: {seen}. The migration's session advisory "
+        "lock would be held by a server connection that other clients use between "
+        "transactions, so it would not keep a second migration out.",
+        hint=_POOLER_HINT, host=host, port=port)
+
+
+def check_write_session(conn: psycopg.Connection, url: str) -> SessionFacts:
+    """`inspect_session`, then `check_session_pooling` when a pooler answers."""
+    facts = inspect_session(conn)
+    if facts.proxied:
+        check_session_pooling(conn, url, facts)
+    return facts
+
+
+def _probe_session(url: str, timeout_s: float) -> psycopg.pq.abc.PGconn | None:
+    """A second session on `url` (libpq, no psycopg wrapper), or None when not logged in
+    within `timeout_s`."""
+    import selectors
+
+    from psycopg import pq
+    from psycopg.conninfo import make_conninfo
+
+    info = make_conninfo(url, application_name=APPLICATION_NAME)
+    pgconn = pq.PGconn.connect_start(info.encode())
+    deadline = _now() + timeout_s
+    status = pq.PollingStatus.WRITING
+    with selectors.DefaultSelector() as sel:
+        while status not in (pq.PollingStatus.OK, pq.PollingStatus.FAILED):
+            left = deadline - _now()
+            event = selectors.EVENT_READ if status == pq.PollingStatus.READING else \
+                selectors.EVENT_WRITE
+            sel.register(pgconn.socket, event)
+            ready = sel.select(max(0.0, left)) if left > 0 else []
+            sel.unregister(pgconn.socket)
+            if not ready:
+                pgconn.finish()
+                return None
+            status = pq.PollingStatus(pgconn.connect_poll())
+    if status != pq.PollingStatus.OK:
+        message = pgconn.get_error_message()
+        pgconn.finish()
+        raise _connection_error(url, ConnectionError(message), 1)
+    return pgconn
+
+
+def _bounded_pid(pgconn: psycopg.pq.abc.PGconn, timeout_s: float) -> int | None:
+    """`SELECT pg_backend_pid()` on a libpq connection in autocommit, or None when it failed
+    or no answer came within `timeout_s` (the pooler found no server for it)."""
+    import select
+
+    from psycopg import pq
+
+    pgconn.send_query(b"SELECT pg_backend_pid()")
+    while pgconn.flush():  # pragma: no cover (a 23-byte query fits any socket buffer)
+        select.select([], [pgconn.socket], [], timeout_s)
+    deadline = _now() + timeout_s
+    while True:
+        pgconn.consume_input()
+        if not pgconn.is_busy():
+            break
+        left = deadline - _now()
+        if left <= 0 or not select.select([pgconn.socket], [], [], left)[0]:
+            return None
+    pid = None
+    while (res := pgconn.get_result()) is not None:
+        if res.status == pq.ExecStatus.TUPLES_OK and res.ntuples == 1:
+            value = res.get_value(0, 0)
+            pid = int(value) if value is not None else None
+    return pid
+
+
+def _now() -> float:
+    import time
+
+    return time.monotonic()
 
 
 def check_not_transaction_pooler(url: str) -> None:
