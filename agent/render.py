@@ -266,6 +266,9 @@ def _print_dry_run(out: Console, r: RunReport) -> None:
     _print_next_steps(out, r)
 
 
+_SMOKE_ITEMS = 10  # objects listed under a smoke check that warns or fails
+
+
 def _print_smoke(out: Console, r: RunReport) -> None:
     smoke = r.smoke or {}
     ok = smoke.get("passed")
@@ -276,6 +279,12 @@ def _print_smoke(out: Console, r: RunReport) -> None:
         out.print(f"  {marks[c['status']]} {_e(c['title'])}  [dim]({c['duration_ms']:.0f} ms)[/dim]")
         if c["status"] != "pass":
             out.print(f"      {c['detail']}", markup=False)
+            items = c.get("items") or []
+            for item in items[:_SMOKE_ITEMS]:  # name them: which FK, which table
+                out.print(f"        - {item}", markup=False)
+            if len(items) > _SMOKE_ITEMS:
+                out.print(f"        … {len(items) - _SMOKE_ITEMS} more (--json lists every one)",
+                          markup=False)
     for t in smoke.get("user_tests", []):
         mark = marks["pass" if t["passed"] else "fail"]
         out.print(f"  {mark} {_e(t['path'])} ({t['mode']}, {t['ran']} test(s))")
@@ -329,9 +338,19 @@ def _shown_statements(statements: list[dict[str, Any]]) -> list[dict[str, Any] |
     return out
 
 
+# What a failure block is headed with, by task (default: Migration refused / failed).
+_TASK_NOUNS = {"smoke-test": "Smoke test", "rls-audit": "RLS audit",
+               "analyze-hotpaths": "Hot-path analysis", "seed": "Seed", "rollback": "Rollback",
+               "dry-run": "Dry-run", "plan": "Plan"}
+_CHECKING_TASKS = frozenset({"smoke-test", "rls-audit", "analyze-hotpaths", "dry-run", "plan"})
+
+
 def _print_failure(out: Console, r: RunReport) -> None:
     err = r.error or {}
-    title = "Migration refused" if r.status == "refused" else "Migration failed"
+    noun = _TASK_NOUNS.get(r.task, "Migration")
+    title = f"{noun} refused" if r.status == "refused" else f"{noun} failed"
+    if r.task in _CHECKING_TASKS and r.status == "refused":  # nothing was to be changed
+        title = f"{noun} could not run"
     if err.get("error") == "LockBusyError":
         title = "Another migration is running"
     out.print(f"[bold red]❌ {title}[/bold red]")

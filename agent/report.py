@@ -12,7 +12,7 @@ class RunReport:
 
     task: str
     status: str = "pending"  # "applied", "failed", "refused"
-    mode: str = "interactive"
+    mode: str | None = "interactive"  # None: the task asks nothing (smoke-test, rls-audit)
     ts: str | None = None
     path: str | None = None
     version: str | None = None

@@ -254,10 +254,18 @@ class RunState:
         return any(s.status != "not_run" for s in self.statements)
 
 
+def _mode_of(state: RunState) -> str | None:
+    """The run's mode, or None when its task asks nothing in any mode (smoke-test, rls-audit):
+    a report must not say `mode: yolo` about a run that had no mode to be in."""
+    d = state.definition
+    asks = d.checkpoints or any(i.override for i in d.checklist_items)
+    return state.options.mode if asks else None
+
+
 def build_report(state: RunState) -> RunReport:
     """The run's report, made from its state once the run is over."""
     return RunReport(
-        task=state.label or state.task, status=state.status, mode=state.options.mode,
+        task=state.label or state.task, status=state.status, mode=_mode_of(state),
         ts=state.ts, path=str(state.path) if state.path else None, version=state.version,
         name=state.name, target=state.target_label, server_version=state.server_version or None,
         statements=[_statement_dict(s) for s in state.statements],

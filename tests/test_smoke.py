@@ -177,8 +177,9 @@ def test_foreign_key_without_index_warns_until_indexed(conn: psycopg.Connection)
     outcome = check_unindexed_foreign_keys(conn)
     assert outcome.status == "warn"
     assert outcome.items == [
-        "pair_refs.pair_refs_a_b_fkey → pairs: CREATE INDEX ON pair_refs (a, b)",
-        "todos.todos_user_id_fkey → users: CREATE INDEX ON todos (user_id)",
+        "pair_refs (a, b) → pairs, constraint pair_refs_a_b_fkey: CREATE INDEX ON pair_refs "
+        "(a, b)",
+        "todos (user_id) → users, constraint todos_user_id_fkey: CREATE INDEX ON todos (user_id)",
     ]
     conn.execute("CREATE INDEX ON todos (user_id); CREATE INDEX ON pair_refs (b, a, c)")
     _assert_clean(check_unindexed_foreign_keys(conn))
@@ -479,15 +480,27 @@ commit;
                             ).fetchone() == (0,)
 
 
-def test_user_tests_use_pgtap_exactly_when_available(conn: psycopg.Connection,
-                                                     project: Path) -> None:
-    _test_file(project, "one.sql", "select 1;")
+def test_a_plain_file_runs_as_plain_sql_even_where_pgtap_is_installed(
+        conn: psycopg.Connection, project: Path) -> None:
+    """The content decides, not the server: on 15 (with pgTAP) as on 18 (without)."""
+    _test_file(project, "one.sql", "select 1;\n-- plan(1) in a comment is not a call\n"
+               "select 'ok(true)';\n")
     [result] = run_user_tests(conn, project)
-    if pgtap_available(conn):  # a plain file under pgTAP: no plan, so it fails
-        assert (result.mode, result.passed) == ("pgtap", False)
-        assert result.failures == ["no TAP plan: call plan(n) (or no_plan() with finish())"]
-    else:
-        assert (result.mode, result.passed) == ("plain", True)
+    assert (result.mode, result.passed, result.ran, result.failures) == ("plain", True, 2, [])
+
+
+def test_pgtap_files_are_known_by_their_content(tap_conn: psycopg.Connection,
+                                               project: Path) -> None:
+    _test_file(project, "a_tap.sql", PASSING_TAP.replace("has_table('public', 'todos', "
+                                                         "'todos exists')", "ok(true, 'x')")
+               .replace("(select count(*)::int from todos)", "0"))
+    _test_file(project, "b_xunit.sql", "select * from no_plan();\nselect is(1, 1);\n"
+               "select * from finish();\n")
+    _test_file(project, "c_plain.sql", "select 1;\n")
+    results = run_user_tests(tap_conn, project)
+    assert [(r.path.rsplit("/", 1)[1], r.mode, r.passed) for r in results] == [
+        ("a_tap.sql", "pgtap", True), ("b_xunit.sql", "pgtap", True),
+        ("c_plain.sql", "plain", True)]
 
 
 # --------------------------------------------------------------------------- the whole run

@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 
 from dbsage.tools.catalog import excluded_schemas, user_schemas_sql
-from dbsage.tools.errors import DbsageError
+from dbsage.tools.errors import DbsageError, ExitCode
 from dbsage.tools.history import applied_checksums
 from dbsage.tools.sqlfile import migration_version
 
@@ -45,6 +45,20 @@ EXCLUDED_SCHEMAS = excluded_schemas(platform=False)  # by name; tools/hotpaths.p
 _COSMETIC_META = {"set", "unset", "pset", "timing", "echo", "qecho", "t", "x", "a", "o"}
 _META_LINE = re.compile(r"^[ \t]*\\(?P<cmd>[a-zA-Z!?]+)[^\n]*", re.MULTILINE)
 _TX_SKIPPED = {"BEGIN", "START", "COMMIT", "ROLLBACK"}
+# pgTAP's own functions: a test file calling any of them is a pgTAP test, whatever the server
+# has installed (a file without them is plain SQL: it passes when every statement runs).
+PGTAP_FUNCTIONS = frozenset({
+    "plan", "no_plan", "finish", "runtests", "diag", "ok", "is", "isnt", "pass", "fail",
+    "todo", "skip", "matches", "imatches", "doesnt_match", "alike", "unalike", "cmp_ok",
+    "is_empty", "isnt_empty", "results_eq", "results_ne", "set_eq", "set_ne", "bag_eq",
+    "bag_ne", "row_eq", "throws_ok", "throws_like", "throws_matching", "lives_ok",
+    "performs_ok", "has_table", "hasnt_table", "has_view", "has_column", "hasnt_column",
+    "col_is_pk", "col_not_null", "col_type_is", "col_has_default", "col_is_fk", "has_pk",
+    "has_fk", "fk_ok", "has_index", "has_function", "has_trigger", "has_schema", "has_role",
+    "has_type", "has_enum", "has_sequence", "has_extension", "policies_are", "policy_cmd_is",
+    "policy_roles_are", "tables_are", "columns_are", "indexes_are", "schemas_are",
+    "functions_are", "is_definer", "function_returns", "table_privs_are",
+    "schema_privs_are", "has_rls", "is_partitioned"})
 _TX_REFUSED = {"PREPARE", "COMMIT_PREPARED", "ROLLBACK_PREPARED"}
 
 
@@ -64,6 +78,12 @@ class UserTestFileError(SmokeTestError):
         """`line N: [SQLSTATE: ]message`, as reported in a UserTestResult."""
         state = f"{self.sqlstate}: " if self.sqlstate else ""
         return f"line {self.line}: {state}{self.message}"
+
+
+class PgtapMissingError(SmokeTestError):
+    """A test file is a pgTAP test, but the server has no pgTAP extension to run it with."""
+
+    exit_code = ExitCode.USAGE
 
 
 @dataclass(frozen=True)
@@ -267,8 +287,8 @@ def check_unindexed_foreign_keys(conn: psycopg.Connection[Any]) -> CheckOutcome:
                 AND (string_to_array(i.indkey::text, ' ')::int2[])[1:cardinality(c.conkey)]
                     @> c.conkey)
         ORDER BY 1, 2""")
-    items = [f"{table}.{name} → {ref}: CREATE INDEX ON {table} ({', '.join(cols)})"
-             for table, name, ref, cols in rows]
+    items = [f"{table} ({', '.join(cols)}) → {ref}, constraint {name}: CREATE INDEX ON {table} "
+             f"({', '.join(cols)})" for table, name, ref, cols in rows]
     return _outcome(
         "unindexed_foreign_keys", "Foreign keys have a supporting index", "warn", items,
         "Every foreign key has an index on its referencing columns.",
@@ -424,8 +444,53 @@ class _TestStatement:
     sql: str
 
 
-def _split_test_file(text: str) -> list[_TestStatement]:
-    """Split a test file into statements, dropping the transaction control the runner owns.
+@dataclass(frozen=True)
+class _TestFile:
+    """A test file read and split, with the pgTAP functions it calls (name, line)."""
+
+    path: Path
+    lines: _Lines
+    statements: list[_TestStatement]
+    pgtap_calls: tuple[tuple[str, int], ...]
+    error: UserTestFileError | None = None
+
+    @property
+    def pgtap(self) -> bool:
+        return bool(self.pgtap_calls)
+
+
+def _read_test_file(path: Path) -> _TestFile:
+    """Read, split and classify a test file (an unusable one keeps its error)."""
+    text = path.read_text(encoding="utf-8").removeprefix("\ufeff")
+    lines = _Lines(text)
+    try:
+        statements, calls = _split_test_file(text)
+    except UserTestFileError as exc:
+        return _TestFile(path, lines, [], (), exc)
+    return _TestFile(path, lines, statements, calls)
+
+
+def _pgtap_calls(raw_statements: Sequence[RawStmt], lines: _Lines) -> tuple[tuple[str, int], ...]:
+    """(name, line) of every call of a pgTAP function (unqualified, or in any schema)."""
+    from pglast.visitors import Visitor
+
+    found: list[tuple[str, int]] = []
+
+    class Calls(Visitor):
+        def visit_FuncCall(self, ancestors: Any, node: Any) -> None:  # pglast calls it
+            name = str(node.funcname[-1].sval)
+            if name in PGTAP_FUNCTIONS:
+                found.append((name, lines.line(node.location or 0)))
+
+    visit = Calls()
+    for raw in raw_statements:
+        visit(raw)
+    return tuple(found)
+
+
+def _split_test_file(text: str) -> tuple[list[_TestStatement], tuple[tuple[str, int], ...]]:
+    """Split a test file into statements, dropping the transaction control the runner owns,
+    and find the pgTAP functions it calls.
 
     Cosmetic psql meta-commands (`\\set`, `\\pset`, ...) are blanked; others are refused.
     Raises UserTestFileError for other meta-commands, PREPARE TRANSACTION and
@@ -457,7 +522,7 @@ def _split_test_file(text: str) -> list[_TestStatement]:
             continue
         end = start + raw.stmt_len if raw.stmt_len else len(text)
         statements.append(_TestStatement(start, text[start:end]))
-    return statements
+    return statements, _pgtap_calls(raw_statements, lines)
 
 
 def _transaction_kind(raw: RawStmt) -> str | None:
@@ -492,33 +557,39 @@ def _run_statements(conn: psycopg.Connection[Any], statements: list[_TestStateme
     return len(statements), None
 
 
-def run_user_test(conn: psycopg.Connection[Any], path: Path, *, pgtap: bool,
+def run_user_test(conn: psycopg.Connection[Any], path: Path, *, pgtap: bool | None = None,
                   project_dir: Path | None = None) -> UserTestResult:
     """Run one test file inside a transaction that is always rolled back.
 
-    With `pgtap`, the extension is created first and the TAP output decides; without it the
-    file passes when every statement runs without error.
+    A file that calls pgTAP's functions (plan, ok, is, finish, ...) is a pgTAP test (`pgtap`
+    forces one way or the other): the extension is created first (rolled back with the rest)
+    and the TAP output decides. Any other file is plain SQL: it passes when every statement
+    runs without error.
     """
+    return _run_test_file(conn, _read_test_file(path), pgtap, project_dir)
+
+
+def _run_test_file(conn: psycopg.Connection[Any], file: _TestFile, pgtap: bool | None,
+                   project_dir: Path | None) -> UserTestResult:
     start = time.perf_counter()
+    path = file.path
     shown = path.relative_to(project_dir).as_posix() if project_dir else str(path)
-    mode: TestMode = "pgtap" if pgtap else "plain"
-    text = path.read_text(encoding="utf-8").removeprefix("\ufeff")
-    lines = _Lines(text)
-    try:
-        statements = _split_test_file(text)
-    except UserTestFileError as exc:
-        return UserTestResult(shown, mode, False, None, 0, [], exc.located(), _ms_since(start))
+    use_pgtap = file.pgtap if pgtap is None else pgtap
+    mode: TestMode = "pgtap" if use_pgtap else "plain"
+    if file.error is not None:
+        return UserTestResult(shown, mode, False, None, 0, [], file.error.located(),
+                              _ms_since(start))
     output: list[str] = []
     done, error = 0, None
     with conn.transaction(force_rollback=True):
-        if pgtap:
+        if use_pgtap:
             try:
                 conn.execute("CREATE EXTENSION IF NOT EXISTS pgtap")
             except psycopg.Error as exc:
                 error = f"CREATE EXTENSION pgtap: {_error_text(exc)}"
         if error is None:
-            done, error = _run_statements(conn, statements, lines, output)
-    if not pgtap:
+            done, error = _run_statements(conn, file.statements, file.lines, output)
+    if not use_pgtap:
         return UserTestResult(shown, mode, error is None, None, done, [], error,
                               _ms_since(start))
     return _pgtap_result(shown, parse_tap(output), error, _ms_since(start))
@@ -538,12 +609,38 @@ def _pgtap_result(shown: str, tap: TapSummary, error: str | None,
 
 
 def run_user_tests(conn: psycopg.Connection[Any], project_dir: Path) -> list[UserTestResult]:
-    """Run every `supabase/tests/**/*.sql`, as pgTAP when the server offers pgTAP."""
-    paths = discover_user_tests(project_dir)
-    if not paths:
-        return []
-    pgtap = pgtap_available(conn)
-    return [run_user_test(conn, p, pgtap=pgtap, project_dir=project_dir) for p in paths]
+    """Run every `supabase/tests/**/*.sql`: pgTAP files (by their content) with pgTAP, the
+    others as plain SQL.
+
+    Raises:
+        PgtapMissingError: a pgTAP file, and the server has no pgTAP (checked before any
+            file runs).
+    """
+    files = read_user_tests(conn, project_dir)
+    return [_run_test_file(conn, f, None, project_dir) for f in files]
+
+
+def read_user_tests(conn: psycopg.Connection[Any], project_dir: Path) -> list[_TestFile]:
+    """The user's test files, read and classified; PgtapMissingError when one is a pgTAP test
+    and the server cannot run it."""
+    files = [_read_test_file(p) for p in discover_user_tests(project_dir)]
+    tap = [f for f in files if f.pgtap]
+    if tap and not pgtap_available(conn):
+        first = tap[0]
+        called = ", ".join(dict.fromkeys(f"{name}()" for name, _ in first.pgtap_calls))
+        rel = first.path.relative_to(project_dir).as_posix()
+        others = f" (and {len(tap) - 1} more)" if len(tap) > 1 else ""
+        major = conn.info.server_version // 10000
+        raise PgtapMissingError(
+            f"{rel}:{first.pgtap_calls[0][1]}: a pgTAP test (it calls {called}){others}, but "
+            f"this PostgreSQL {major} server has no pgTAP extension (not in "
+            "pg_available_extensions); nothing was run.",
+            hint=f"Install pgTAP on the server (Debian/Ubuntu: apt-get install "
+                 f"postgresql-{major}-pgtap; Supabase and its local stack have it), and dbsage "
+                 "creates it for each test in a transaction that is rolled back; or write the "
+                 "test as plain SQL (it passes when every statement runs).",
+            path=rel, line=first.pgtap_calls[0][1])
+    return files
 
 
 # --------------------------------------------------------------------------- the whole run
@@ -574,13 +671,16 @@ def run_smoke_test(conn: psycopg.Connection[Any], project_dir: Path, *,
 
     Raises:
         SmokeTestError: `project_dir` is not a folder.
+        PgtapMissingError: a test file is a pgTAP test and the server has no pgTAP (before
+            any check runs).
     """
     project_dir = Path(project_dir)
     if not project_dir.is_dir():
         raise SmokeTestError(f"{project_dir}: no such project folder.",
                              hint="Run from the project root, the folder holding supabase/.")
+    files = read_user_tests(conn, project_dir)  # a pgTAP test pgTAP cannot run: exit 2 now
     checks = run_checks(conn, project_dir, exposed_schemas=exposed_schemas)
-    user_tests = run_user_tests(conn, project_dir)
+    user_tests = [_run_test_file(conn, f, None, project_dir) for f in files]
     passed = (all(c.status != "fail" for c in checks) and all(t.passed for t in user_tests))
     return SmokeReport(checks, user_tests, passed)
 
