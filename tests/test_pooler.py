@@ -10,6 +10,7 @@ lock holds there as on a direct connection.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -32,6 +33,9 @@ from dbsage.tools.errors import PoolerError
 
 PGBOUNCER = Path("/usr/sbin/pgbouncer")
 SERVER_USER = "embedded_postgres"  # tools/platform.py's server user when the tests run as root
+
+_running: set[subprocess.Popen[bytes]] = set()  # PgBouncers started and not stopped yet
+atexit.register(lambda: [_stop(p) for p in list(_running)])
 
 pytestmark = pytest.mark.skipif(not PGBOUNCER.exists(),
                                 reason="Debian's pgbouncer is not installed (.ci/run installs it)")
@@ -92,6 +96,7 @@ query_wait_timeout = 120
             proc = subprocess.Popen([str(PGBOUNCER), str(root / "pgbouncer.ini")], stdout=log,
                                     stderr=log, user=user, start_new_session=True)
             log.close()
+            _running.add(proc)
             if _listening(proc, port):
                 break
             _stop(proc)
@@ -115,6 +120,7 @@ def _listening(proc: subprocess.Popen[bytes], port: int) -> bool:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
+    _running.discard(proc)
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)  # PgBouncer's immediate shutdown
         try:
