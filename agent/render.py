@@ -226,7 +226,12 @@ def _print_checks(out: Console, r: RunReport) -> None:
     if not r.checks:
         return
     verbose = VIEW["name"] == "verbose"
-    shown = r.checks if verbose else [c for c in r.checks if c["status"] != "pass"]
+    said = str((r.error or {}).get("message", ""))
+    # not listed again: a check that passed (but with --verbose), a failure the message says
+    shown = r.checks if verbose else [
+        c for c in r.checks if c["status"] != "pass" and not (
+            c["status"] == "fail" and not c.get("overridden") and c.get("detail")
+            and str(c["detail"]) in said)]
     counts: dict[str, int] = {}
     for c in r.checks:
         key = "overridden" if c.get("overridden") else c["status"]
