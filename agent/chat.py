@@ -23,14 +23,26 @@ from dbsage.agent.commands import (
     NotACommand,
     Outcome,
     Session,
+    call_values,
     complete,
     execute,
+    follow_menu,
     get_spec,
     migration_files,
     parse,
     project_root,
 )
-from dbsage.agent.modes import Question, YesAsker
+from dbsage.agent.modes import (
+    FORM_PROMPT,
+    Question,
+    YesAsker,
+    answer_hint,
+    cancelled,
+    form_text,
+    match_answer,
+    match_form,
+    please,
+)
 from dbsage.tools.errors import Terminated
 
 if TYPE_CHECKING:
@@ -53,44 +65,54 @@ def _print(text: str) -> None:
 
 @dataclass
 class ChatAsker:
-    """Asks a checkpoint in the chat: explanation, detail, then a prompt until a valid choice.
+    """Asks a checkpoint in the chat: explanation, detail, then a prompt until a valid choice
+    (y/yes/n/no in any case; empty for the default, asked again when there is none).
 
-    Ctrl-C or Ctrl-D at a question answers "no" (or the menu's default): cancelling never
-    approves anything.
+    Ctrl-C or Ctrl-D at a question cancels the command (exit 130, nothing changed; the chat
+    goes on): cancelling never approves anything.
     """
 
     prompt: Callable[[str], str]
     write: Write = _print
+    shows_reports = True  # the chat prints the report: a menu waits for it
 
     def ask(self, question: Question) -> str:
         if question.explanation:
             self.write(f"  ({question.explanation})")
         if question.detail:
             self.write(question.detail)
-        default = f" (default {question.default})" if question.default else ""
-        message = f"❓ [{question.id}] {question.text} [{'/'.join(question.choices)}]{default}: "
+        message = f"❓ [{question.id}] {question.text} {answer_hint(question)}: "
         while True:
-            try:
-                raw = self.prompt(message)
-            except (KeyboardInterrupt, EOFError):
-                answer = "no" if "no" in question.choices else question.default or question.choices[-1]
-                self.write(f"  → cancelled: {answer}")
-                return answer
-            answer = match_choice(raw, question)
+            answer = match_answer(self._read(message, question), question)
             if answer is not None:
                 return answer
-            self.write(f"  Please answer one of: {', '.join(question.choices)}.")
+            self.write(f"  {please(question)}")
+
+    def ask_form(self, questions: list[Question], intro: str = "") -> list[str]:
+        """Every question of a pre-flight plan at once, one line of answers."""
+        if intro:
+            self.write(intro)
+        self.write("Before anything runs, answer every question of the plan at once:")
+        self.write(form_text(questions))
+        while True:
+            answers = match_form(self._read(f"❓ [plan] {FORM_PROMPT} ", questions[0]),
+                                 questions)
+            if isinstance(answers, list):
+                return answers
+            self.write(f"  {answers}")
+
+    def _read(self, message: str, question: Question) -> str:
+        try:
+            return self.prompt(message)
+        except (KeyboardInterrupt, EOFError):
+            self.write("  → cancelled")
+            raise cancelled(question) from None
 
 
 def match_choice(raw: str, question: Question) -> str | None:
-    """The choice `raw` names: exact, empty for the default, or a unique prefix (y, n)."""
-    text = raw.strip().lower()
-    if not text:
-        return question.default
-    if text in question.choices:
-        return text
-    found = [c for c in question.choices if c.startswith(text)]
-    return found[0] if len(found) == 1 else None
+    """The choice `raw` names (modes.match_answer: y/yes/n/no, a menu number, empty for the
+    default)."""
+    return match_answer(raw, question)
 
 
 def prompt_toolkit_asker() -> ChatAsker:
@@ -174,7 +196,7 @@ def handle_line(line: str, session: Session, write: Write = _print) -> Outcome |
         write(f"❌ {exc.message}" + (f"\n{exc.hint}" if exc.hint else ""))
         return Outcome("", ok=False, exit_code=exc.exit_code)
     result = execute(invocation, session)
-    show(result, session, write)
+    show(result, session, write, db=call_values(invocation).get("db"))
     return result
 
 
@@ -190,8 +212,10 @@ def _free_text(text: str, session: Session, write: Write) -> Outcome:
     return Outcome("", ok=True)
 
 
-def show(result: Outcome, session: Session, write: Write = _print) -> None:
-    """Print a result: the report (rich) or its text; then the chosen follow-up."""
+def show(result: Outcome, session: Session, write: Write = _print, db: str | None = None
+         ) -> None:
+    """Print a result: the report (rich) or its text; then the post-run menu (asked after the
+    report) and the chosen follow-up."""
     if result.report is not None and not result.as_json:
         from dbsage.agent.render import print_notices, print_report
 
@@ -200,6 +224,9 @@ def show(result: Outcome, session: Session, write: Write = _print) -> None:
         _show_follow_up(result.report, session, write)
     if result.text:
         write(result.text)
+    follow = follow_menu(result, session, db or session.db)
+    if follow is not None:
+        show(follow, session, write)
 
 
 def _show_follow_up(report: RunReport, session: Session, write: Write) -> None:

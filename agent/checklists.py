@@ -122,8 +122,8 @@ def file_parses(state: RunState) -> CheckResult:
     from dbsage.agent.resources import ensure_parsed
 
     m = ensure_parsed(state)
-    kind = "one transaction" if m.transactional else "one by one, outside a transaction"
-    return _ok(f"{len(m.statements)} statement(s), to run in {kind}")
+    kind = "in one transaction" if m.transactional else "one by one, outside a transaction"
+    return _ok(f"{len(m.statements)} statement(s), to run {kind}")
 
 
 def _missing_privilege(exc: DbsageError) -> CheckResult:
@@ -220,9 +220,24 @@ def no_destructive_statements(state: RunState) -> CheckResult:
     ops = _analysis(state).destructive
     if not ops:
         return _ok("no statement destroys data")
+    stake = _rows_at_stake(state, ops)
     listed = "; ".join(f"line {o.line}: {o.kind.replace('_', ' ')} {o.table}"
-                       + (f" ({', '.join(o.columns)})" if o.columns else "") for o in ops)
+                       + (f" ({', '.join(o.columns)})" if o.columns else "")
+                       + (f": {stake[o]}" if o in stake else "") for o in ops)
     return _fail(f"destructive statement(s): {listed}")
+
+
+def _rows_at_stake(state: RunState, ops: Any) -> dict[Any, str]:
+    """What each destructive operation puts at stake ("1,234 row(s) at stake"), counted
+    whenever someone may be asked to override, or is refused (not for yolo with
+    --allow-destructive: its saved-data step counts them anyway)."""
+    from dbsage.tools.analyze import count_rows_at_stake
+
+    if state.policy.name == "yolo" and state.options.flags.get("allow_destructive"):
+        return {}
+    counted = count_rows_at_stake(_conn(state), ops, timeout_ms=5_000)
+    return {o: (f"{r.rows:,} row(s) at stake" if r.rows is not None else r.detail or r.status)
+            for o, r in counted.items()}
 
 
 @check("lint_clean")

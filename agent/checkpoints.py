@@ -37,7 +37,17 @@ def template_values(state: RunState) -> dict[str, str]:
             "rollback_script": files.get("rollback", ""),
             "ts": state.ts or "{ts}", "snapshot_before": files.get("before", ""),
             "snapshot_after": files.get("after", ""), "snapshot_diff": files.get("diff", ""),
-            "batch_summary": _batch_summary(state)}
+            "batch_summary": _batch_summary(state), "runs": _runs(state)}
+
+
+def _runs(state: RunState) -> str:
+    """How the file's statements run, in the words a question uses (never "in one
+    transaction" for a file that cannot run in one)."""
+    m = state.migration
+    if m is not None and not m.transactional:
+        return ("one at a time, outside a transaction (the file has statements, such as CREATE "
+                "INDEX CONCURRENTLY, that cannot run in one): each commits when it finishes")
+    return "in one transaction: any error rolls all of them back"
 
 
 def _batch_summary(state: RunState) -> str:
@@ -48,7 +58,7 @@ def _batch_summary(state: RunState) -> str:
 
 TEMPLATE_VARIABLES = frozenset({"path", "target", "migration", "statements_run", "checks_run",
                                 "rollback_script", "ts", "snapshot_before", "snapshot_after",
-                                "snapshot_diff", "batch_summary"})
+                                "snapshot_diff", "batch_summary", "runs"})
 
 
 def fill(text: str, values: dict[str, str]) -> str:
@@ -88,7 +98,8 @@ def question(state: RunState, cp: CheckpointSpec, detail: str = "") -> Question:
     text = fill(cp.question, values)
     if cp.kind == "notice":
         text += " Continue?"
-    return Question(cp.id, text, fill(cp.explanation, values), detail, ("yes", "no"), "yes")
+    default = None if cp.default == "none" else cp.default
+    return Question(cp.id, text, fill(cp.explanation, values), detail, ("yes", "no"), default)
 
 
 def detail_of(state: RunState, cp: CheckpointSpec) -> str:
@@ -143,9 +154,11 @@ def dry_run_gate(state: RunState, cp: CheckpointSpec) -> None:
     answer = state.policy.checkpoint(question(state, cp, detail_of(state, cp)))
     if answer == "yes":
         return
+    how = ("It runs every statement in a transaction that is rolled back."
+           if ensure_parsed(state).transactional else "This file cannot run in a transaction, "
+           "so no dry-run can roll it back: it is parsed and linted only.")
     offer = Question("run_dry_run_now", f"Run a dry-run of {state.path} now, then apply if it "
-                     "passes?", "It runs every statement in a transaction that is rolled back.",
-                     choices=("yes", "no"), default="yes")
+                     "passes?", how, choices=("yes", "no"), default="yes")
     if state.policy.checkpoint(offer) != "yes":
         raise StopRun(fill(cp.stop_message or f"Stopped at checkpoint {cp.id}.",
                            template_values(state)), checkpoint=cp.id)
@@ -161,8 +174,20 @@ def _why_no_gate(state: RunState) -> str:
 
 
 def menu(state: RunState, cp: CheckpointSpec) -> None:
-    """Action `menu`: after success, offer the options; run the chosen one's follow-up."""
+    """Action `menu`: after success, offer the options; run the chosen one's follow-up.
+
+    A person at a terminal (an asker whose front end prints the report) is asked after the
+    report, not before it: the menu goes into the report (`state.menu`) and the front end
+    asks it and runs the chosen command (commands.follow_menu)."""
     if not state.committed or not applies(state, cp):
+        return
+    if state.policy.name == "interactive" and getattr(state.policy.asker, "shows_reports", False):
+        q = question(state, cp)
+        state.menu = {"id": cp.id, "question": q.text, "explanation": q.explanation,
+                      "default": q.default,
+                      "options": [{"label": o.label, "command": o.command} for o in cp.options]}
+        state.policy.log(cp.id, "after the report", "asked after the report is shown",
+                         "rule")
         return
     answer = ask_checkpoint(state, cp)
     choice = cp.options[int(answer) - 1]

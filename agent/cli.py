@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from dbsage.agent.commands import Outcome, Session, call, commands
+from dbsage.agent.commands import Outcome, Session, call, commands, follow_menu
 from dbsage.agent.grammar import CommandError, CommandSpec, validate
 
 if TYPE_CHECKING:
@@ -197,9 +197,13 @@ def _subcommand(spec: CommandSpec) -> Callable[..., None]:
             _fail(exc.message, exc.hint)
         from dbsage.agent.progress import for_command
 
+        session = _session()
         with for_command(checked):  # live progress on stderr while it runs
-            outcome = call(spec, checked, _session())
+            outcome = call(spec, checked, session)
             present(outcome)
+        follow = follow_menu(outcome, session, checked.get("db"))  # asked after the report
+        if follow is not None:
+            present(follow)
         raise typer.Exit(outcome.exit_code)
 
     run.__signature__ = inspect.Signature(_parameters(spec))  # type: ignore[attr-defined]

@@ -42,8 +42,8 @@ if TYPE_CHECKING:
 
 __all__ = ["COMMANDS", "MIGRATIONS_DIR", "MODES", "MODE_HELP", "OPTIONS", "CommandError",
            "CommandSpec", "Invocation", "NotACommand", "OptionSpec", "Outcome", "Session",
-           "closest_command", "complete", "execute", "get_spec", "help_text",
-           "migration_files", "normalise_duration", "parse"]
+           "call_values", "closest_command", "complete", "execute", "follow_menu", "get_spec",
+           "help_text", "migration_files", "normalise_duration", "parse"]
 
 MIGRATIONS_DIR = Path("supabase") / "migrations"
 MODE_HELP = {
@@ -380,6 +380,45 @@ def _view(verbose: bool, quiet: bool) -> str:
         raise CommandError("--verbose and --quiet exclude each other.",
                            hint="Pass one of them (neither: the one-screen report).")
     return "verbose" if verbose else "quiet" if quiet else "normal"
+
+
+def follow_menu(outcome: Outcome, session: Session, db: str | None = None) -> Outcome | None:
+    """The post-run menu, asked after the report was shown (a person at a terminal): the
+    chosen option's command runs on the same target, its outcome returned to be shown; None
+    for "done", end of input, or no menu."""
+    from dbsage.agent.modes import Cancelled, ConsoleAsker, Question
+
+    report = outcome.report
+    menu = report.menu if report is not None and not outcome.as_json else None
+    if not menu:
+        return None
+    options = menu["options"]
+
+    def named(command: str) -> str:
+        if session.front != "cli":
+            return command
+        spec = get_spec(command.lstrip("*").split()[0])
+        return f"dbsage {spec.cli_name or spec.name}"
+
+    listing = "\n".join(f"  {i}. {o['label']}" + (f"  ({named(o['command'])})"
+                                                   if o["command"] else "")
+                         for i, o in enumerate(options, 1))
+    labels = tuple(str(i) for i in range(1, len(options) + 1))
+    question = Question(menu["id"], menu["question"], menu["explanation"], listing, labels,
+                        menu.get("default") or labels[-1])
+    asker = session.asker or ConsoleAsker()
+    try:
+        answer = asker.ask(question)
+    except (Cancelled, EOFError):
+        return None  # end of input at the menu: done (the run itself is over)
+    command = options[int(answer) - 1]["command"] if answer in labels else None
+    if not command:
+        return None
+    invocation = parse(command)
+    values = call_values(invocation)
+    if db and any(o.param == "db" for o in invocation.spec.options):
+        values["db"] = db
+    return call(invocation.spec, values, session)
 
 
 def migration_files(project_dir: Path) -> list[Path]:

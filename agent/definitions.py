@@ -117,7 +117,9 @@ class CheckpointSpec(_Strict):
 
     `confirm`: yes/no; no stops the run with `stop_message`. `notice`: shown, not asked.
     `choice`: a menu of `options`. Several checkpoints at one position are asked in file order.
-    `detail` names the registered provider of what is shown above the question.
+    `detail` names the registered provider of what is shown above the question. `default`
+    is the answer an empty reply gives to a yes/no question: "yes", "no" (what destroys or
+    risks something), or "none" (an empty reply asks again: the target).
     """
 
     id: str = field(metadata=_ID)
@@ -131,6 +133,7 @@ class CheckpointSpec(_Strict):
     modes: list[Mode] = field(default_factory=_interactive_only, metadata={"min_length": 1})
     action: str = field(default="ask", metadata={"names": "actions"})
     detail: str | None = field(default=None, metadata={"names": "details"})
+    default: Literal["yes", "no", "none"] = "yes"
 
     @property
     def step(self) -> str:

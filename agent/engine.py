@@ -102,8 +102,10 @@ def run_checklist(reg: Registries, state: RunState, phase: str,
 
 
 def _overridden(state: RunState, item: ChecklistItemSpec, detail: str) -> bool:
+    # What is at stake (the check's finding: rows, versions, squawk's errors) is the detail,
+    # shown in full (in a pre-flight form too); the safe answer is the default.
     q = Question(f"override_{item.id}", f"{item.error_message}. Continue anyway?",
-                 explanation=detail, choices=("yes", "no"), default="no")
+                 detail=detail, choices=("yes", "no"), default="no")
     return state.policy.override(q, item.override)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from dbsage.agent.checkpoints import detail_of, question
+from dbsage.agent.checkpoints import batch_plan, question
 from dbsage.agent.modes import PreflightPolicy, StopRun
 from dbsage.agent.resources import analysis_of, ensure_connected, ensure_parsed
 from dbsage.agent.state import PLAN_DIR, RunState
@@ -45,6 +45,7 @@ def build_plan(state: RunState) -> dict[str, Any]:
         "path": str(m.path), "checksum": m.checksum, "version": m.version,
         "fingerprint": schema_fingerprint(conn), "target": state.target_label,
         "transactional": m.transactional, "strongest_lock": analysis.strongest_lock,
+        "created": list(analysis.created),
         "statements": [{"index": a.statement.index, "line": a.statement.line,
                         "sql": a.statement.summary, "lock_level": a.lock_level,
                         "tables": list(a.tables), "rewrites_table": a.rewrites_table,
@@ -79,47 +80,49 @@ def write_plan(state: RunState, plan: dict[str, Any]) -> None:
 
 
 def render_plan_markdown(plan: dict[str, Any]) -> str:
-    """A plan a reviewer can read in a pull request."""
-    lines = [f"# Pre-flight plan: {plan['path']}", "",
-             f"- Target: {plan['target']}", f"- Checksum: `{plan['checksum']}`",
-             f"- Schema fingerprint: `{plan['fingerprint']}`",
-             f"- Runs {'in one transaction' if plan['transactional'] else 'one by one'}; "
-             f"strongest lock: {plan['strongest_lock'] or 'none'}",
-             f"- Dry-run: {'passed' if plan['dry_run']['passed'] else 'FAILED'}", "",
-             "| line | lock | rewrite | statement |", "|---|---|---|---|"]
-    for s in plan["statements"]:
-        lines.append(f"| {s['line']} | {s['lock_level'] or '-'} | "
-                     f"{'yes' if s['rewrites_table'] else ''} | `{s['sql']}` |")
-    advisors = plan.get("advisors")
-    if advisors:
-        lines += ["", "## Advisor lints", "", f"This migration {advisors['summary']}."]
-        for f in advisors["introduced"]:
-            lines += ["", f"- introduces **{f['level']} {f['name']}** on `{f['object']}`"
-                      + (f" ({f['item']})" if f["item"] else "") + f": {f['detail']}",
-                      f"  - Why: {f['why']}", "  - Fix:", "", "```sql", f["fix"], "```"]
-        lines += [f"- fixes {f['level']} {f['name']} on `{f['object']}`" for f in advisors["fixed"]]
-    for title, key in (("Destructive operations", "destructive"),
-                       ("Missing objects", "missing_objects"), ("squawk", "lint")):
-        if plan[key]:
-            lines += ["", f"## {title}", *[f"- {x}" for x in plan[key]]]
-    return "\n".join(lines) + "\n"
+    """A plan a reviewer can read in a pull request (agent/plantext.py)."""
+    from dbsage.agent.plantext import plan_markdown
+
+    return plan_markdown(plan)
 
 
 def preflight_phase(state: RunState) -> None:
-    """Analyse everything, write the plan, then ask every question in one batch."""
+    """Analyse everything, write the plan, show it, then ask every question in one form
+    (the overrides the pre-conditions deferred first, each with what is at stake)."""
+    from dbsage.agent.plantext import plan_table
+
     assert isinstance(state.policy, PreflightPolicy)
     state.plan = build_plan(state)
     write_plan(state, state.plan)
-    questions = []
-    overrides = [c for c in state.checks if c.get("overridden")]
-    for cp in state.definition.checkpoints:
-        if "preflight" in cp.modes and cp.kind != "choice":
-            questions.append(question(state, cp, detail_of(state, cp)))
+    # The plan above the form shows the statements and their locks: no detail repeats them.
+    questions = [question(state, cp) for cp in state.definition.checkpoints
+                 if "preflight" in cp.modes and cp.kind != "choice"]
+    asked = len(questions) + len(state.policy.deferred)
     state.notices.append(f"Pre-flight plan written to {state.files['plan_md']} "
-                         f"({len(questions) + len(overrides)} question(s)).")
-    for q, answer in zip(questions, state.policy.ask_batch(questions).values(), strict=True):
-        if answer == "no":
-            raise StopRun(f"Stopped: '{q.text}' was answered no in the plan review.")
+                         f"({asked} question(s), answered before anything ran).")
+    intro = f"{plan_table(state.plan, _width())}\n  (written to {state.files['plan_md']})"
+    _stop_on_no(state, state.policy.ask_batch(questions, intro))
+
+
+def _width() -> int:
+    """The terminal's width as rich finds it (COLUMNS first; 80 when there is none)."""
+    from rich.console import Console
+
+    return Console().width
+
+
+def _stop_on_no(state: RunState, answers: dict[str, str]) -> None:
+    """A "no" in the form stops the run; nothing has changed yet. A declined override is a
+    failed check again in the report."""
+    declined = [qid for qid, answer in answers.items() if answer == "no"]
+    if not declined:
+        return
+    for entry in state.checks:
+        if entry.get("overridden") and f"override_{entry['id']}" in declined:
+            entry["overridden"] = False
+    first = next(d for d in state.policy.decisions if d.point == declined[0])
+    raise StopRun(f"Stopped: \"{first.why}\" was answered no in the plan review; nothing was "
+                  "changed.", checkpoint=declined[0])
 
 
 # --- `up`: the whole batch planned, every question asked up front -----------------------------
@@ -174,6 +177,8 @@ def build_batch_plan(state: RunState) -> dict[str, Any]:
 
 def render_batch_plan_markdown(plan: dict[str, Any]) -> str:
     """The batch's plan as a reviewer reads it in a pull request."""
+    from dbsage.agent.plantext import destructive_text
+
     how = "in one transaction (--atomic)" if plan["atomic"] else "each in its own transaction"
     lines = [f"# Pre-flight plan: {len(plan['files'])} pending migration(s)", "",
              f"- Target: {plan['target']}", f"- Schema fingerprint: `{plan['fingerprint']}`",
@@ -187,9 +192,12 @@ def render_batch_plan_markdown(plan: dict[str, Any]) -> str:
         lines += [f"| {s['line']} | {s['lock_level'] or '-'} | "
                   f"{'yes' if s['rewrites_table'] else ''} | `{s['sql']}` |"
                   for s in f["statements"]]
-        for title, key in (("Destructive operations", "destructive"), ("squawk", "lint")):
-            if f[key]:
-                lines += ["", f"{title}:", *[f"- {x}" for x in f[key]]]
+        if f["destructive"]:
+            lines += ["", "Destructive operations:",
+                      *[f"- line {d['line']}: {destructive_text(d)}" for d in f["destructive"]]]
+        if f["lint"]:
+            lines += ["", "squawk:", *[f"- line {x['line']}: {x['level']} `{x['rule']}`: "
+                                       f"{x['message']}" for x in f["lint"]]]
         if f.get("dry_run_failure"):
             lines += ["", f"Dry-run failure: {f['dry_run_failure']}"]
         lines.append("")
@@ -217,10 +225,10 @@ def preflight_batch_phase(state: RunState) -> None:
         raise StopRun(f"The pre-flight dry-run of the batch failed: "
                       f"{failed.get('dry_run_failure')} Nothing was applied.",
                       hint=f"See {state.files['plan_md']}.")
-    questions = [question(state, cp, detail_of(state, cp)) for cp in state.definition.checkpoints
+    questions = [question(state, cp) for cp in state.definition.checkpoints
                  if "preflight" in cp.modes and cp.kind != "choice"]
+    asked = len(questions) + len(state.policy.deferred)
     state.notices.append(f"Pre-flight plan written to {state.files['plan_md']} "
-                         f"({len(questions)} question(s)).")
-    for q, answer in zip(questions, state.policy.ask_batch(questions).values(), strict=True):
-        if answer == "no":
-            raise StopRun(f"Stopped: '{q.text}' was answered no in the plan review.")
+                         f"({asked} question(s), answered before anything ran).")
+    intro = f"{batch_plan(state)}\n  (written to {state.files['plan_md']})"
+    _stop_on_no(state, state.policy.ask_batch(questions, intro))

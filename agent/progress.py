@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, RenderResult
     from rich.live import Live
 
-    from dbsage.agent.modes import Asker, Question
+    from dbsage.agent.modes import ConsoleAsker, Question
     from dbsage.agent.state import RunState
     from dbsage.tools.execute import LockRetryPolicy
     from dbsage.tools.lock import LockWait
@@ -321,12 +321,18 @@ def _age(seconds: float) -> str:
 class PausingAsker:
     """A terminal asker that stops the live display while it asks."""
 
-    def __init__(self, inner: Asker) -> None:
+    def __init__(self, inner: ConsoleAsker) -> None:
         self.inner = inner
+        self.shows_reports = inner.shows_reports  # the post-run menu waits for the report
 
     def ask(self, question: Question) -> str:
         with current().paused():
             return self.inner.ask(question)
+
+    def ask_form(self, questions: list[Question], intro: str = "") -> list[str]:
+        """Pre-flight's one form of every question, the display stopped meanwhile."""
+        with current().paused():
+            return self.inner.ask_form(questions, intro)
 
 
 _CURRENT: list[Progress] = [Progress()]

@@ -94,10 +94,7 @@ def print_report(report: RunReport, view: str = "normal") -> None:
     elif report.task == "smoke-test" and report.smoke is not None:
         _print_smoke(out, report)
     elif report.task == "plan" and report.status == "planned":
-        out.print(f"[bold]📋 Pre-flight plan for {_e(report.path)}[/bold]")
-        out.print(f"  - {report.files['plan_md']}\n  - {report.files['plan_json']}", markup=False)
-        _print_advisors(out, report)
-        _print_checks(out, report)
+        _print_plan(out, report)
         _print_warnings(out, report)
     elif report.status == "prepared":
         out.print(f"[bold]↩ Rollback plan for version {_e(report.version)} ({_e(report.name)})[/bold]")
@@ -178,6 +175,26 @@ def _print_warnings(out: Console, r: RunReport, *, with_checks: bool = True) -> 
         _wrapped(out, _say(w), "[yellow]⚠[/yellow] ", "  ")
 
 
+def _print_plan(out: Console, r: RunReport) -> None:
+    """`dbsage plan`: the plan's table (agent/plantext.py), its files, the checks, and the
+    failed check that makes it exit non-zero."""
+    from dbsage.agent.plantext import plan_table
+
+    out.print(f"[bold]📋 Pre-flight plan for {_e(r.path)}[/bold]")
+    plan = (r.details or {}).get("plan")
+    if plan:
+        out.print(plan_table(plan, out.width), markup=False)
+    out.print(f"Written to {r.files['plan_md']} and {r.files['plan_json']}", markup=False)
+    advisors = (r.details or {}).get("advisors") or {}
+    if advisors.get("introduced"):  # each with why and its fix (the table has the summary)
+        out.print("\n".join(delta_text(advisors).splitlines()[1:]), markup=False)
+    _print_checks(out, r)
+    if r.error:
+        out.print(f"[bold red]❌ {_e(_say(r.error.get('message', '')))}[/bold red]")
+        if r.error.get("hint"):
+            out.print(f"Hint: {_say(str(r.error['hint']))}", markup=False)
+
+
 def _print_follow_up(out: Console, r: RunReport) -> None:
     result = r.follow_up_result or {}
     verdict = "[green]passed[/green]" if result.get("passed") else "[red]failed[/red]"
@@ -195,9 +212,11 @@ def _print_success(out: Console, r: RunReport) -> None:
     out.print(f"[bold green]{lines[0]}[/bold green]", markup=True)
     for line in lines[1:]:
         out.print(line, markup=False)
+    where = ("in transaction" if all(s.get("transactional", True) for s in r.statements)
+             else "outside a transaction")
     out.print(f"Version:   {r.version} ({len(r.statements)} statement(s), {r.records_affected} "
               "row(s))", markup=False)
-    out.print(f"Timing:    {r.apply_time:.3f} s in transaction, {r.execution_time:.2f} s in all"
+    out.print(f"Timing:    {r.apply_time:.3f} s {where}, {r.execution_time:.2f} s in all"
               f"{', attempts ' + str(r.attempts) if r.attempts > 1 else ''}", markup=False)
     out.print(f"Database:  {r.target}", markup=False)
     _print_statements(out, r.statements)
@@ -352,6 +371,9 @@ _CHECKING_TASKS = frozenset({"smoke-test", "rls-audit", "analyze-hotpaths", "dry
 
 def _print_failure(out: Console, r: RunReport) -> None:
     err = r.error or {}
+    if err.get("error") == "Cancelled":  # end of input at a question: one line says it all
+        out.print(f"⏹ {err.get('message', 'Cancelled.')}", markup=False)
+        return
     noun = _TASK_NOUNS.get(r.task, "Migration")
     title = f"{noun} refused" if r.status == "refused" else f"{noun} failed"
     if r.task in _CHECKING_TASKS and r.status == "refused":  # nothing was to be changed

@@ -38,6 +38,9 @@ class RunReport:
     next_steps: list[tuple[str, str]] = field(default_factory=list)  # (command, description)
     follow_up: str | None = None
     follow_up_result: dict[str, Any] | None = None
+    # the post-run menu a person is asked after the report (question, explanation, default,
+    # options with their commands); None when it was answered in the run or not offered
+    menu: dict[str, Any] | None = None
     # what a read-only task found, or a dry-run's advisor delta, JSON-ready by section
     # ("rls", "lints", "access", "advisors", "hotpaths")
     details: dict[str, Any] | None = None

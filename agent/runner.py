@@ -222,6 +222,19 @@ def run_plan(path: str | Path, options: RunOptions) -> RunReport:
         run_checklist(registries(), state, "pre_conditions", state.definition.pre_conditions)
         state.plan = build_plan(state)
         write_plan(state, state.plan)
+        state.details = {**(state.details or {}), "plan": state.plan}
         state.status = "planned"
+        # Nobody overrides anything in a plan: a check that an apply would stop at (or ask
+        # about) is a failure here, with its exit code, after the whole plan is written.
+        failed = [c for c in state.checks if c["status"] == "fail"]
+        for c in failed:
+            c.pop("overridden", None)
+        if failed:
+            from dbsage.agent.engine import ChecklistFailed
+
+            item = next(i for i in state.definition.pre_conditions if i.id == failed[0]["id"])
+            error = ChecklistFailed(f"{item.error_message}: {failed[0]['detail']}",
+                                    hint=item.hint, check=item.id)
+            state.exit_code, state.error = error.exit_code, error.to_dict()
 
     return _partial("apply-migration", "plan", options, work, path=path)

@@ -225,6 +225,7 @@ class RunState:
     next_steps: list[tuple[str, str]] = field(default_factory=list)
     follow_up: str | None = None
     follow_up_result: dict[str, Any] | None = None
+    menu: dict[str, Any] | None = None  # the post-run menu, asked after the report is shown
     details: dict[str, Any] | None = None  # the report's `details` sections (steps fill them)
     error: dict[str, Any] | None = None
     exit_code: int = 0
@@ -277,7 +278,8 @@ def build_report(state: RunState) -> RunReport:
         prompts=state.policy.prompts, changes=list(state.changes), ddl=state.ddl,
         smoke=state.smoke_out, success_text=state.success_text,
         next_steps=list(state.next_steps), follow_up=state.follow_up,
-        follow_up_result=state.follow_up_result, details=state.details, error=state.error,
+        follow_up_result=state.follow_up_result, menu=state.menu, details=state.details,
+        error=state.error,
         exit_code=state.exit_code, batch=_batch_dicts(state))
 
 

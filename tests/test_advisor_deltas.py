@@ -139,7 +139,7 @@ def test_yolo_applies_what_introduces_no_error_lint(supa_db: SupaDb, project: Pa
 
 
 INTERACTIVE = {"confirm_migration_file": "yes", "confirm_database": "yes", "dry_run_done": "yes",
-               "snapshot_notice": "yes", "confirm_apply": "yes", "post_migration_menu": "4"}
+               "confirm_apply": "yes", "post_migration_menu": "4"}
 
 
 def test_interactive_asks_and_no_stops_before_anything_is_applied(supa_db: SupaDb,

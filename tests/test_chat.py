@@ -17,7 +17,7 @@ from prompt_toolkit.document import Document
 
 from dbsage.agent.chat import ChatAsker, DaraCompleter, greeting, handle_line, run_script
 from dbsage.agent.commands import Session as ChatSession
-from dbsage.agent.modes import Question
+from dbsage.agent.modes import Cancelled, Question
 
 NAME = "20250101000000_todos.sql"
 REL = f"supabase/migrations/{NAME}"
@@ -64,15 +64,13 @@ def test_repl_dry_run_apply_smoke_exit(db18: Db, project: Path) -> None:
     answer(child, "confirm_migration_file", "y")
     answer(child, "confirm_database", "yes")
     # dry_run_done is not asked: the passing dry-run above is on record.
-    answer(child, "snapshot_notice", "")  # Enter takes the default (yes)
     child.expect_exact("create table todos")  # confirm_apply lists statements with locks
     answer(child, "confirm_apply", "yes")
+    child.expect_exact("Migration Applied Successfully")  # the report first, then the menu
     child.expect_exact("1. Run smoke tests")
     answer(child, "post_migration_menu", "1")
-    child.expect_exact("Migration Applied Successfully")
-    child.expect_exact("*smoke-test: passed")  # the report shows the follow-up's result once
+    child.expect_exact("Smoke test passed")  # the chosen command's own report
     child.expect(PROMPT)
-    assert "Follow-up" not in child.before  # the chat does not show it a second time
 
     child.sendline("*smoke-test")
     child.expect_exact("Smoke test")
@@ -160,20 +158,28 @@ def test_chat_help_says_script_answers_yes() -> None:
 
 
 def test_chat_asker_validates_and_cancel_never_approves() -> None:
-    replies = iter(["maybe", "N"])
+    replies = iter(["maybe", "N", "", "Y"])
     shown: list[str] = []
     asker = ChatAsker(lambda _msg: next(replies), shown.append)
     q = Question("confirm_apply", "Apply?", explanation="why", choices=("yes", "no"), default="yes")
-    assert asker.ask(q) == "no"
-    assert "  Please answer one of: yes, no." in shown and "  (why)" in shown
+    assert asker.ask(q) == "no"  # "maybe" is refused; N (any case) is no
+    assert "  Please answer y or n." in shown and "  (why)" in shown
+    target = Question("confirm_database", "Right target?", choices=("yes", "no"))
+    assert asker.ask(target) == "yes"  # no default: the empty answer asks again
+    assert "  Please answer y or n (this question has no default)." in shown
 
     def interrupted(_msg: str) -> str:
         raise KeyboardInterrupt
 
-    assert ChatAsker(interrupted, shown.append).ask(q) == "no"
+    def end_of_input(_msg: str) -> str:
+        raise EOFError
+
+    for stop in (interrupted, end_of_input):  # cancels the command, never answers for you
+        with pytest.raises(Cancelled) as info:
+            ChatAsker(stop, shown.append).ask(q)
+        assert info.value.exit_code == 130 and "nothing was changed" in info.value.message
     menu = Question("post_migration_menu", "Next?", choices=("1", "2", "3", "4"), default="4")
     assert ChatAsker(lambda _m: "", shown.append).ask(menu) == "4"
-    assert ChatAsker(interrupted, shown.append).ask(menu) == "4"
 
 
 def test_completer_offers_commands_paths_modes_and_options(project: Path) -> None:

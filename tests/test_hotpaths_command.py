@@ -199,7 +199,7 @@ def test_post_migration_menu_verify_query_performance_runs_the_analysis(
     path = migration(project, "20250101000000_note.sql",
                      "alter table orders add column note text;\n")
     answers = {"confirm_migration_file": "yes", "confirm_database": "yes",
-               "dry_run_done": "yes", "snapshot_notice": "yes", "confirm_apply": "yes",
+               "dry_run_done": "yes", "confirm_apply": "yes",
                "post_migration_menu": "3"}
     report = run_apply(path, RunOptions(mode="interactive", db=_url(app_db), project_dir=project,
                                         asker=ScriptedAsker(answers)))

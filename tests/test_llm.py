@@ -23,7 +23,7 @@ from dbsage.agent.modes import ScriptedAsker
 NAME = "20250101000000_todos.sql"
 REL = f"supabase/migrations/{NAME}"
 YES_TO_ALL = {llm.APPROVAL_ID: "yes", "confirm_migration_file": "yes", "confirm_database": "yes",
-              "dry_run_done": "yes", "snapshot_notice": "yes", "confirm_apply": "yes",
+              "dry_run_done": "yes", "confirm_apply": "yes",
               "post_migration_menu": "4"}
 
 
@@ -188,11 +188,15 @@ def test_free_text_in_the_chat_asks_approval_in_the_chat(session: ChatSession, d
         checkpoint = message.split("[", 2)[1].split("]")[0]
         return YES_TO_ALL[checkpoint]
 
+    from dbsage.agent.chat import show
+
     session.asker = ChatAsker(human, screen.append)
+    session.show = lambda outcome: show(outcome, session, screen.append)  # as the REPL does
     session.agent = llm.DaraAgent(session, fake(call("apply_migration", path=NAME), "Done."))
     result = handle_line("apply the pending migration", session, screen.append)
     assert result is not None and result.ok
     assert prompts[0].startswith(f"❓ [{llm.APPROVAL_ID}] Dara proposes: apply_migration {REL}.")
+    # the menu comes after the run's report has been shown
     assert "[confirm_apply]" in prompts[-2] and "[post_migration_menu]" in prompts[-1]
     assert screen[-1] == "Dara: Done."
     assert db18.scalar("select to_regclass('public.todos')::text") == "todos"

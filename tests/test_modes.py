@@ -17,7 +17,7 @@ SQL = "create table public.items (id int primary key, name text);\n" \
       "alter table public.items enable row level security;\n" \
       "insert into public.items values (1, 'a');\n"
 INTERACTIVE = {"confirm_migration_file": "yes", "confirm_database": "yes", "dry_run_done": "yes",
-               "snapshot_notice": "yes", "confirm_apply": "yes", "post_migration_menu": "4"}
+               "confirm_apply": "yes", "post_migration_menu": "4"}
 
 
 def run(db: Db, project: Path, path: Path, mode: str, answers: dict[str, str] | None = None,
@@ -44,8 +44,8 @@ def test_yolo_asks_nothing_and_logs_every_decision(db: Db, project: Path) -> Non
     assert report.status == "applied", report.error  # type: ignore[attr-defined]
     assert asker.asked == [] and report.prompts == 0  # type: ignore[attr-defined]
     points = [d["point"] for d in report.decisions]  # type: ignore[attr-defined]
-    assert points == ["confirm_migration_file", "confirm_database", "dry_run_done",
-                      "snapshot_notice", "confirm_apply", "post_migration_menu"]
+    assert points == ["confirm_migration_file", "confirm_database", "dry_run_done", "confirm_apply",
+                      "post_migration_menu"]
     assert all(d["why"] and d["by"] in ("rule", "record") for d in report.decisions)  # type: ignore[attr-defined]
     log = json.loads((project / report.files["decisions"]).read_text())  # type: ignore[attr-defined]
     assert log["mode"] == "yolo" and log["decisions"] == report.decisions  # type: ignore[attr-defined]
@@ -92,11 +92,11 @@ def test_interactive_asks_between_5_and_10_checkpoints(db: Db, project: Path) ->
     report, asker = run(db, project, path, "interactive", INTERACTIVE)
     assert report.status == "applied", report.error  # type: ignore[attr-defined]
     ids = [q.id for q in asker.asked]
-    assert ids == ["confirm_migration_file", "confirm_database", "dry_run_done",
-                   "snapshot_notice", "confirm_apply", "post_migration_menu"]
+    assert ids == ["confirm_migration_file", "confirm_database", "dry_run_done", "confirm_apply",
+                   "post_migration_menu"]
     assert 5 <= report.prompts <= 10  # type: ignore[attr-defined]
     assert all(q.explanation for q in asker.asked)
-    confirm = asker.asked[4]
+    confirm = asker.asked[3]
     assert "line 1" in confirm.detail and "ACCESS EXCLUSIVE" in confirm.detail
     assert str(path) in asker.asked[0].text
     assert db.url.split("@")[0] not in asker.asked[1].text or "***" not in db.url
@@ -118,7 +118,7 @@ def test_interactive_skips_the_dry_run_question_when_one_is_on_record(db18: Db,
                         {k: v for k, v in INTERACTIVE.items() if k != "dry_run_done"})
     assert report.status == "applied", report.error  # type: ignore[attr-defined]
     assert "dry_run_done" not in [q.id for q in asker.asked]
-    assert report.prompts == 5  # type: ignore[attr-defined]
+    assert report.prompts == 4  # type: ignore[attr-defined]
 
 
 def test_answering_no_dry_run_offers_one_and_declining_stops(db18: Db, project: Path) -> None:
@@ -196,7 +196,8 @@ def test_preflight_asks_everything_up_front_and_nothing_after(db: Db, project: P
     plan = json.loads((project / report.files["plan_json"]).read_text())
     assert plan["dry_run"]["passed"] is True and plan["checksum"]
     assert [s["lock_level"] for s in plan["statements"]][:1] == ["ACCESS EXCLUSIVE"]
-    assert "| 1 | ACCESS EXCLUSIVE |" in plan_md.read_text()
+    row = next(x for x in plan_md.read_text().splitlines() if x.startswith("| 1 | "))
+    assert "| ACCESS EXCLUSIVE |" in row and "| new |" in row  # a table it creates: no size
 
 
 def test_preflight_stops_when_the_file_changes_after_the_plan(db18: Db, project: Path) -> None:

@@ -234,7 +234,7 @@ def test_cli_and_chat_give_the_same_json(supa_db: SupaDb, project: Path) -> None
 
 
 INTERACTIVE = {"confirm_migration_file": "yes", "confirm_database": "yes", "dry_run_done": "yes",
-               "snapshot_notice": "yes", "confirm_apply": "yes"}
+               "confirm_apply": "yes"}
 
 
 def test_post_migration_menu_check_rls_coverage_runs_the_audit(supa_db: SupaDb,

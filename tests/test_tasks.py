@@ -111,7 +111,7 @@ def test_apply_migration_contract() -> None:
     interactive = [c for c in apply.checkpoints if "interactive" in c.modes]
     assert 5 <= len(interactive) <= 10
     assert [c.id for c in apply.checkpoints] == [
-        "confirm_migration_file", "confirm_database", "dry_run_done", "snapshot_notice",
+        "confirm_migration_file", "confirm_database", "dry_run_done",
         "advisor_errors", "confirm_apply", "post_migration_menu"]
     assert not [c for c in apply.checkpoints if "yolo" in c.modes]
     dry = next(c for c in apply.checkpoints if c.id == "dry_run_done")

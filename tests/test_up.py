@@ -285,13 +285,13 @@ def test_destructive_files_need_the_flag_and_their_data_is_saved(supa_db18: Supa
 def test_interactive_asks_once_for_the_whole_batch(supa_db18: SupaDb, project: Path) -> None:
     _three(project)
     asker = ScriptedAsker({"confirm_database": "yes", "dry_run_done": "yes",
-                           "snapshot_notice": "yes", "confirm_batch": "yes",
+                           "confirm_batch": "yes",
                            "post_migration_menu": "3"})
     session = Session(db=supa_db18.url, project_dir=project, asker=asker)
     outcome = execute(parse("*up"), session)
     assert outcome.ok, outcome.report and outcome.report.error
     asked = [q.id for q in asker.asked]
-    assert asked == ["confirm_database", "dry_run_done", "snapshot_notice", "confirm_batch",
+    assert asked == ["confirm_database", "dry_run_done", "confirm_batch",
                      "post_migration_menu"]  # once for the batch, not once per file
     plan = next(q for q in asker.asked if q.id == "confirm_batch").detail
     assert all(name in plan for name in (A, B, C)) and "ACCESS EXCLUSIVE" in plan
@@ -301,7 +301,7 @@ def test_preflight_plans_the_batch_and_asks_everything_up_front(supa_db18: SupaD
                                                                  project: Path) -> None:
     _three(project)
     order: list[str] = []
-    asker = ScriptedAsker({"confirm_database": "yes", "snapshot_notice": "yes",
+    asker = ScriptedAsker({"confirm_database": "yes",
                            "confirm_batch": "yes", "post_migration_menu": "3"},
                           on_ask=lambda q: order.append(f"{q.id}:{len(_versions(supa_db18))}"))
     session = Session(db=supa_db18.url, project_dir=project, asker=asker, mode="preflight")
