@@ -166,6 +166,7 @@ def build_batch_plan(state: RunState) -> dict[str, Any]:
                         retry=lock_retry_policy(state))
     for entry, fr in zip(files, dry.files, strict=True):
         entry["dry_run"] = fr.status
+        state.warnings.extend(fr.not_run_on_server)
         if fr.message:
             entry["dry_run_failure"] = fr.message
     return {"task": "up", "target": state.target_label, "fingerprint": schema_fingerprint(conn),

@@ -323,7 +323,10 @@ def _print_statements(out: Console, statements: list[dict[str, Any]]) -> None:
     if not statements:
         return
     out.print("Statements:")
-    marks = {"ok": "[green]✓[/green]", "failed": "[red]✗[/red]", "not_run": "[dim]·[/dim]"}
+    from dbsage.tools.analyze import STATUS_ACTS_ON_SERVER
+
+    marks = {"ok": "[green]✓[/green]", "failed": "[red]✗[/red]", "not_run": "[dim]·[/dim]",
+             STATUS_ACTS_ON_SERVER: "[yellow]⊘[/yellow]"}
     for s in _shown_statements(statements):
         if isinstance(s, int):
             out.print(f"  [dim]… {s:,} more statement(s) (--json lists every one)[/dim]")

@@ -312,6 +312,7 @@ def run_gate_dry_run(state: RunState) -> None:
         statement_timeout=state.options.statement_timeout, retry=lock_retry_policy(state),
         describe_changes=False, observe=False,  # a gate: pass or fail is all it needs
         inside=advisor_delta_hook(state))  # ... and the advisor lints' delta
+    state.warnings.extend(a.not_run_message for a in result.not_run_on_server)
     if not result.passed:
         f = result.failure
         assert f is not None
@@ -1510,6 +1511,7 @@ def dry_run_batch_step(state: RunState) -> None:
         statement_timeout=state.options.statement_timeout, retry=lock_retry_policy(state))
     for f, fr in zip(pending, r.files, strict=True):
         f.status, f.message = fr.status, fr.message
+        state.warnings.extend(fr.not_run_on_server)
         f.duration_ms = sum(s.duration_ms for s in fr.statements)
         f.rows_affected = sum(s.rows_affected for s in fr.statements)
         for s in fr.statements:

@@ -1081,6 +1081,22 @@ class ServerAction:
         return (f"line {self.line}: {self.what} acts on the database host ({self.reason}), "
                 "outside the transaction: no rollback undoes it")
 
+    @property
+    def not_run_message(self) -> str:
+        """What a dry-run says of it: it was skipped (STATUS_ACTS_ON_SERVER)."""
+        return (f"line {self.line}: {self.what} was {STATUS_ACTS_ON_SERVER} ({self.reason}), "
+                "which no rollback undoes; the apply will run it, once. The statements after "
+                "it ran without its effect.")
+
+
+#: A dry-run's status for a statement it does not run because it acts on the server.
+STATUS_ACTS_ON_SERVER = "not run in the dry-run: acts on the server"
+
+
+def dry_run_skips(migration: MigrationFile) -> dict[int, ServerAction]:
+    """The statements no dry-run may run (they act on the database host), by index."""
+    return {a.statement_index: a for a in server_actions(migration)}
+
 
 #: Functions that act on the host or on other sessions, by name: what they do.
 SERVER_FUNCTIONS: dict[str, str] = {

@@ -730,6 +730,8 @@ class FileDryRun:
     statements: tuple[StatementResult, ...]
     failure: StatementFailure | None = None
     message: str | None = None
+    #: What it did not run because it acts on the database host, one sentence each.
+    not_run_on_server: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -795,6 +797,8 @@ class _DryAttempt:
     def run(self) -> list[FileDryRun]:
         import psycopg
 
+        from dbsage.tools.analyze import STATUS_ACTS_ON_SERVER, dry_run_skips
+
         conn = self.conn
         out: list[FileDryRun] = []
         failure: StatementFailure | None = None
@@ -818,7 +822,11 @@ class _DryAttempt:
                                               tuple(results)))
                         continue
                     failed = None
+                    skips = dry_run_skips(m)  # acts on the host: never in a dry-run
                     for stmt, res in zip(m.statements, results, strict=True):
+                        if stmt.index in skips:
+                            res.status = STATUS_ACTS_ON_SERVER
+                            continue
                         try:
                             run_statement(conn, stmt, res)
                             if _sets_session(stmt) or stmt.kind == "VariableSetStmt":
@@ -831,13 +839,17 @@ class _DryAttempt:
                             failure = statement_failure(exc, stmt)
                             failure = replace(failure, hint=failure_hint(failure, stmt))
                             break
+                    skipped = tuple(f"{m.path.name} {a.not_run_message}"
+                                    for a in skips.values())
                     if failed is None:
-                        out.append(FileDryRun(m.path, m.version or "", "passed", tuple(results)))
+                        out.append(FileDryRun(m.path, m.version or "", "passed", tuple(results),
+                                              not_run_on_server=skipped))
                     else:
                         assert failure is not None
                         out.append(FileDryRun(
                             m.path, m.version or "", "failed", tuple(results), failure,
-                            describe_failure(m.path, len(m.statements), failure, failed)))
+                            describe_failure(m.path, len(m.statements), failure, failed),
+                            skipped))
                 raise psycopg.Rollback()
         except psycopg.Error as exc:
             if conn.broken or conn.closed:

@@ -64,6 +64,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
+from dbsage.tools.analyze import STATUS_ACTS_ON_SERVER, ServerAction, dry_run_skips
 from dbsage.tools.catalog import EXCLUDED_SCHEMAS, user_schemas_sql
 from dbsage.tools.errors import (
     ConfigError,
@@ -181,6 +182,8 @@ class DryRunResult:
     ddl_script: str = ""  # the whole change as one ordered DDL script (results/migra)
     warnings: list[str] = field(default_factory=list)
     sequences: tuple[SequenceReset, ...] = ()  # sequences the dry run moved, and what became of them
+    #: Statements it did not run because they act on the database host (COPY ... PROGRAM, ...).
+    not_run_on_server: tuple[ServerAction, ...] = ()
 
     @property
     def parsed_only(self) -> list[DryRunStatement]:
@@ -233,19 +236,21 @@ def dry_run_migration(conn: psycopg.Connection, migration: MigrationFile, *,
     _check_connection(conn)
     _refuse_transaction_control(migration)
     started = time.perf_counter()
+    skips = dry_run_skips(migration)
     sequences, advisory = _before_the_run(conn)
     try:
         attempt, attempts = _run_with_retry(conn, migration, lock_timeout, statement_timeout,
                                             retry or LockRetryPolicy(), describe_changes, observe,
-                                            inside)
+                                            inside, skips)
     except BaseException:
         _undo_quietly(conn, migration, sequences, advisory, lock_timeout)
         raise
     resets = _restore_sequences(conn, sequences, _sequence_states(conn), lock_timeout)
-    warnings = [_sequence_warning(r) for r in resets]
+    warnings = [a.not_run_message for a in skips.values()]
+    warnings += [_sequence_warning(r) for r in resets]
     warnings += _release_advisory_locks(conn, advisory)
     _deallocate_prepared(conn, migration)
-    warnings += non_transactional_warnings(migration)
+    warnings += non_transactional_warnings(migration, skip=frozenset(skips))
     duration = time.perf_counter() - started
     message = (describe_failure(migration.path, len(migration.statements), attempt.failure,
                                 attempt.failed) if attempt.failure else None)
@@ -254,7 +259,7 @@ def dry_run_migration(conn: psycopg.Connection, migration: MigrationFile, *,
                                duration * 1000)
     return DryRunResult(attempt.failure is None, attempt.statements, attempt.changes,
                         attempt.failure, duration, attempts, record_id, message,
-                        attempt.ddl_script, warnings, tuple(resets))
+                        attempt.ddl_script, warnings, tuple(resets), tuple(skips.values()))
 
 
 def _before_the_run(conn: psycopg.Connection
@@ -293,12 +298,13 @@ def _refuse_transaction_control(migration: MigrationFile) -> None:
 def _run_with_retry(conn: psycopg.Connection, migration: MigrationFile, lock_timeout: str,
                     statement_timeout: str | None, policy: LockRetryPolicy,
                     describe: bool = True, observe: bool = True,
-                    inside: Callable[[psycopg.Connection], None] | None = None
+                    inside: Callable[[psycopg.Connection], None] | None = None,
+                    skips: Mapping[int, ServerAction] | None = None
                     ) -> tuple[_Attempt, int]:
     try:
         return with_lock_retry(lambda: _run_once(conn, migration, lock_timeout,
                                                  statement_timeout, policy, describe, observe,
-                                                 inside),
+                                                 inside, skips),
                                policy)
     except LockRetry as last:
         attempt = cast(_Attempt, last.outcome)
@@ -312,7 +318,8 @@ def _run_with_retry(conn: psycopg.Connection, migration: MigrationFile, lock_tim
 def _run_once(conn: psycopg.Connection, migration: MigrationFile, lock_timeout: str,
               statement_timeout: str | None, policy: LockRetryPolicy, describe: bool = True,
               observe: bool = True,
-              inside: Callable[[psycopg.Connection], None] | None = None) -> _Attempt:
+              inside: Callable[[psycopg.Connection], None] | None = None,
+              skips: Mapping[int, ServerAction] | None = None) -> _Attempt:
     """One transaction: inspect, run every statement, inspect again, roll back. A failure the
     policy retries raises LockRetry with this attempt."""
     import psycopg
@@ -323,7 +330,7 @@ def _run_once(conn: psycopg.Connection, migration: MigrationFile, lock_timeout: 
         before = _inspect_before(conn, lock_timeout, statement_timeout) if describe else None
         with conn.transaction():
             set_timeouts(conn, lock_timeout, statement_timeout, local=True)
-            _run_statements(conn, migration, attempt.statements, observe)
+            _run_statements(conn, migration, attempt.statements, observe, skips or {})
             if inside is not None:
                 inside(conn)
             if before is not None:
@@ -350,9 +357,11 @@ def _infrastructure_error(conn: psycopg.Connection, exc: Exception) -> DbsageErr
 
 
 def _run_statements(conn: psycopg.Connection, migration: MigrationFile,
-                    results: list[DryRunStatement], observe: bool = True) -> None:
+                    results: list[DryRunStatement], observe: bool = True,
+                    skips: Mapping[int, ServerAction] | None = None) -> None:
     """Run each transactional statement, recording the relation locks new since the last one
-    (when `observe`)."""
+    (when `observe`); never one in `skips` (it acts on the database host, where no rollback
+    reaches: STATUS_ACTS_ON_SERVER), but the statements after it."""
     import psycopg
 
     names = _user_relation_names(conn) if observe else {}
@@ -360,6 +369,9 @@ def _run_statements(conn: psycopg.Connection, migration: MigrationFile,
     for stmt, res in zip(migration.statements, results, strict=True):
         if not stmt.transactional:
             res.status = STATUS_PARSED_ONLY
+            continue
+        if skips and stmt.index in skips:
+            res.status = STATUS_ACTS_ON_SERVER
             continue
         try:
             run_statement(conn, stmt, res)
@@ -1899,12 +1911,13 @@ _BODY_CALL = re.compile(r"\b(" + "|".join(sorted(_UNDOABLE, key=len, reverse=Tru
                         re.I)
 
 
-def non_transactional_warnings(migration: MigrationFile) -> list[str]:
+def non_transactional_warnings(migration: MigrationFile, *,
+                               skip: frozenset[int] = frozenset()) -> list[str]:
     """What the statements (and their DO blocks) do that the dry run's rollback cannot undo,
-    and that the apply will do again."""
+    and that the apply will do again (leaving out the statements in `skip`: not run)."""
     warnings = []
     for s in migration.statements:
-        if s.node is None or not s.transactional:
+        if s.node is None or not s.transactional or s.index in skip:
             continue
         found: dict[str, str] = {}
         for node in _walk(s.node):
