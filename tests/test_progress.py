@@ -149,3 +149,32 @@ def test_json_on_a_terminal_prints_no_progress(db18: Db, project: Path) -> None:
     assert report["status"] == "applied" and report["attempts"] > 1
     assert "waiting for" not in err and "⠋" not in err, err
     assert most == 1
+
+
+def _screen(args: list[str], project: Path) -> tuple[int | None, str]:
+    child = pexpect.spawn(DBSAGE, args, cwd=str(project), env=_env(), dimensions=(24, 200),
+                          encoding="utf-8", timeout=90)
+    child.logfile_read = log = io.StringIO()
+    try:
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    return child.exitstatus, log.getvalue()
+
+
+def test_a_long_statement_and_a_batch_show_what_runs_with_elapsed_time(db18: Db,
+                                                                      project: Path) -> None:
+    long = migration(project, "20250101000000_slow.sql",
+                     "create table public.a (id bigint primary key);\n"
+                     "select pg_sleep(1.5);\n").relative_to(project)
+    code, screen = _screen(["apply", str(long), "--mode", "yolo", "--db", db18.url], project)
+    assert code == 0, screen
+    # statement 2 named while it runs, its elapsed time counting up past a second
+    assert re.search(r"statement 2 of 2, line 2: select pg_sleep\(1\.5\)  \[1\.\d s\]", screen)
+
+    for name in ("20250102000000_b.sql", "20250103000000_c.sql"):
+        migration(project, name, "select pg_sleep(0.8);\n")
+    code, screen = _screen(["up", "--mode", "yolo", "--db", db18.url], project)
+    assert code == 0, screen
+    assert "file 1 of 2: 20250102000000_b.sql" in screen
+    assert "file 2 of 2: 20250103000000_c.sql" in screen
