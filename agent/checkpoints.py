@@ -234,8 +234,40 @@ def batch_dry_run_gate(state: RunState, cp: CheckpointSpec) -> None:
     ask_checkpoint(state, cp)
 
 
+def batch_confirm(state: RunState, cp: CheckpointSpec) -> None:
+    """Action `batch_confirm`: the one question of an interactive batch. On a database with
+    Supabase's API roles it first dry-runs the batch with the advisor lints looked at after
+    each file, and lists the ERROR-level ones the files introduce with the plan: a yes
+    accepts them too (apply's `advisor_errors` checkpoint, folded into the batch's question).
+    Other modes: `batch_ask` (yolo and pre-flight judge them by --force, inside each file's
+    transaction)."""
+    from dbsage.agent.batch import nothing_to_apply
+    from dbsage.agent.steps import accept_introduced_lints, batch_introduced_errors, finding_doc
+
+    if nothing_to_apply(state) or state.policy.name != "interactive" or not applies(state, cp):
+        batch_ask(state, cp)
+        return
+    introduced = batch_introduced_errors(state)
+    detail = detail_of(state, cp)
+    if introduced:
+        lines = ["", "ERROR-level advisor lints these migrations introduce (a yes applies them "
+                 "anyway; each one is logged):"]
+        for name, f in introduced:
+            doc = finding_doc(f)
+            lines += [f"  {name}: {f.name} on {f.object}" + (f" ({f.item})" if f.item else ""),
+                      f"      why: {doc['why']}", f"      fix: {doc['fix']}"]
+        detail = "\n".join([detail, *lines])
+    answer = state.policy.checkpoint(question(state, cp, detail))
+    if answer == "no":
+        raise StopRun(fill(cp.stop_message or f"Stopped at checkpoint {cp.id}.",
+                           template_values(state)), checkpoint=cp.id)
+    if introduced:
+        accept_introduced_lints(state, [f.key for _, f in introduced])
+
+
 ACTIONS: dict[str, Action] = {"ask": ask, "dry_run_gate": dry_run_gate, "menu": menu,
-                              "batch_ask": batch_ask, "batch_dry_run_gate": batch_dry_run_gate}
+                              "batch_ask": batch_ask, "batch_dry_run_gate": batch_dry_run_gate,
+                              "batch_confirm": batch_confirm}
 
 
 # --- what a question shows ----------------------------------------------------------------------

@@ -1185,12 +1185,16 @@ def _gate_commit(state: RunState, record: Callable[[psycopg.Connection, list[Sta
     return gate
 
 
-def _judge_introduced(state: RunState, introduced: list[LintFinding]) -> None:
-    """Let the introduced ERROR-level findings pass (logged), or stop: StopRun rolls back."""
+def _judge_introduced(state: RunState, introduced: list[LintFinding],
+                      file: str | None = None) -> None:
+    """Let the introduced ERROR-level findings pass (logged), or stop: StopRun rolls back
+    (`file`: the batch's file whose own transaction it is)."""
     from dbsage.agent.modes import Question
 
     listed = "; ".join(f"{f.name} on {f.object}" + (f" ({f.item})" if f.item else "")
                        for f in introduced)
+    if file is not None:
+        listed = f"{file}: {listed}"
     accepted = state.inputs.get(_ACCEPTED)
     mode = state.policy.name
     if mode == "yolo":
@@ -1211,13 +1215,108 @@ def _judge_introduced(state: RunState, introduced: list[LintFinding]) -> None:
         state.warnings.append(f"Applied although it introduces ERROR-level lint(s): {listed} "
                               "(accepted; see the decision log).")
         return
+    lints = [finding_doc(f) for f in introduced]
+    if file is not None:  # tools/batch.py says what committed before it
+        raise StopRun(f"The migration introduces ERROR-level advisor lint(s): {listed}.",
+                      hint="`dbsage up --dry-run` and `dbsage dry-run FILE` list each one with "
+                           "its fix; fix the migration, or accept them with --force.",
+                      lints=lints)
     state.notices.append("Everything was rolled back: the database is unchanged.")
     raise StopRun(
         f"The migration introduces ERROR-level advisor lint(s): {listed}. Nothing was applied "
         "(the transaction was rolled back).",
         hint=f"`*dry-run {state.path}` lists each one with its fix; fix the migration, or "
              "accept them with --force.",
-        lints=[finding_doc(f) for f in introduced])
+        lints=lints)
+
+
+def _file_gated(state: RunState, m: Any) -> bool:
+    """advisor_gate_applies for one file of a batch (atomic: every file is in the batch's
+    transaction, so each is judged)."""
+    atomic = bool(state.options.flags.get("atomic"))
+    as_written = bool(getattr(m, "transaction_control", ()))
+    return (m.transactional or atomic) and not as_written and bool(api_roles_of(state))
+
+
+class _BatchGate:
+    """The apply gate per file of a batch: the ERROR-level lints before a file's statements
+    and after them, in that file's own transaction; an introduced one stops the file (its
+    transaction rolls back, the files before it stay committed) unless accepted, exactly as
+    for `apply`. The lints after file i are those before file i+1 (same session, under the
+    lock), so a batch of N files looks N+1 times, not 2N."""
+
+    def __init__(self, state: RunState, migrations: list[Any]) -> None:
+        self.state = state
+        self.gated = [_file_gated(state, m) for m in migrations]
+        self.before_of: dict[int, list[LintFinding]] = {}
+        self.after_of: dict[int, list[LintFinding]] = {}
+
+    def _lints(self, conn: psycopg.Connection) -> list[LintFinding]:
+        from dbsage.tools.advisors import run_advisors
+
+        return run_advisors(conn, self.state.options.exposed_schemas, only=error_lints())
+
+    def before(self, conn: psycopg.Connection, i: int) -> None:
+        if self.gated[i]:
+            self.after_of.pop(i, None)
+            known = self.after_of.get(i - 1)
+            self.before_of[i] = known if known is not None else self._lints(conn)
+
+    def judge(self, conn: psycopg.Connection, i: int, file: str) -> None:
+        from dbsage.tools.advisors import compare_findings
+
+        before = self.before_of.get(i)
+        if not self.gated[i] or before is None:
+            return
+        after = self._lints(conn)
+        introduced = [f for f in compare_findings(before, after).introduced
+                      if f.level == "ERROR"]
+        if introduced:
+            _judge_introduced(self.state, introduced, file=file)  # StopRun: rolled back
+        self.after_of[i] = after  # the next file's baseline
+
+
+def batch_introduced_errors(state: RunState) -> list[tuple[str, LintFinding]]:
+    """interactive `up`, before its one batch question: the ERROR-level lints each pending
+    file introduces, from a dry-run of the batch (one rolled-back transaction) with the lints
+    looked at before it and after each file. Empty when the gate does not apply (plain
+    PostgreSQL, no file in a transaction) or the dry-run fails (the apply will say why)."""
+    from dbsage.agent.batch import ensure_pending
+    from dbsage.tools.advisors import compare_findings, run_advisors
+    from dbsage.tools.batch import dry_run_batch
+
+    pending = [f for f in ensure_pending(state) if f.migration is not None]
+    migrations = [f.migration for f in pending]
+    gated = [_file_gated(state, m) for m in migrations]
+    if not any(gated):
+        return []
+    acquire_lock(state)
+    conn = ensure_connected(state)
+    exposed = state.options.exposed_schemas
+    baseline = run_advisors(conn, exposed, only=error_lints())
+    after: dict[int, list[LintFinding]] = {}
+
+    def look(c: psycopg.Connection, k: int) -> None:
+        if gated[k]:
+            try:
+                after[k] = run_advisors(c, exposed, only=error_lints())
+            except Exception as exc:  # a look (in its own savepoint), never a dry-run failure
+                state.warnings.append(f"The advisor lints could not run after {pending[k].name}: "
+                                      f"{exc}")
+
+    dry = dry_run_batch(conn, migrations, lock_timeout=state.options.lock_timeout,
+                        statement_timeout=state.options.statement_timeout,
+                        retry=lock_retry_policy(state), after_file=look)
+    found: list[tuple[str, LintFinding]] = []
+    previous = baseline
+    for k, f in enumerate(pending):
+        if dry.files[k].status != "passed":
+            break
+        if k in after:
+            found += [(f.name, x) for x in compare_findings(previous, after[k]).introduced
+                      if x.level == "ERROR"]
+            previous = after[k]
+    return found
 
 
 STEPS.update({
@@ -1310,9 +1409,11 @@ def apply_batch(state: RunState) -> None:
     # cost about 0.1 s a file on a 1,000-table database, so a batch keeps them when asked.
     plans = bool(state.options.flags.get("rollback_plans"))
     started: dict[int, datetime] = {}
+    gate = _BatchGate(state, [f.migration for f in pending])
 
     def before(conn: psycopg.Connection, i: int, m: Any) -> None:
         started[i] = datetime.now(UTC)
+        gate.before(conn, i)
         f = pending[i]
         dest = paths.data / f"{m.version}_{m.name}"
         if f.data_targets:
@@ -1332,6 +1433,7 @@ def apply_batch(state: RunState) -> None:
         f.saved_data = list(f.capture.saved)
 
     def record(conn: psycopg.Connection, i: int, m: Any, results: list[StatementResult]) -> None:
+        gate.judge(conn, i, pending[i].name)
         t0 = started.get(i, datetime.now(UTC))
         record_batch_file(conn, HistoryRecord(
             ts=paths.ts, version=m.version or "", name=m.name, path=str(m.path),

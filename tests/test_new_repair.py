@@ -92,7 +92,7 @@ def test_repair_applied_and_reverted_as_the_supabase_cli_does(supa_db: SupaDb,
     assert gone.returncode == 0 and "=> reverted" in gone.stdout
     assert [h[0] for h in _history(supa_db)] == ["20250101000000"]
     # `up` now applies b (a is recorded as applied, so it is not run)
-    up = run_cli("up", "--mode", "yolo", "--db", supa_db.url, "--json", cwd=project)
+    up = run_cli("up", "--mode", "yolo", "--force", "--db", supa_db.url, "--json", cwd=project)
     assert up.returncode != 0  # b references public.a, which the repair never created
     assert "public.a" in json.loads(up.stdout)["error"]["message"]
 
@@ -137,7 +137,7 @@ def test_baseline_records_what_the_database_already_holds(supa_db: SupaDb,
     with supa_db.connect() as conn:
         modes = conn.execute("select distinct mode, status from dbsage.migration_log").fetchall()
     assert modes == [("baseline", "baseline")]
-    up = run_cli("up", "--mode", "yolo", "--db", supa_db.url, "--json", cwd=project)
+    up = run_cli("up", "--mode", "yolo", "--force", "--db", supa_db.url, "--json", cwd=project)
     assert up.returncode == 0, up.stdout
     assert [f["file"] for f in json.loads(up.stdout)["batch"]] == [C]
 
@@ -152,7 +152,7 @@ def test_baseline_of_a_database_ahead_of_an_early_file(supa_db18: SupaDb,
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads(done.stdout)["contained"] == [A, B, C]
     assert len(_history(supa_db18)) == 3
-    assert run_cli("up", "--mode", "yolo", "--db", supa_db18.url,
+    assert run_cli("up", "--mode", "yolo", "--force", "--db", supa_db18.url,
                    cwd=project).stdout.count("Nothing to apply") == 1
 
 
@@ -189,7 +189,7 @@ def test_the_root_is_found_upward_and_holds_the_snapshots(supa_db18: SupaDb,
     inner = project / "supabase" / "migrations"
     assert find_project_root(inner).path == project.resolve()
     assert find_project_root(inner).found_by == "supabase/config.toml"
-    done = run_cli("up", "--mode", "yolo", "--db", supa_db18.url, cwd=inner)
+    done = run_cli("up", "--mode", "yolo", "--force", "--db", supa_db18.url, cwd=inner)
     assert done.returncode == 0, done.stdout + done.stderr
     assert (project / "supabase" / "snapshots").is_dir()
     assert not (inner / "supabase").exists() and not (inner / ".dbsage").exists()
@@ -214,12 +214,12 @@ def test_a_git_project_gets_its_gitignore_entries(supa_db18: SupaDb, project: Pa
     (project / ".git").mkdir()
     (project / ".gitignore").write_text("node_modules/")
     migration(project, A, "create table public.a (id int);\n")
-    done = run_cli("up", "--mode", "yolo", "--db", supa_db18.url, cwd=project)
+    done = run_cli("up", "--mode", "yolo", "--force", "--db", supa_db18.url, cwd=project)
     assert done.returncode == 0, done.stdout
     text = (project / ".gitignore").read_text()
     assert text.startswith("node_modules/\n") and ".dbsage/\n" in text
     assert "supabase/snapshots/*_data/\n" in text
     assert "Added .dbsage/, supabase/snapshots/*_data/ to .gitignore" in done.stderr
     migration(project, B, "create table public.b (id int);\n")
-    assert run_cli("up", "--mode", "yolo", "--db", supa_db18.url, cwd=project).returncode == 0
+    assert run_cli("up", "--mode", "yolo", "--force", "--db", supa_db18.url, cwd=project).returncode == 0
     assert (project / ".gitignore").read_text() == text  # added once

@@ -23,7 +23,7 @@ def _status(project: Path, db: SupaDb, *args: str) -> tuple[int, dict[str, Any]]
 def test_status_lists_each_version_with_its_run(supa_db: SupaDb, project: Path) -> None:
     migration(project, A, "create table public.a (id int);\n")
     migration(project, B, "create table public.b (id int);\n")
-    up = run_cli("up", "--mode", "yolo", "--db", supa_db.url, "--json", cwd=project)
+    up = run_cli("up", "--mode", "yolo", "--force", "--db", supa_db.url, "--json", cwd=project)
     assert up.returncode == 0, up.stdout
     ts = json.loads(up.stdout)["ts"]
     migration(project, C, "create table public.c (id int);\n")
@@ -57,7 +57,7 @@ def test_status_names_the_lock_holder_while_a_migration_runs(supa_db18: SupaDb,
 def test_status_shows_rows_the_cli_wrote_missing_files_and_drift(supa_db18: SupaDb,
                                                                  project: Path) -> None:
     migration(project, A, "create table public.a (id int);\n")
-    assert run_cli("up", "--mode", "yolo", "--db", supa_db18.url, cwd=project).returncode == 0
+    assert run_cli("up", "--mode", "yolo", "--force", "--db", supa_db18.url, cwd=project).returncode == 0
     with supa_db18.connect() as conn:  # as `supabase migration repair --status applied` would
         conn.execute("insert into supabase_migrations.schema_migrations (version, name, "
                      "statements) values ('20240101000000', 'gone', '{}'), "
@@ -77,7 +77,7 @@ def test_status_shows_rows_the_cli_wrote_missing_files_and_drift(supa_db18: Supa
 def test_status_marks_out_of_order_pending_files(supa_db18: SupaDb, project: Path) -> None:
     migration(project, A, "create table public.a (id int);\n")
     migration(project, C, "create table public.c (id int);\n")
-    assert run_cli("up", "--mode", "yolo", "--db", supa_db18.url, cwd=project).returncode == 0
+    assert run_cli("up", "--mode", "yolo", "--force", "--db", supa_db18.url, cwd=project).returncode == 0
     migration(project, B, "create table public.b (id int);\n")
     _, data = _status(project, supa_db18)
     assert data["out_of_order"] == [B] and data["pending"] == [B]

@@ -31,7 +31,9 @@ SEEN = ("insert into public.seen select {n}, pg_backend_pid(), (select count(*) 
 
 
 def _up(project: Path, db: SupaDb, *args: str) -> subprocess.CompletedProcess[str]:
-    return run_cli("up", "--mode", "yolo", "--db", db.url, *args, cwd=project)
+    # --force: these files make public tables without RLS, which the advisor gate refuses
+    # (rls_disabled_in_public); the gate itself is tested in tests/test_up_advisors.py.
+    return run_cli("up", "--mode", "yolo", "--force", "--db", db.url, *args, cwd=project)
 
 
 def _report(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
@@ -305,7 +307,7 @@ def test_preflight_plans_the_batch_and_asks_everything_up_front(supa_db18: SupaD
                            "confirm_batch": "yes", "post_migration_menu": "3"},
                           on_ask=lambda q: order.append(f"{q.id}:{len(_versions(supa_db18))}"))
     session = Session(db=supa_db18.url, project_dir=project, asker=asker, mode="preflight")
-    outcome = execute(parse("*up"), session)
+    outcome = execute(parse("*up --force"), session)  # public tables without RLS (see _up)
     assert outcome.ok, outcome.report and outcome.report.error
     assert outcome.report is not None
     plan = json.loads((project / outcome.report.files["plan_json"]).read_text())
@@ -320,7 +322,7 @@ def test_apply_migration_without_a_path_applies_every_pending_file(supa_db18: Su
                                                                    project: Path) -> None:
     _three(project)
     session = Session(db=supa_db18.url, project_dir=project, asker=YesAsker(), mode="yolo")
-    outcome = execute(parse("*apply-migration"), session)
+    outcome = execute(parse("*apply-migration --force"), session)  # see _up
     assert outcome.ok and outcome.command == "up", outcome.text
     assert len(_versions(supa_db18)) == 3
 

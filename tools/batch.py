@@ -753,11 +753,15 @@ class BatchDryRun:
 
 def dry_run_batch(conn: psycopg.Connection, migrations: Sequence[MigrationFile], *,
                   lock_timeout: str = "1s", statement_timeout: str | None = None,
-                  retry: LockRetryPolicy | None = None, log: bool = True) -> BatchDryRun:
+                  retry: LockRetryPolicy | None = None, log: bool = True,
+                  after_file: Callable[[psycopg.Connection, int], None] | None = None
+                  ) -> BatchDryRun:
     """Run every file in order in ONE transaction that is always rolled back; stop at the
     first failure. A file that cannot run in a transaction (CONCURRENTLY) is validated by
     parsing only. `log` writes each file's outcome to dbsage.dry_run_log (own transactions,
-    after the rollback), as a single dry-run does."""
+    after the rollback), as a single dry-run does. `after_file(conn, i)` is called inside the
+    transaction after file i's statements passed (the batch's advisor lints look there; on a
+    lock-timeout retry it is called again)."""
     from psycopg.pq import TransactionStatus
 
     if not conn.autocommit or conn.info.transaction_status != TransactionStatus.IDLE:
@@ -765,7 +769,7 @@ def dry_run_batch(conn: psycopg.Connection, migrations: Sequence[MigrationFile],
                           "back its own transaction).")
     policy = retry or LockRetryPolicy()
     started = time.perf_counter()
-    attempt = _DryAttempt(conn, migrations, lock_timeout, statement_timeout, policy)
+    attempt = _DryAttempt(conn, migrations, lock_timeout, statement_timeout, policy, after_file)
     try:
         files, attempts = with_lock_retry(attempt.run, policy)
     except LockRetry as last:
@@ -793,6 +797,7 @@ class _DryAttempt:
     lock_timeout: str
     statement_timeout: str | None
     policy: LockRetryPolicy
+    after_file: Callable[[psycopg.Connection, int], None] | None = None
 
     def run(self) -> list[FileDryRun]:
         import psycopg
@@ -844,6 +849,8 @@ class _DryAttempt:
                     if failed is None:
                         out.append(FileDryRun(m.path, m.version or "", "passed", tuple(results),
                                               not_run_on_server=skipped))
+                        if self.after_file is not None:
+                            self.after_file(conn, k)
                     else:
                         assert failure is not None
                         out.append(FileDryRun(
