@@ -294,6 +294,33 @@ def test_a_row_lock_held_elsewhere_is_an_error_not_a_wait(fresh_access: SupaDb) 
 # --------------------------------------------------------------------------- refusals
 
 
+def test_one_block_per_role_gives_what_one_statement_at_a_time_gives(
+        access: SupaDb, matrix: AccessMatrix, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The matrix comes from one DO block per role; when that block cannot run, every
+    statement runs in its own savepoint instead: both ways give the same cells."""
+    import dbsage.tools.rls as rls
+
+    one_at_a_time: list[str] = []
+    real = rls._attempt
+
+    def counted(conn: psycopg.Connection[Any], command: Any, stmt: str | None) -> CommandProbe:
+        if stmt is not None:
+            one_at_a_time.append(stmt)
+        return real(conn, command, stmt)
+
+    monkeypatch.setattr(rls, "_attempt", counted)
+    with access.connect() as conn:
+        assert probe_access(conn, ["public"], PROBES) == matrix
+    assert one_at_a_time == []  # all of it in the blocks
+    monkeypatch.setattr(rls, "_PROBE_BLOCK", "DO $$ BEGIN RAISE EXCEPTION 'no block'; END $$")
+    with access.connect() as conn:
+        one_by_one = probe_access(conn, ["public"], PROBES)
+    assert one_by_one == matrix
+    assert len(one_at_a_time) >= len(TABLES) * (1 + 3 * len(PROBES))
+    assert sum(c.command(cmd).outcome != "allowed" for c in matrix.cells
+               for cmd in ("SELECT", "INSERT", "UPDATE", "DELETE")) > 5  # denials compared too
+
+
 def test_a_role_that_cannot_switch_is_refused_with_a_hint(fresh_access: SupaDb) -> None:
     sdb = fresh_access
     create_login_role(sdb, "dbsage_test_outsider")
