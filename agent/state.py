@@ -7,7 +7,7 @@ step, check or checkpoint ever reads the report back to decide anything.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -296,9 +296,13 @@ def _file_warnings(state: RunState) -> list[str]:
 
 
 def _statement_dict(s: StatementOutcome) -> dict[str, Any]:
-    d = asdict(s)
-    if d["locks"] is None:
-        del d["locks"]
+    # Spelled out rather than dataclasses.asdict, which deep-copies every field: a report of a
+    # 10,000-statement file spent over a second there.
+    d: dict[str, Any] = {"index": s.index, "line": s.line, "sql": s.sql,
+                         "transactional": s.transactional, "status": s.status,
+                         "rows_affected": s.rows_affected, "duration_ms": s.duration_ms}
+    if s.locks is not None:
+        d["locks"] = list(s.locks)
     return d
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +27,7 @@ from dbsage.tools.sqlfile import (
     constant_text,
     do_block_body,
     line_in,
+    walk,
 )
 
 if TYPE_CHECKING:
@@ -426,17 +427,6 @@ def _enum_name(value: Any) -> str:
     return str(getattr(value, "name", value))
 
 
-def _walk(node: Any) -> Iterator[Any]:
-    """Every pglast node below (and including) `node`, depth first."""
-    from pglast import ast
-
-    if isinstance(node, ast.Node):
-        yield node
-        for attr in type(node).__slots__:  # type: ignore[attr-defined]
-            yield from _walk(getattr(node, attr, None))
-    elif isinstance(node, list | tuple):
-        for item in node:
-            yield from _walk(item)
 
 
 def _qualify(rangevar: Any) -> str:
@@ -455,7 +445,7 @@ def _has_option(options: Any, name: str) -> bool:
 
 def _cte_names(node: Any) -> set[str]:
     names: set[str] = set()
-    for n in _walk(node):
+    for n in walk(node):
         if type(n).__name__ == "CommonTableExpr":
             names.add(str(n.ctename))
     return names
@@ -472,7 +462,7 @@ def _func_name(func_call: Any) -> str:
 
 def _volatile_default(expr: Any) -> str | None:
     """Why a default expression may be volatile (so ADD COLUMN rewrites), or None."""
-    for n in _walk(expr):
+    for n in walk(expr):
         if type(n).__name__ != "FuncCall":
             continue
         name = _func_name(n).lower()
@@ -519,7 +509,7 @@ class _Facts:
     def reads(self, node: Any, skip: Any = None) -> None:
         """ACCESS SHARE on every relation read by `node` (sub-queries, sources)."""
         ctes = _cte_names(node)
-        for n in _walk(node):
+        for n in walk(node):
             if n is skip or type(n).__name__ != "RangeVar":
                 continue
             if not n.schemaname and n.relname in ctes:
@@ -562,7 +552,7 @@ def _select(f: _Facts, node: Any) -> None:
         return
     mode = STATEMENT_LOCKS["SelectStmt+for_update" if node.lockingClause else "SelectStmt"]
     ctes = _cte_names(node)
-    for n in _walk(node):
+    for n in walk(node):
         if type(n).__name__ == "RangeVar" and not (not n.schemaname and n.relname in ctes):
             f.lock(_qualify(n), mode)
     f.details.append("query")
@@ -598,7 +588,7 @@ def _create_table(f: _Facts, node: Any) -> None:
 
 
 def _foreign_keys(f: _Facts, nodes: Any) -> None:
-    for n in _walk(nodes):
+    for n in walk(nodes):
         if type(n).__name__ == "Constraint" and _enum_name(n.contype) == "CONSTR_FOREIGN" \
                 and n.pktable is not None:
             f.lock(_qualify(n.pktable), ALTER_TABLE_LOCKS["AT_AddConstraint+foreign"])
@@ -984,6 +974,27 @@ def analyze_migration(migration: MigrationFile) -> MigrationAnalysis:
         settings=tuple(c for a in analyses for c in a.settings),
         server_actions=tuple(a.acts_on_server for a in analyses if a.acts_on_server),
     )
+
+
+#: Statement kinds whose table locks analysis knows entirely (they run no user code that
+#: could take others, apart from triggers and defaults of the rows they write).
+_KNOWN_LOCK_KINDS = frozenset({
+    "CreateStmt", "IndexStmt", "CreateSeqStmt", "AlterSeqStmt", "CommentStmt",
+    "CreateStatsStmt", "CreateTrigStmt", "GrantStmt", "CreateFunctionStmt", "CreateSchemaStmt",
+    "CreateEnumStmt", "CompositeTypeStmt", "CreateDomainStmt", "AlterTableStmt", "ViewStmt",
+    "InsertStmt", "UpdateStmt", "DeleteStmt", "CreatePolicyStmt", "AlterPolicyStmt",
+    "CreateTableAsStmt", "AlterEnumStmt"})
+
+
+def compatible_with_a_dump(analysis: MigrationAnalysis) -> bool:
+    """True when no statement wants a lock that a running pg_dump blocks: pg_dump holds ACCESS
+    SHARE on every table it dumps, which only ACCESS EXCLUSIVE conflicts with, so a migration
+    that takes at most EXCLUSIVE on the relations that existed before can run while the
+    before-snapshot is still being written. False when analysis cannot tell (DO, CALL, a
+    SELECT of a function, an extension's script: any lock is possible)."""
+    return (all(a.statement.kind in _KNOWN_LOCK_KINDS and a.transactional
+                for a in analysis.statements)
+            and lock_rank(analysis.strongest_lock) < lock_rank(AX))
 
 
 # --------------------------------------------------------------------------- settings, host effects

@@ -87,7 +87,7 @@ from dbsage.tools.execute import (
 from dbsage.tools.history import DryRunRecord as DryRunRecord  # re-exported: agent, tests
 from dbsage.tools.history import find_passing_dry_run as find_passing_dry_run
 from dbsage.tools.history import record_dry_run
-from dbsage.tools.sqlfile import MigrationFile, Statement
+from dbsage.tools.sqlfile import MigrationFile, Statement, walk
 
 if TYPE_CHECKING:
     import psycopg
@@ -1920,7 +1920,7 @@ def non_transactional_warnings(migration: MigrationFile, *,
         if s.node is None or not s.transactional or s.index in skip:
             continue
         found: dict[str, str] = {}
-        for node in _walk(s.node):
+        for node in walk(s.node):
             kind = type(node).__name__
             if kind == "FuncCall" and node.funcname:
                 name = str(getattr(node.funcname[-1], "sval", "")).lower()
@@ -1941,14 +1941,3 @@ def non_transactional_warnings(migration: MigrationFile, *,
     return warnings
 
 
-def _walk(node: Any) -> Iterator[Any]:
-    """Every pglast node below (and including) `node`, depth first."""
-    from pglast import ast
-
-    if isinstance(node, ast.Node):
-        yield node
-        for attr in type(node).__slots__:  # type: ignore[attr-defined]
-            yield from _walk(getattr(node, attr, None))
-    elif isinstance(node, list | tuple):
-        for item in node:
-            yield from _walk(item)

@@ -31,6 +31,7 @@ from psycopg import sql
 
 from dbsage.tools.catalog import BOOKKEEPING_SCHEMAS, SYSTEM_SCHEMAS, user_schemas_sql
 from dbsage.tools.errors import DbsageError
+from dbsage.tools.sqlfile import walk
 
 Severity = Literal["high", "medium", "low"]
 FindingKind = Literal[
@@ -551,17 +552,6 @@ def _is_own_or_catalog(facts: StatementFacts) -> bool:
 # --------------------------------------------------------------------------- parsing
 
 
-def _walk(node: Any) -> Iterator[Any]:
-    """Every pglast node below (and including) `node`, depth first."""
-    from pglast import ast
-
-    if isinstance(node, ast.Node):
-        yield node
-        for attr in type(node).__slots__:  # type: ignore[attr-defined]
-            yield from _walk(getattr(node, attr, None))
-    elif isinstance(node, list | tuple):
-        for item in node:
-            yield from _walk(item)
 
 
 def _names(items: Sequence[Any] | None) -> list[str]:
@@ -597,7 +587,7 @@ def statement_facts(query: str) -> StatementFacts:
     relations: list[tuple[str | None, str, str | None]] = []
     functions: list[tuple[str | None, str]] = []
     params = 0
-    for node in _walk(raw.stmt):
+    for node in walk(raw.stmt):
         if isinstance(node, ast.CommonTableExpr):
             ctes.add(str(node.ctename))
             inner = type(node.ctequery).__name__
@@ -626,7 +616,7 @@ def _param_targets(stmt: Any) -> dict[int, tuple[str, ...]]:
     from pglast import ast, enums
 
     out: dict[int, tuple[str, ...]] = {}
-    for node in _walk(stmt):
+    for node in walk(stmt):
         if isinstance(node, ast.SelectStmt):
             for attr, what in (("limitCount", "limit"), ("limitOffset", "offset")):
                 value = getattr(node, attr, None)
@@ -971,7 +961,7 @@ def _filter_columns(expr: str, qualifiers: set[str], *, join: bool = False
             column = _own_column(mine, qualifiers)
             if column is None:
                 continue
-            other_columns = [n for n in _walk(other) if isinstance(n, ast.ColumnRef)]
+            other_columns = [n for n in walk(other) if isinstance(n, ast.ColumnRef)]
             if join != bool(other_columns) or any(
                     _own_column(o, qualifiers) for o in other_columns):
                 continue

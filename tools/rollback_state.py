@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dbsage.tools.catalog import user_schemas_sql
+from dbsage.tools.sqlfile import walk
 
 if TYPE_CHECKING:
     import psycopg
@@ -379,16 +380,6 @@ IRREVERSIBLE: dict[str, str] = {
 }
 
 
-def _walk(node: Any) -> Iterator[Any]:
-    from pglast import ast
-
-    if isinstance(node, ast.Node):
-        yield node
-        for attr in type(node).__slots__:  # type: ignore[attr-defined]
-            yield from _walk(getattr(node, attr, None))
-    elif isinstance(node, list | tuple):
-        for item in node:
-            yield from _walk(item)
 
 
 def _enum(value: Any) -> str:
@@ -418,11 +409,18 @@ _BUILTIN_CALLS = {"nextval", "setval", "currval", "now", "count", "coalesce", "s
                   "pg_catalog"}
 
 
+_LAST_REFS: list[tuple[MigrationFile, References]] = []  # the last file's, for its next caller
+
+
 def references(migration: MigrationFile) -> References:
-    """The objects the migration's statements name, and what they do to data."""
+    """The objects the migration's statements name, and what they do to data (worked out once
+    per parsed file: an apply asks before the lock and again inside its transaction)."""
+    if _LAST_REFS and _LAST_REFS[0][0] is migration:
+        return _LAST_REFS[0][1]
     refs = References()
     for stmt in migration.statements:
         _refs_of(stmt.node, stmt.line, refs)
+    _LAST_REFS[:] = [(migration, refs)]
     return refs
 
 
@@ -493,12 +491,12 @@ def _refs_of(node: Any, line: int, refs: References) -> None:
             if node.relation is not None:
                 refs.types.add(_rv(node.relation))
     _dml_of(node, kind, refs)
-    for n in _walk(node):
+    for n in walk(node):
         _collect(n, refs)
 
 
 def _calls_user_functions(node: Any) -> bool:
-    for n in _walk(node):
+    for n in walk(node):
         if type(n).__name__ == "FuncCall":
             names = _strings(n.funcname)
             if names and (names[0] == "pg_catalog" or names[-1] in _BUILTIN_CALLS):
@@ -509,7 +507,7 @@ def _calls_user_functions(node: Any) -> bool:
 
 def _dml_of(node: Any, kind: str, refs: References) -> None:
     """DML on tables: every target (also inside CTEs) with what it does."""
-    for n in _walk(node):
+    for n in walk(node):
         k = type(n).__name__
         if k == "InsertStmt":
             what = "insert"
