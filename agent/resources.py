@@ -195,9 +195,10 @@ def start_early_snapshot(state: RunState) -> None:
 
 def discard_early_snapshot(state: RunState) -> None:
     """Stop and delete an early snapshot the run did not adopt."""
-    early, state.early_snapshot = state.early_snapshot, None
-    if early is not None:
-        early.discard()
+    for early in (state.early_snapshot, state.before_dump):
+        if early is not None:
+            early.discard()
+    state.early_snapshot = state.before_dump = None
 
 
 def retry_for(state: RunState, kind: str) -> RetryPolicySpec | None:

@@ -200,6 +200,9 @@ class RunState:
     early_wanted: bool = False  # start the before-snapshot as soon as the target is known
     session_lock: bool = True  # the task holds the migration lock: no transaction pooler
     early_snapshot: EarlySnapshot | None = None
+    # the kept early snapshot, still being written while the migration runs; its file is
+    # moved into place before the commit (steps.take_snapshot_before / apply_migration)
+    before_dump: EarlySnapshot | None = None
     # Work a step left running (the after-snapshot's pg_dump) and the steps waiting for it:
     # joined, in order, once the post-conditions and acceptance criteria have run.
     pending: list[Pending] = field(default_factory=list)

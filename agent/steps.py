@@ -6,6 +6,7 @@ state. No SQL, no file I/O and no printing here (tools/ does the first two, rend
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -81,7 +82,13 @@ def take_snapshot_before(state: RunState) -> None:
     early, state.early_snapshot = state.early_snapshot, None
     if early is not None:
         release_reservation(dest)
-        if early.adopt(ensure_connected(state), dest) is not None:
+        if _may_overlap_the_dump(state):
+            if early.still_valid(ensure_connected(state)):
+                state.before_dump = early  # apply_migration moves it into place
+                state.step_note = ("started before the lock; no migration committed since: "
+                                   "kept; it ends while the migration runs, before its commit")
+                return
+        elif early.adopt(ensure_connected(state), dest) is not None:
             state.files["before"] = state.rel(dest)
             state.step_note = "started before the lock; no migration committed since: kept"
             return
@@ -93,6 +100,28 @@ def take_snapshot_before(state: RunState) -> None:
     take_snapshot(state.target.url, dest, state.server_major,
                   scope=dump_scope(ensure_connected(state)))
     state.files["before"] = state.rel(dest)
+
+
+def _may_overlap_the_dump(state: RunState) -> bool:
+    """Whether the migration may run while the before-snapshot's pg_dump still does: one file
+    applied by apply_migration in one transaction (its commit waits for the dump), none of
+    whose statements wants a lock pg_dump's ACCESS SHARE blocks (tools/analyze.py)."""
+    from dbsage.agent.resources import analysis_of
+    from dbsage.tools.analyze import compatible_with_a_dump
+
+    if not any(s.id == "apply_migration" for s in state.definition.steps):
+        return False
+    m = ensure_parsed(state)
+    return m.transactional and compatible_with_a_dump(analysis_of(state))
+
+
+def _finish_before(state: RunState, conn: psycopg.Connection) -> None:
+    """The kept early snapshot into {TS}_before.sql, once its pg_dump has ended."""
+    early, state.before_dump = state.before_dump, None
+    if early is not None:
+        dest = ensure_paths(state).before
+        early.finish_while(conn, dest)
+        state.files["before"] = state.rel(dest)
 
 
 def take_snapshot_after(state: RunState) -> None:
@@ -150,12 +179,17 @@ def apply_migration(state: RunState) -> None:
 
     shown = current()
     shown.statement_done(state, 0)  # statement 1 runs next
+    gate = _gate_commit(state, _rollback_recorder(state, record))
+
+    def before_commit(conn: psycopg.Connection, results: list[StatementResult]) -> None:
+        _finish_before(state, conn)  # the history row names the before-snapshot
+        gate(conn, results)
+
     try:
         state.apply_result = run(state.conn, m, lock_timeout=state.options.lock_timeout,
                                  statement_timeout=state.options.statement_timeout,
                                  retry=lock_retry_policy(state),
-                                 before_commit=_gate_commit(
-                                     state, _rollback_recorder(state, record)),
+                                 before_commit=before_commit,
                                  on_statement=progress,
                                  before_statements=_gate_baseline(state, _data_saver(state)),
                                  allow_transaction_control=bool(
@@ -164,6 +198,9 @@ def apply_migration(state: RunState) -> None:
         # With the connection gone (even during COMMIT) the outcome is unknown: keep the data.
         if getattr(exc, "rolled_back", True) and not (state.conn.broken or state.conn.closed):
             _keep_saved_data(state, committed=False)
+            if state.before_dump is not None:  # a failed run keeps its before-snapshot too
+                with contextlib.suppress(DbsageError):  # the run's own error is reported
+                    _finish_before(state, state.conn)
         if not isinstance(exc, MigrationFailedError):
             raise
         for row in exc.data.get("statements") or []:

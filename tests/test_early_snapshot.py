@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from conftest import Db
 from helpers import migration
+from supabase_shaped import SupaDb
 
 from dbsage.agent import resources
 from dbsage.agent.runner import RunOptions, run_apply
@@ -25,6 +26,11 @@ create index accounts_name_idx on public.accounts (name);
 def _yolo(db: Db, project: Path, **flags: bool) -> RunOptions:
     return RunOptions(mode="yolo", db=db.url, project_dir=project,
                       flags={"allow_destructive": True, **flags})
+
+
+def _yolo_url(url: str, project: Path) -> RunOptions:
+    return RunOptions(mode="yolo", db=url, project_dir=project,
+                      flags={"allow_destructive": True})
 
 
 def _step(report: Any, name: str) -> dict[str, Any]:
@@ -191,3 +197,78 @@ def test_yolo_never_waits_for_the_early_dump(db18: Db, project: Path,
     assert report.status == "applied", report.error
     assert calls == []
     assert "kept" in _step(report, "take_snapshot_before")["note"]
+
+
+# --- the migration runs while the before-snapshot is still being written ----------------------
+
+def _history_before(url: str, version: str) -> str | None:
+    with connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT snapshot_before FROM dbsage.migration_log WHERE version = %s",
+                           (version,)).fetchone()
+    return row[0] if row else None
+
+
+def test_a_migration_pg_dump_does_not_block_runs_while_the_snapshot_is_written(
+        supa_db: SupaDb, project: Path) -> None:
+    """CREATE TABLE and CREATE INDEX take no lock pg_dump's ACCESS SHARE blocks: the run does
+    not wait for the early dump before its statements, only before its commit, and the
+    before-snapshot is still exactly the schema before (as the non-superuser postgres)."""
+    supa_db.execute(SCHEMA)
+    expected, _ = dump_schema(supa_db.url, supa_db.server.major)
+    path = migration(project, "20300101000000_notes.sql",
+                     "create table public.notes (id int primary key, body text);\n"
+                     "alter table public.notes enable row level security;\n"
+                     "create index accounts_name2_idx on public.accounts (name, id);\n")
+    report = run_apply(path, _yolo_url(supa_db.url, project))
+    assert report.status == "applied", report.error
+    assert "ends while the migration runs" in _step(report, "take_snapshot_before")["note"]
+    before = (project / report.files["before"]).read_text()
+    assert before == expected
+    assert "accounts_name2_idx" not in before and "public.notes" not in before
+    assert _history_before(supa_db.url, "20300101000000") == report.files["before"]
+    snapshots = project / "supabase" / "snapshots"
+    assert not [p.name for p in snapshots.iterdir() if p.name.startswith(".")]
+
+
+def test_a_migration_that_takes_access_exclusive_waits_for_the_dump_first(
+        db: Db, project: Path) -> None:
+    db.execute(SCHEMA)
+    path = migration(project, "20300101000000_col.sql",
+                     "alter table public.accounts add column note text;\n")
+    report = run_apply(path, _yolo(db, project))
+    assert report.status == "applied", report.error
+    note = _step(report, "take_snapshot_before")["note"]
+    assert "kept" in note and "while the migration runs" not in note
+    assert "note text" not in (project / report.files["before"]).read_text()
+
+
+def test_a_failed_migration_still_keeps_its_before_snapshot(db: Db, project: Path) -> None:
+    db.execute(SCHEMA)
+    path = migration(project, "20300101000000_bad.sql",
+                     "create table public.t (id int);\nselect 1/0;\n")
+    report = run_apply(path, _yolo(db, project))
+    assert report.status != "applied"
+    assert db.scalar("select to_regclass('public.t')") is None
+    before = project / report.files["before"]
+    assert before.exists() and "CREATE TABLE public.accounts" in before.read_text()
+
+
+def test_the_commit_never_waits_for_a_dump_its_own_locks_block(db: Db, tmp_path: Path) -> None:
+    """What analysis cannot see (a trigger, a function) may take ACCESS EXCLUSIVE after all;
+    pg_dump then waits for the migration's transaction, which waits for pg_dump: that is
+    noticed and ends in a SnapshotError instead of a hang."""
+    from dbsage.tools.errors import SnapshotError
+
+    db.execute(SCHEMA)
+    conn = connect(db.url, autocommit=True)
+    try:
+        with (pytest.raises(SnapshotError, match="waits for a lock the migration took"),
+              conn.transaction()):
+            conn.execute("LOCK TABLE public.accounts IN ACCESS EXCLUSIVE MODE")
+            early = start_early_snapshot(db.url, tmp_path / "early.sql")
+            assert early is not None
+            early.finish_while(conn, tmp_path / "before.sql")  # raises instead of waiting
+        assert not (tmp_path / "before.sql").exists() and not (tmp_path / "early.sql").exists()
+        assert early.dump.done and early.exporter.poll() is not None
+    finally:
+        conn.close()

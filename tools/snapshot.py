@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import subprocess
@@ -16,6 +17,8 @@ from dbsage.tools.errors import BinaryNotFoundError, SnapshotError
 
 if TYPE_CHECKING:
     import psycopg
+
+_DUMPS = itertools.count(1)  # numbers the dumps of this process (application_name)
 
 # Snapshots cover what the user owns: pg_dump leaves out the schemas the Supabase CLI's own
 # dump leaves out (the platform's and the extensions': tools/catalog.py
@@ -139,6 +142,7 @@ class RunningDump:
     tmp: Path
     server_major: int
     started: float
+    app_name: str = "pg_dump"  # its application_name on the server (pg_stat_activity)
 
     @property
     def done(self) -> bool:
@@ -202,9 +206,11 @@ def start_dump(url: str, tmp: Path, server_major: int, *, snapshot_id: str | Non
     tmp.parent.mkdir(parents=True, exist_ok=True)
     argv_url, env = libpq_argv_env(url)
     cmd = _dump_command(tool, argv_url, tmp, snapshot_id, scope or DumpScope())
+    app_name = f"dbsage-pg_dump-{os.getpid()}-{next(_DUMPS)}"
+    env["PGAPPNAME"] = app_name
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, env=env)
-    return RunningDump(proc, tool, tmp, server_major, time.perf_counter())
+    return RunningDump(proc, tool, tmp, server_major, time.perf_counter(), app_name)
 
 
 def dump_schema(url: str, server_major: int, *, pg_dump: PgDump | None = None,
@@ -275,6 +281,50 @@ class EarlySnapshot:
             return self.dump.finish(dest)
         except SnapshotError:
             return None
+        finally:
+            self.discard()
+
+    def still_valid(self, conn: psycopg.Connection) -> bool:
+        """Under the migration lock, without waiting for pg_dump: True when no migration
+        committed since the snapshot was exported (so the dump, whenever it ends, is what a
+        dump under the lock would be). False discards it."""
+        if self.dump.done and self.dump.proc.returncode != 0:
+            self.discard()
+            return False
+        if not self._history_unchanged(conn):
+            self.discard()
+            return False
+        return True
+
+    def finish_while(self, conn: psycopg.Connection, dest: Path, *,
+                     poll_s: float = 0.05) -> SnapshotResult:
+        """The dump of a snapshot `still_valid` kept, moved to `dest` once pg_dump ends; the
+        migration's transaction is open on `conn` meanwhile. pg_dump holds ACCESS SHARE on
+        every table it dumps: should it wait for a lock this transaction holds (a statement
+        analysis could not see through took one), it would wait for ever, so that is checked
+        while waiting and ends in a SnapshotError (the transaction then rolls back)."""
+        import subprocess as sp
+
+        from psycopg import sql
+
+        try:
+            while True:
+                try:
+                    self.dump.proc.wait(timeout=poll_s)
+                    break
+                except sp.TimeoutExpired:
+                    row = conn.execute(sql.SQL(
+                        "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE application_name = "
+                        "{} AND pg_backend_pid() = ANY (pg_blocking_pids(pid)))").format(
+                            sql.Literal(self.dump.app_name))).fetchone()
+                    if row and row[0]:
+                        raise SnapshotError(
+                            "The before-snapshot's pg_dump waits for a lock the migration "
+                            "took (through a function or trigger analysis cannot see): the "
+                            "migration was rolled back before its commit.",
+                            hint="Run it again with --mode interactive: the snapshot is then "
+                            "taken under the lock, before the migration starts.") from None
+            return self.dump.finish(dest)
         finally:
             self.discard()
 
