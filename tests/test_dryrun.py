@@ -362,6 +362,18 @@ def test_dry_run_log_records_runs_and_finds_passing_ones_by_checksum(db: Db, pro
     assert [t for t in user_tables(db) if t.startswith("public.")] == []
 
 
+def _release_after_a_wait(db: Db, holder: psycopg.Connection) -> None:
+    """Roll `holder` back once another session has queued for its lock on public.t and given
+    up (its lock_timeout fired): the next attempt then gets the lock."""
+    query = ("select exists (select from pg_locks where not granted and "
+             "relation = 'public.t'::regclass)")
+    with psycopg.connect(db.url, autocommit=True) as watcher:
+        for waiting in (True, False):
+            while watcher.execute(query).fetchone() != (waiting,):
+                pass
+    holder.rollback()
+
+
 def test_lock_timeout_is_retried_then_reported(db18: Db, project: Path) -> None:
     db18.execute("create table public.t (id int)")
     path = migration(project, "20250101000000_t.sql", "insert into public.t values (1);\n")
@@ -369,7 +381,9 @@ def test_lock_timeout_is_retried_then_reported(db18: Db, project: Path) -> None:
     try:
         holder.execute("lock table public.t in access exclusive mode")
         blocked = dry_run(db18, path, lock_timeout="50ms", retry=fast_retry(2))
-        threading.Timer(0.3, holder.rollback).start()
+        # Let go once the dry-run has waited (and timed out) at least once: a fixed delay was
+        # shorter than the dry-run's start-up on a loaded machine.
+        threading.Thread(target=_release_after_a_wait, args=(db18, holder), daemon=True).start()
         waited = dry_run(db18, path, lock_timeout="50ms", retry=fast_retry(10))
     finally:
         holder.close()
