@@ -53,6 +53,19 @@ def test_normalise_removes_random_restrict_keys_and_new_settings() -> None:
     assert "transaction_timeout" in normalise_dump(raw, 17)
 
 
+def test_normalise_drops_the_internal_pg_attver_column_option() -> None:
+    """PostgreSQL 15.20 keeps pg_attver=<n> in every column's attoptions; pg_dump 18 writes it
+    out (the server's own pg_dump does not), with a value the server assigns anew."""
+    raw = ("CREATE TABLE public.t (\n    a integer,\n    b text\n);\n"
+           "ALTER TABLE ONLY public.t ALTER COLUMN a SET (pg_attver=30922408);\n"
+           "ALTER TABLE ONLY public.t ALTER COLUMN b SET (n_distinct=5, pg_attver=30922408);\n"
+           "\n\nALTER TABLE public.t OWNER TO postgres;\n")
+    assert normalise_dump(raw, 15) == (
+        "CREATE TABLE public.t (\n    a integer,\n    b text\n);\n"
+        "ALTER TABLE ONLY public.t ALTER COLUMN b SET (n_distinct=5);\n"
+        "\n\nALTER TABLE public.t OWNER TO postgres;\n")
+
+
 def test_bundled_pg_dump_18_snapshot_restores_on_pg15(pg15: object, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """pg_dump 18 writes SET transaction_timeout; PostgreSQL 15 rejects it unless normalised."""

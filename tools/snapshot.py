@@ -49,10 +49,34 @@ def normalise_dump(text: str, server_major: int) -> str:
     """
     if server_major < 17:
         text = text.replace("SET transaction_timeout = 0;\n", "")
+    if "pg_attver=" in text:
+        text = _without_attver(text)
     # Any random \restrict key left by a pg_dump without --restrict-key support.
     text = re.sub(r"^\\(un)?restrict \S+$", rf"\\\1restrict {RESTRICT_KEY}", text,
                   flags=re.MULTILINE)
     return text
+
+
+# PostgreSQL 15.20 (and the other branches' releases of that date) keeps an internal
+# `pg_attver=<n>` in every column's attoptions. The server's own pg_dump leaves it out; a newer
+# pg_dump writes it as `ALTER TABLE ONLY t ALTER COLUMN c SET (pg_attver=n);`, a number the
+# server assigns anew on restore, so it is noise in a snapshot and in its diff. No user can set
+# an option of that name (attoptions are checked against the known ones).
+_ATTVER_ITEM = re.compile(r"\bpg_attver=\d+")
+_ATTVER_LINE = re.compile(
+    r"^ALTER TABLE ONLY .+ ALTER COLUMN .+ SET \((?P<opts>[^()\n]*\bpg_attver=\d+[^()\n]*)\);\n",
+    re.MULTILINE)
+
+
+def _without_attver(text: str) -> str:
+    """`text` without pg_attver items (a statement setting nothing else goes entirely)."""
+    def clean(m: re.Match[str]) -> str:
+        rest = [o for o in m.group("opts").split(", ") if not _ATTVER_ITEM.fullmatch(o)]
+        if not rest:
+            return ""
+        return m.group(0).replace(f"({m.group('opts')})", f"({', '.join(rest)})")
+
+    return _ATTVER_LINE.sub(clean, text)
 
 
 @dataclass(frozen=True)
