@@ -347,6 +347,7 @@ def current() -> Progress:
 def for_command(values: Mapping[str, Any]) -> Iterator[Progress]:
     """The display of one CLI command: live on a terminal, notices only otherwise, nothing
     with --quiet; the silent one again afterwards."""
+    import os
     import sys
 
     from dbsage.agent.render import set_front
@@ -354,7 +355,7 @@ def for_command(values: Mapping[str, Any]) -> Iterator[Progress]:
     set_front("cli")  # notices shown as they happen name commands as the shell does
     if values.get("quiet"):
         shown: Progress = Progress()
-    elif not values.get("as_json") and sys.stderr.isatty():
+    elif not values.get("as_json") and sys.stderr.isatty() and os.environ.get("TERM") != "dumb":
         shown = LiveProgress()
     else:
         shown = NoticeStream()

@@ -17,6 +17,7 @@ import pexpect
 import psycopg
 from conftest import Db
 from helpers import DBSAGE, migration
+from supabase_shaped import SupaDb
 
 ALTER = "alter table public.orders add column note text;\n"
 
@@ -25,15 +26,15 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in ("SUPABASE_DB_URL", "DATABASE_URL")}
 
 
-def _blocker(db: Db) -> tuple[psycopg.Connection, int]:
+def _blocker(db: Db | SupaDb, url: str | None = None) -> tuple[psycopg.Connection, int]:
     """A session of application `api`, idle in a transaction that read public.orders (so it
     holds ACCESS SHARE on it until it ends)."""
-    conn = psycopg.connect(db.url, application_name="api")
+    conn = psycopg.connect(url or db.url, application_name="api")
     conn.execute("select * from public.orders")
     return conn, conn.info.backend_pid
 
 
-def _table(db: Db, project: Path) -> Path:
+def _table(db: Db | SupaDb, project: Path) -> Path:
     db.execute("create table public.orders (id bigint primary key)")
     (project / ".git").mkdir()  # a work tree: the first run adds to .gitignore (a notice)
     (project / ".gitignore").write_text("node_modules/\n")
@@ -178,3 +179,27 @@ def test_a_long_statement_and_a_batch_show_what_runs_with_elapsed_time(db18: Db,
     assert code == 0, screen
     assert "file 1 of 2: 20250102000000_b.sql" in screen
     assert "file 2 of 2: 20250103000000_c.sql" in screen
+
+
+def test_as_supabase_s_owner_role_the_blocker_of_another_role_is_named(
+        supa_db18: SupaDb, project: Path) -> None:
+    """dbsage connects as the non-superuser owner (postgres, as on the platform); the blocker
+    is another role's session: its pid is always named, and whatever of it this role may not
+    see is left out rather than shown wrong."""
+    path = _table(supa_db18, project)
+    blocker, pid = _blocker(supa_db18, supa_db18.admin_url)
+    child = pexpect.spawn(DBSAGE, ["apply", str(path), "--mode", "yolo", "--db", supa_db18.url,
+                                   "--lock-timeout", "200ms"], cwd=str(project), env=_env(),
+                          dimensions=(24, 250), encoding="utf-8", timeout=90)
+    try:
+        child.expect(r"waiting for ACCESS EXCLUSIVE on public\.orders \(attempt \d+/\d+\), "
+                     r"blocked by pid (\d+)([^\x1b]*)")
+        assert int(child.match.group(1)) == pid
+        rest = child.match.group(2)
+        assert "None" not in rest and "insufficient" not in rest, rest
+        blocker.rollback()
+        child.expect(pexpect.EOF)
+    finally:
+        blocker.close()
+        child.close()
+    assert child.exitstatus == 0
