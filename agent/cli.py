@@ -17,7 +17,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from dbsage.agent.commands import Outcome, Session, call, commands, follow_menu
-from dbsage.agent.grammar import CommandError, CommandSpec, validate
+from dbsage.agent.grammar import CommandError, CommandSpec, shell_syntax, validate
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 # Options that apply to every command that has them, written before or after the subcommand:
 # `dbsage --db URL apply f.sql` is `dbsage apply f.sql --db URL`. (flag, parameter name)
 GLOBAL_OPTIONS: tuple[tuple[str, str], ...] = (("--db", "db"), ("--mode", "mode"),
-                                               ("--json", "as_json"))
+                                               ("--json", "as_json"), ("--verbose", "verbose"),
+                                               ("--quiet", "quiet"))
 _ALIASES: dict[str, str] = {}  # other names of a subcommand (apply-migration, migrate, ...)
 
 
@@ -52,6 +53,10 @@ class _Group(TyperGroup):
 
     def get_command(self, ctx: Context, cmd_name: str) -> Any:
         return super().get_command(ctx, _ALIASES.get(cmd_name, cmd_name))
+
+    def resolve_command(self, ctx: Context, args: list[str]) -> Any:
+        name, command, rest = super().resolve_command(ctx, args)
+        return (command.name if command else name), command, rest  # usage: `dbsage dry-run`
 
 
 _SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
@@ -95,15 +100,21 @@ def _root(
         "command that asks questions.", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print the result as JSON, for every command that has --json.")] = False,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="List every check in the report (commands with a report).")
+    ] = False,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="Print the report as one line (commands with a report).")
+    ] = False,
 ) -> None:
     """Dara, the DB Sage: apply PostgreSQL and Supabase migrations safely."""
     # The values are read by each subcommand (_merge_globals), which knows whether it takes them.
 
 
 def _fail(message: str, hint: str | None = None, code: int = 2) -> NoReturn:
-    typer.echo(f"❌ {message}", err=True)
+    typer.echo(f"❌ {shell_syntax(message)}", err=True)
     if hint:
-        typer.echo(f"Hint: {hint}", err=True)
+        typer.echo(f"Hint: {shell_syntax(hint)}", err=True)
     raise typer.Exit(code)
 
 
@@ -142,7 +153,8 @@ def present(outcome: Outcome) -> None:
             print_report(outcome.report, outcome.view)
         return
     if outcome.text:
-        typer.echo(outcome.text, err=not outcome.ok and not outcome.as_json)
+        text = outcome.text if outcome.as_json else shell_syntax(outcome.text)
+        typer.echo(text, err=not outcome.ok and not outcome.as_json)
 
 
 def _session() -> Session:

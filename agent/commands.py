@@ -7,7 +7,6 @@ returns an `Outcome`; none prints. Keep the module light: it is imported on ever
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -340,7 +339,7 @@ def _checkpoint_list(task: str, as_json: bool, session: Session) -> Outcome:
         {"id": p.id, "answers": list(p.answers), "asked": p.asked, "question": p.text}
         for p in points]}
     if as_json:
-        return Outcome(task, text=json.dumps(data, indent=2), data=data, as_json=True)
+        return Outcome(task, text=_json(data), data=data, as_json=True)
     width = max(len(p.id) for p in points) + 2
     lines = [f"Checkpoints of {task}; an --answers FILE maps each id to its answer "
              "(a question the run asks whose id is missing stops it, exit 2):"]
@@ -365,6 +364,13 @@ def _path(path: str, session: Session) -> Path:
     if p.exists():
         return p.resolve()
     return session.project_dir / p
+
+
+def _json(data: Any) -> str:
+    """`data` as indented JSON (json is imported here: it is not needed to start up)."""
+    import json
+
+    return json.dumps(data, indent=2)
 
 
 def _from_report(name: str, report: RunReport, as_json: bool, view: str = "normal") -> Outcome:
@@ -634,7 +640,7 @@ def seed(*, mode: Mode = None, db: Db = None, lock_timeout: LockTimeout = None,
     disabled = _seeding_disabled(session)
     if disabled:
         data = {"task": "seed", "status": "skipped", "reason": disabled}
-        return Outcome("seed", text=json.dumps(data, indent=2) if as_json else f"ℹ {disabled}",
+        return Outcome("seed", text=_json(data) if as_json else f"ℹ {disabled}",
                        data=data, as_json=as_json)
     chosen = _mode("seed", mode, session)
     opts = _run_options(session, mode=chosen, db=db, lock_timeout=lock_timeout,
@@ -742,7 +748,7 @@ def status(*, db: Db = None, as_json: Json = False, session: Session) -> Outcome
             "since": holder.since.isoformat() if holder.since else None, "user": holder.user,
             "described": holder.describe()}}
     ok = not (data["drifted"] or data["missing"] or data["duplicates"])
-    text = json.dumps(data, indent=2) if as_json else _status_text(data, session.front)
+    text = _json(data) if as_json else _status_text(data, session.front)
     return Outcome("status", ok=ok, text=text, data=data, as_json=as_json,
                    exit_code=0 if ok else 1)
 
@@ -783,6 +789,8 @@ def _probe_roles(value: str) -> str:
 
 def _claims_json(value: str) -> str:
     """A JSON object of JWT claims (e.g. the user's id as sub)."""
+    import json
+
     try:
         parsed = json.loads(value)
     except ValueError:
@@ -984,7 +992,7 @@ def new(name: MigrationName, *, as_json: Json = False, session: Session) -> Outc
     rel = made.path.relative_to(session.project_dir)
     data = {"path": str(rel), "version": made.version, "name": made.name}
     verb = "*apply-migration" if session.front == "chat" else "dbsage apply"
-    text = (json.dumps(data, indent=2) if as_json else
+    text = (_json(data) if as_json else
             f"✅ Created {rel}\nWrite the migration there, then: {verb} {rel} (or all pending: "
             f"{'*up' if session.front == 'chat' else 'dbsage up'})")
     return Outcome("new", text=text, data=data, as_json=as_json)
@@ -1039,7 +1047,7 @@ def repair(versions: Versions = (), *, status: RepairStatus = None, baseline: Ba
                 session.project_dir) else str(p) for p in result.files],
             "removed": result.removed}
     listed = " ".join(result.versions)
-    text = (json.dumps(data, indent=2) if as_json else
+    text = (_json(data) if as_json else
             f"✅ Repaired migration history: {listed} => {result.status}"
             + (f" ({result.removed} row(s) removed)" if result.status == "reverted" else "")
             + f"\nDatabase: {shown}")
@@ -1134,7 +1142,7 @@ def baseline_(*, db: Db = None, to: ToVersion = None, yes: Yes = False,
     data = {"target": shown, "recorded": recorded, "files": rows,
             "contained": [f.path.name for f in contained], "not_contained": left}
     if as_json:
-        return Outcome("baseline", text=json.dumps(data, indent=2), data=data, as_json=True)
+        return Outcome("baseline", text=_json(data), data=data, as_json=True)
     if not plan.pending:
         return Outcome("baseline", text=f"ℹ Nothing to adopt: every migration is applied.\n"
                        f"Database: {shown}", data=data)
@@ -1191,7 +1199,7 @@ def prune(*, keep: Annotated[str, Param(
             "files": [str(p.relative_to(session.project_dir)) for p in result.files],
             "bytes_freed": result.bytes_freed, "dry_run": dry_run}
     if as_json:
-        return Outcome("prune", text=json.dumps(data, indent=2), data=data, as_json=True)
+        return Outcome("prune", text=_json(data), data=data, as_json=True)
     verb = "Would remove" if dry_run else "Removed"
     text = (f"{verb} the snapshots of {len(result.removed)} run(s) ({len(result.files)} "
             f"file(s), {result.bytes_freed / 1024:.0f} kB); kept the newest "

@@ -43,6 +43,7 @@ __all__ = [
     "normalise_duration",
     "options",
     "parse",
+    "shell_syntax",
     "validate",
 ]
 
@@ -638,6 +639,18 @@ def help_text(command: str | None = None) -> str:
         CommandError: `command` is not a command name or alias.
     """
     return _overview() if command is None else _details(get_spec(command))
+
+
+_STAR_COMMAND = re.compile(r"(?<![\w*])\*([a-z][a-z-]*)")
+
+
+def shell_syntax(text: str) -> str:
+    """`text` with its `*command` names as the shell spells them: `*dry-run PATH` becomes
+    `dbsage dry-run PATH`, `*apply-migration` `dbsage apply` (chat-only ones stay)."""
+    names = {n: spec.cli_name or spec.name for spec in commands() if spec.cli
+             for n in (spec.name, *spec.aliases)}
+    return _STAR_COMMAND.sub(
+        lambda m: f"dbsage {names[m[1]]}" if m[1] in names else m[0], text)
 
 
 def complete(prefix: str) -> list[str]:

@@ -73,6 +73,7 @@ def test_usage_lines_name_arguments_plainly() -> None:
     assert usages["apply"] == "Usage: dbsage apply [OPTIONS] [PATH]"
     assert usages["repair"] == "Usage: dbsage repair [OPTIONS] [VERSION...]"
     assert usages["rollback"] == "Usage: dbsage rollback [OPTIONS] [VERSION|TS|latest]"
+    assert _usage(helped("dryrun", "-h")[1]) == usages["dry-run"]  # an alias: its command's name
     for command, usage in usages.items():
         assert not re.search(r"[{}<>]|:TEXT|<str>", usage), usage
         help_text = helped(*command.split(), "-h")[1]
@@ -104,6 +105,15 @@ def test_docstrings_are_rewrapped_not_hard_wrapped() -> None:
                 assert len(line) + 1 + len(following.split()[0]) > WIDTH, (command, line)
     apply = " ".join(" ".join(p) for p in _description(helped("apply", "-h")[1]))
     assert "commits with it. Without PATH, every pending migration" in " ".join(apply.split())
+
+
+def test_errors_in_the_shell_use_the_shells_syntax(tmp_path: Path) -> None:
+    code, _, err = cli("dry-run", "x.sql", "--db", "garbage", cwd=tmp_path)
+    assert code == 2 and err.startswith("❌ dbsage dry-run --db: --db needs a database URL")
+    assert "Usage: dbsage dry-run PATH [--db URL]" in err
+    code, _, err = cli("rollback", cwd=tmp_path)
+    assert code == 2 and "dbsage rollback needs VERSION|TS|latest" in err
+    assert "*" not in err
 
 
 def test_the_command_list_shows_whole_summaries() -> None:
@@ -146,6 +156,8 @@ def test_global_options_before_the_subcommand_are_the_same_options(tmp_path: Pat
     assert code == 2 and "--db is given twice" in err
     code, _, err = cli("--mode", "yolo", "status", cwd=tmp_path)
     assert code == 2 and "`dbsage status` has no --mode option" in err
+    code, out, err = cli("-q", "dry-run", str(path), "--db", UNREACHABLE, cwd=tmp_path)
+    assert code == 2 and len(out.strip().splitlines()) == 1, out + err  # --quiet: one line
     assert not (tmp_path / ".dbsage").exists() and not (tmp_path / "supabase" / "snapshots").exists()
 
 
