@@ -893,7 +893,7 @@ def analyze_hotpaths(*, top: Top = None, db: Db = None,
 
 ToVersion = Annotated[str | None, Param(
     "stop after version V (it is applied; the later ones stay pending)", flag="--to",
-    metavar="V", check="version", example="20250101000000", llm=False)]
+    metavar="V", check="version", example="20250101000000")]
 Atomic = Annotated[bool, Param(
     "apply the whole batch in ONE transaction: every file commits, or none",
     flag="--atomic", llm=False)]
@@ -906,10 +906,10 @@ RollbackPlans = Annotated[bool, Param(
     flag="--rollback-plans", llm=False)]
 DryRunBatch = Annotated[bool, Param(
     "run the whole batch in one transaction that is rolled back; report each file",
-    flag="--dry-run", llm=False)]
+    flag="--dry-run")]
 
 
-@command("up", example="*up --mode yolo", writes=True,
+@command("up", example="*up --mode yolo", writes=True, tool="up",
          keywords=("up", "everything", "batch", "upgrade", "catch", "date"))
 def up(*, mode: Mode = None, db: Db = None, lock_timeout: LockTimeout = None,
        statement_timeout: StatementTimeout = None, yes: Yes = False, answers: Answers = None,
@@ -974,7 +974,7 @@ def _migration_name(value: str) -> str:
 VALIDATORS.setdefault("migration_name", _migration_name)
 
 
-@command("new", example="*new add_profiles", writes=False,
+@command("new", example="*new add_profiles", writes=True, tool="new_migration",
          keywords=("new", "create", "scaffold", "generate", "template"))
 def new(name: MigrationName, *, as_json: Json = False, session: Session) -> Outcome:
     """Create supabase/migrations/<UTC timestamp>_<name>.sql from a template.
@@ -1011,14 +1011,14 @@ Versions = Annotated[tuple[str, ...], Param(
 RepairStatus = Annotated[str | None, Param(
     "applied: record the versions as applied (statements split as the Supabase CLI splits "
     "the file); reverted: take them out of the history", flag="--status",
-    metavar="applied|reverted", check="repair_status", example="reverted", llm=False)]
+    metavar="applied|reverted", check="repair_status", example="reverted")]
 Baseline = Annotated[bool, Param(
     "adopt a database that already holds the migrations (as *baseline)", flag="--baseline",
     llm=False)]
 
 
 @command("repair", example="*repair --status reverted 20250101000000", writes=True,
-         keywords=("repair", "mark", "history", "reverted"))
+         tool="repair", keywords=("repair", "mark", "history", "reverted"))
 def repair(versions: Versions = (), *, status: RepairStatus = None, baseline: Baseline = False,
            db: Db = None, yes: Yes = False, as_json: Json = False,
            session: Session) -> Outcome:

@@ -266,7 +266,8 @@ class CommandSpec:
     doc: str = ""  # the function's docstring: the CLI help and the LLM tool description
     cli: bool = True  # a `dbsage` subcommand (else chat only: *mode, *help, *exit)
     cli_name: str | None = None  # the subcommand's name when it differs (apply)
-    writes: bool = False  # changes the database: the LLM must have the human's approval
+    writes: bool = False  # changes the database or the project's files: the LLM must have
+    # the human's approval (a call with dry_run set changes nothing and needs none)
     tool: str | None = None  # its LangChain tool name, when the model may call it
 
     @property

@@ -5,9 +5,10 @@ start-up and `*commands` never load it. Without `DBSAGE_MODEL` the answer is bui
 
 Safety: the model never runs SQL; each tool calls the same typed command function as the CLI
 and the chat (agent/commands.py: the task engine, its checklists and the session's mode).
-A tool that writes (apply_migration, rollback) first
+A tool that writes (apply_migration, up, rollback, seed, repair, new_migration) first
 asks the session's Asker — the human — and nothing else: text in a migration file or a tool
-result cannot approve anything. In `--script` mode there is no human, so writes are declined.
+result cannot approve anything (a dry run, `up` with dry_run, changes nothing and is not
+asked). In `--script` mode there is no human, so writes are declined.
 """
 
 from __future__ import annotations
@@ -92,8 +93,11 @@ def summarise(result: Outcome) -> str:
 
 
 def _summarise_report(r: RunReport) -> str:
-    head = f"{r.task} {r.path or ''}: {r.status}".replace("  ", " ")
+    head = f"{r.task}{' ' + str(r.path) if r.path else ''}: {r.status}"
     parts = [head]
+    if r.batch:  # up: each file's outcome
+        parts.append("files: " + ", ".join(f"{f.get('file')} {f.get('status')}"
+                                           for f in r.batch[:20]))
     if r.ts:
         parts.append(f"ts {r.ts}")
     if r.statements and r.status in ("applied", "passed"):
@@ -161,7 +165,7 @@ def _command_tool(session: Session, spec: CommandSpec) -> Callable[..., str]:
             values = _tool_values(session, spec, kwargs)
         except CommandError as exc:
             return f"refused: {exc.message}"
-        if spec.writes:
+        if spec.writes and not values.get("dry_run"):  # a dry run changes nothing
             argument = " ".join(str(v) for v in values.values())
             if not _approved(session, spec.tool or spec.name, argument):
                 return (f"declined by the user: {spec.tool} did not run; nothing changed.")
@@ -210,7 +214,8 @@ def _args_schema(spec: CommandSpec) -> Any:
         if not a.llm:
             continue
         default = "latest" if a.param == "ts" else (None if a.optional else ...)
-        fields[a.param] = (str | None if a.optional else str,
+        kind: Any = list[str] if a.variadic else str  # VERSION...: a list, never one string
+        fields[a.param] = (kind | None if a.optional else kind,
                            Field(default, description=a.help))
     for o in spec.options:
         if o.llm:
@@ -240,8 +245,10 @@ def build_tools(session: Session) -> list[BaseTool]:
                 func, name=name, description=helpers[name],
                 args_schema=PathArgs if name == "read_migration" else NoArgs))
             continue
-        description = spec.summary + (" The user must approve." if spec.writes else
-                                      " Changes nothing." if name != "plan" else "")
+        dry = any(o.param == "dry_run" and o.llm for o in spec.options)
+        description = spec.summary + (
+            (" The user must approve (not with dry_run)." if dry else " The user must approve.")
+            if spec.writes else " Changes nothing." if name != "plan" else "")
         tools.append(StructuredTool.from_function(func, name=name, description=description,
                                                   args_schema=_args_schema(spec)))
     return tools

@@ -132,12 +132,19 @@ def test_reads_outside_the_migrations_folder_are_refused(session: ChatSession) -
 def test_tools_have_schemas_and_one_line_descriptions(session: ChatSession) -> None:
     tools = {t.name: t for t in llm.build_tools(session)}
     assert set(tools) == {"apply_migration", "dry_run", "rollback", "smoke_test", "plan",
-                          "status", "rls_audit", "analyze_hotpaths", "seed", "list_migrations",
-                          "read_migration"}
+                          "status", "rls_audit", "analyze_hotpaths", "seed", "up",
+                          "new_migration", "repair", "list_migrations", "read_migration"}
     for tool in tools.values():
         assert tool.description and "\n" not in tool.description
     assert set(tools["apply_migration"].args) == {"path"}
     assert set(tools["rollback"].args) == {"ts", "to"} and tools["status"].args == {}
+    # the project workflow: what the model may set, never --force, --yes or --atomic
+    assert set(tools["up"].args) == {"to", "dry_run"}
+    assert set(tools["repair"].args) == {"versions", "status"}
+    assert tools["repair"].args["versions"]["anyOf"][0]["type"] == "array"
+    assert set(tools["new_migration"].args) == {"name"}
+    for name in ("up", "repair", "new_migration", "apply_migration", "rollback", "seed"):
+        assert "The user must approve" in tools[name].description
     assert "You are Dara" in llm.load_prompt()["system"]
 
 
@@ -199,4 +206,82 @@ def test_free_text_in_the_chat_asks_approval_in_the_chat(session: ChatSession, d
     # the menu comes after the run's report has been shown
     assert "[confirm_apply]" in prompts[-2] and "[post_migration_menu]" in prompts[-1]
     assert screen[-1] == "Dara: Done."
+    assert db18.scalar("select to_regclass('public.todos')::text") == "todos"
+
+
+# --- the project workflow as tools: up, status, new_migration, repair (issue 12) -------------
+
+B_NAME = "20250102000000_tags.sql"
+UP_ANSWERS = {llm.APPROVAL_ID: "yes", "confirm_database": "yes", "dry_run_done": "yes",
+              "snapshot_notice": "yes", "confirm_batch": "yes", "post_migration_menu": "3"}
+
+
+def call_args(tool: str, args: dict[str, Any], n: int = 1) -> AIMessage:
+    """A tool call whose arguments may be named like call()'s own (new_migration's name)."""
+    return AIMessage(content="", tool_calls=[{"name": tool, "args": args, "id": f"{tool}-{n}"}])
+
+
+def _history(db: Db) -> list[str]:
+    if db.scalar("select to_regclass('supabase_migrations.schema_migrations')") is None:
+        return []
+    with db.connect() as conn:
+        return [r[0] for r in conn.execute(
+            "select version from supabase_migrations.schema_migrations order by 1")]
+
+
+def test_up_applies_every_pending_file_after_approval(session: ChatSession, db18: Db,
+                                                      project: Path) -> None:
+    migration(project, B_NAME, "create table tags (name text primary key);\n")
+    human = session.asker = ScriptedAsker(UP_ANSWERS)
+    agent = llm.build_agent(session, fake(call("status"), call("up"), "Both applied."))
+    assert agent.ask("bring the database up to date") == "Both applied."
+    asked = [q.id for q in human.asked]
+    assert asked[0] == llm.APPROVAL_ID and human.asked[0].text.startswith("Dara proposes: up")
+    assert asked.count("confirm_batch") == 1  # then up's own one batch question
+    results = tool_results(agent)
+    assert "Pending: 2" in results["status"]
+    assert results["up"].startswith("up: applied")
+    assert f"{NAME} applied" in results["up"] and f"{B_NAME} applied" in results["up"]
+    assert _history(db18) == ["20250101000000", "20250102000000"]
+
+
+def test_up_declined_changes_nothing_and_a_dry_run_needs_no_approval(
+        session: ChatSession, db18: Db) -> None:
+    human = session.asker = ScriptedAsker({llm.APPROVAL_ID: "no"})
+    agent = llm.build_agent(session, fake(call("up"), call("up", 2, dry_run=True),
+                                          "Nothing applied; the dry run passed."))
+    agent.ask("apply everything")
+    assert [q.id for q in human.asked] == [llm.APPROVAL_ID]  # only the write was put to the human
+    calls = [m for m in agent.messages if isinstance(m, ToolMessage) and m.name == "up"]
+    assert str(calls[0].content).startswith("declined by the user")
+    assert str(calls[1].content).startswith("up-dry-run: passed") and f"{NAME} passed" in str(
+        calls[1].content)
+    assert db18.scalar("select to_regclass('public.todos')") is None
+    assert _history(db18) == []
+
+
+def test_new_migration_and_repair_need_approval(session: ChatSession, db18: Db,
+                                                project: Path) -> None:
+    assert apply(db18, project / REL, project).status == "applied"
+    human = session.asker = ScriptedAsker({llm.APPROVAL_ID: "no"})
+    agent = llm.build_agent(session, fake(
+        call_args("new_migration", {"name": "add_profiles"}),
+        call("repair", versions=["20250101000000"], status="reverted"), "Declined, nothing done."))
+    agent.ask("make a profiles migration and mark the first one reverted")
+    assert [q.id for q in human.asked] == [llm.APPROVAL_ID, llm.APPROVAL_ID]
+    assert not list((project / "supabase" / "migrations").glob("*_add_profiles.sql"))
+    assert _history(db18) == ["20250101000000"]
+
+    session.agent = None
+    session.asker = ScriptedAsker({llm.APPROVAL_ID: "yes"})
+    agent = llm.build_agent(session, fake(
+        call_args("new_migration", {"name": "add_profiles"}),
+        call("repair", versions=["20250101000000"], status="reverted"), "Done."))
+    agent.ask("make a profiles migration and mark the first one reverted")
+    made = list((project / "supabase" / "migrations").glob("*_add_profiles.sql"))
+    assert len(made) == 1 and "Created supabase/migrations/" in tool_results(agent)[
+        "new_migration"]
+    assert tool_results(agent)["repair"].startswith("✅ Repaired migration history: "
+                                                    "20250101000000 => reverted")
+    assert _history(db18) == []  # the row is gone; nothing was run
     assert db18.scalar("select to_regclass('public.todos')::text") == "todos"
