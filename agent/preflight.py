@@ -223,9 +223,11 @@ def preflight_batch_phase(state: RunState) -> None:
     state.files["plan_json"], state.files["plan_md"] = state.rel(json_path), state.rel(md_path)
     if not plan["dry_run"]["passed"]:
         failed = next(f for f in plan["files"] if f.get("dry_run") == "failed")
-        raise StopRun(f"The pre-flight dry-run of the batch failed: "
-                      f"{failed.get('dry_run_failure')} Nothing was applied.",
-                      hint=f"See {state.files['plan_md']}.")
+        from dbsage.tools.errors import DryRunFailedError
+
+        raise DryRunFailedError(f"The pre-flight dry-run of the batch failed: "
+                                f"{failed.get('dry_run_failure')} Nothing was applied.",
+                                hint=f"See {state.files['plan_md']}.")
     questions = [question(state, cp) for cp in state.definition.checkpoints
                  if "preflight" in cp.modes and cp.kind != "choice"]
     asked = len(questions) + len(state.policy.deferred)

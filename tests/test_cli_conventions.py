@@ -286,3 +286,21 @@ def test_the_same_failure_exits_the_same_from_the_gate_dry_run_and_the_apply(
     assert db18.scalar("select count(*) from information_schema.columns where table_name = 't'"
                        ) == 1
 
+
+def test_a_failing_pre_flight_dry_run_exits_1_for_a_file_and_for_a_batch(
+        db18: Db, project: Path) -> None:
+    """Pre-flight dry-runs first, for `apply` as for `up`: its failure is a failure (1), as a
+    dry-run's anywhere, not a refusal (6)."""
+    from dbsage.agent.modes import YesAsker
+    from dbsage.agent.runner import RunOptions, run_apply, run_named
+
+    db18.execute("create table t (id int)")
+    path = migration(project, "20250101000000_x.sql", "insert into t values (1 / 0);\n")
+    one = run_apply(path, RunOptions(mode="preflight", db=db18.url, project_dir=project,
+                                     asker=YesAsker()))
+    batch = run_named("up", RunOptions(mode="preflight", db=db18.url, project_dir=project,
+                                       asker=YesAsker()))
+    assert one.exit_code == batch.exit_code == ExitCode.FAILED, (one.error, batch.error)
+    assert "division by zero" in str(one.error) and "division by zero" in str(batch.error)
+    assert db18.scalar("select count(*) from t") == 0
+

@@ -175,6 +175,12 @@ class MigrationFailedError(DbsageError):
         self.rolled_back = rolled_back
 
 
+class DryRunFailedError(DbsageError):
+    """A dry-run (pre-flight's, of a whole batch) failed: rolled back, nothing was applied."""
+
+    exit_code = ExitCode.FAILED
+
+
 class LockTimeoutExhaustedError(MigrationFailedError):
     """lock_timeout kept firing: every retry was rolled back."""
 
