@@ -62,7 +62,9 @@ def _say(text: str) -> str:
 
 def print_notices(report: RunReport, skip: int = 0) -> None:
     """Each notice (but the first `skip`, shown already as they happened), on stderr so
-    --json stays clean."""
+    --json stays clean. No notice: rich is not even loaded (--json of a read-only task)."""
+    if not report.notices[skip:]:
+        return
     err = _console(stderr=True)
     for n in report.notices[skip:]:
         print_notice(err, n)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -49,5 +49,7 @@ class RunReport:
     batch: list[dict[str, Any]] | None = None  # `up`: each pending file, in order, and its outcome
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (the --json output)."""
-        return asdict(self)
+        """JSON-ready form (the --json output). Every field already holds JSON-ready values
+        (str, numbers, lists and dicts of them), so this is the fields, not a deep copy:
+        dataclasses.asdict copied every cell of a 1,000-table audit (~60 ms)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}

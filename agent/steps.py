@@ -797,13 +797,19 @@ def lints_doc(findings: list[LintFinding]) -> dict[str, Any]:
             "findings": [finding_doc(f) for f in ranked]}
 
 
+def _policy_doc(p: Any) -> dict[str, Any]:
+    """One PolicyInfo, as dataclasses.asdict gives it (written out: asdict deep-copies each)."""
+    return {"name": p.name, "command": p.command, "permissive": p.permissive,
+            "roles": list(p.roles), "using": p.using, "with_check": p.with_check}
+
+
 def audit_doc(audit: RlsAudit) -> dict[str, Any]:
     """The rls section: per table RLS, FORCE, policies, coverage and flags; summary counts."""
     from dataclasses import asdict
 
     tables = [{"table": t.qualified, "owner": t.owner, "rls_enabled": t.rls_enabled,
                "rls_forced": t.rls_forced, "extension": t.extension,
-               "policies": [asdict(p) for p in t.policies], "covered": list(t.covered),
+               "policies": [_policy_doc(p) for p in t.policies], "covered": list(t.covered),
                "uncovered": list(t.uncovered), "flags": list(t.flags)} for t in audit.tables]
     return {"schemas": list(audit.schemas), "summary": asdict(audit.summary), "tables": tables,
             "uncovered_tables": uncovered_tables(audit)}

@@ -9,7 +9,8 @@ Prints, as medians (and min) over --runs:
 - `dbsage rls-audit --json` as a subprocess (what a user waits for, interpreter start-up and
   imports included);
 - `*rls-audit --as anon,authenticated` in-process (the impersonation matrix: four statements
-  per table and role, so it grows with N; not part of the 1 s target);
+  per table and role, one DO block per role, so it grows with N; not part of the 1 s target),
+  then with service_role too, in-process and as a subprocess;
 - `*plan` of a small migration with and without the advisor delta (the lints before the
   dry-run and inside its transaction), and the difference: the delta's extra cost;
 - the yolo apply gate's own cost (the ERROR-level lints twice inside the transaction).
@@ -141,6 +142,14 @@ def main() -> None:
                              probe_runs)
             print(f"rls-audit --as anon,authenticated  {fmt(times)}   (impersonation matrix, "
                   f"{2 * args.tables} table x role cells)")
+            times, _ = timed(lambda: audit("*rls-audit --json --as anon,authenticated,"
+                                           "service_role"), probe_runs)
+            print(f"  ... --as anon,authenticated,service_role  {fmt(times)}   "
+                  f"({3 * args.tables} cells)")
+            cli_as = [*cli, "--as", "anon,authenticated,service_role"]
+            times, _ = timed(lambda: subprocess.run(cli_as, cwd=project, env=clean_env(),
+                                                    capture_output=True), probe_runs)
+            print(f"  ... the same as a subprocess     {fmt(times)}")
 
             path = project / "supabase" / "migrations" / "20250101000000_bench.sql"
             path.write_text("create table public.bench_new (id bigint primary key, "
@@ -218,6 +227,7 @@ def main() -> None:
                 every, found = timed(lambda: run_advisors(conn, ["public"]), args.runs)
             print(f"yolo apply gate (ERROR lints x2)   {fmt(times)}")
             print(f"run_advisors, every lint, once     {fmt(every)}   ({len(found)} findings)")
+            print(f"load average at the end: {os.getloadavg()[0]:.1f}")
         finally:
             shutil.rmtree(project, ignore_errors=True)
 
