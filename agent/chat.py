@@ -207,9 +207,9 @@ def _free_text(text: str, session: Session, write: Write) -> Outcome:
     if not llm.available(session):
         write(llm.offline_answer(text))
         return Outcome("", ok=False, exit_code=2)
-    reply = llm.answer(text, session)
+    code, reply = llm.reply(text, session)  # a model that cannot answer fails a --script
     write(f"Dara: {reply}")
-    return Outcome("", ok=True)
+    return Outcome("", ok=code == 0, exit_code=code)
 
 
 def show(result: Outcome, session: Session, write: Write = _print, db: str | None = None

@@ -319,14 +319,21 @@ def available(session: Session) -> bool:
 
 def answer(text: str, session: Session) -> str:
     """Dara's reply to free text: the agent when a model is configured, else the offline answer."""
+    return reply(text, session)[1]
+
+
+def reply(text: str, session: Session) -> tuple[int, str]:
+    """(exit code, reply) for free text: 0 when the model answered; 2 when it cannot be used
+    as configured (its package is missing, DBSAGE_MODEL is malformed); 1 when the provider
+    failed. The REPL goes on either way; a --script stops at a non-zero code."""
     if not available(session):
-        return offline_answer(text)
+        return 2, offline_answer(text)
     try:
-        return build_agent(session).ask(text)
+        return 0, build_agent(session).ask(text)
     except CommandError as exc:
-        return exc.message + (f"\nHint: {exc.hint}" if exc.hint else "")
+        return exc.exit_code, exc.message + (f"\nHint: {exc.hint}" if exc.hint else "")
     except Exception as exc:  # network, authentication, provider errors: keep the chat alive
         from dbsage.tools.connection import redact
 
-        return (f"I could not get an answer from the model ({type(exc).__name__}: "
-                f"{redact(str(exc))[:300]}). *commands still work; *help lists them.")
+        return 1, (f"I could not get an answer from the model ({type(exc).__name__}: "
+                   f"{redact(str(exc))[:300]}). *commands still work; *help lists them.")

@@ -304,3 +304,15 @@ def test_a_failing_pre_flight_dry_run_exits_1_for_a_file_and_for_a_batch(
     assert "division by zero" in str(one.error) and "division by zero" in str(batch.error)
     assert db18.scalar("select count(*) from t") == 0
 
+
+
+def test_a_script_stops_when_the_configured_model_cannot_be_used(tmp_path: Path) -> None:
+    """Free text in `chat --script` with DBSAGE_MODEL set to a model dbsage cannot use fails
+    the script (it used to end 0 with the error as Dara's answer)."""
+    script = tmp_path / "s.txt"
+    script.write_text("what is pending?\n*help\n")
+    done = run_cli("chat", "--script", str(script), cwd=tmp_path,
+                   env={"DBSAGE_MODEL": "nosuchprovider:x"})
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Unable to infer model provider" in done.stdout
+    assert "Stopped at line 1: what is pending?" in done.stdout
