@@ -4,9 +4,9 @@ tests/test_load.py (asserts) and bench/load.py (prints figures).
 The shop: `customers`, `orders` (customer_id, total) and `line_items` (order_id → orders,
 on delete cascade), seeded so that every customer's balance is the sum of its orders' totals
 and every order's total the sum of its line items. N client threads (own autocommit psycopg
-connections) loop short write transactions that keep both invariants, touching the tables in
-varied orders so that a migration holding one table while it waits for another meets a client
-doing the opposite (the shape of a deadlock):
+connections) loop short write transactions (a pause of 0-40 ms between two) that keep both
+invariants, touching the tables in varied orders so that a migration holding one table while
+it waits for another meets a client doing the opposite (the shape of a deadlock):
 
   new_order   customers (FOR UPDATE) → orders (INSERT) → line_items (INSERT) → customers
   new_order2  orders (INSERT) → line_items (INSERT) → customers (UPDATE)
