@@ -388,12 +388,26 @@ def db_stop(ctx: typer.Context, db: DbOption = None) -> None:
     typer.echo("Embedded PostgreSQL stopped.")
 
 
+def _kill_children() -> None:
+    # Children run in their own process groups (tools/binaries.py), so a signal to dbsage
+    # does not reach them: their groups are killed here. No module loaded, no child started.
+    binaries = sys.modules.get("dbsage.tools.binaries")
+    if binaries is not None:
+        binaries.kill_children()
+
+
 def _stop_cleanly(signum: int, frame: object) -> None:
     # SIGTERM (a CI job cancelled, a container stopped) stops a run like Ctrl-C: the open
     # transaction rolls back, the lock is released, temporary files are removed.
     from dbsage.tools.errors import Terminated
 
+    _kill_children()
     raise Terminated
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    _kill_children()  # then exactly Python's own Ctrl-C
+    raise KeyboardInterrupt
 
 
 def main() -> None:
@@ -401,9 +415,12 @@ def main() -> None:
     import signal
 
     signal.signal(signal.SIGTERM, _stop_cleanly)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupt)
     try:
         app()
     finally:
+        _kill_children()  # whatever ended the command, no child outlives it
         # The command is done. The interpreter's teardown would still walk every object the
         # run created (about 50,000) in garbage-collection passes: ~40 ms on every command.
         # Freezing them skips those passes; atexit handlers and flushing run as usual.

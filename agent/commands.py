@@ -675,6 +675,8 @@ def _status_text(data: dict[str, Any], front: str = "chat") -> str:
     lock = data.get("lock")
     lines.append(f"Migration lock: held by {lock['described']} (a migration is running now)"
                  if lock else "Migration lock: free (no migration is running)")
+    for run in data.get("runs") or ():
+        lines.append(run["described"][0].upper() + run["described"][1:])
     labels = (("applied", "Applied"), ("pending", "Pending"),
               ("drifted", "Drifted (changed since applied)"),
               ("missing", "Applied, but no file (missing)"),
@@ -746,11 +748,45 @@ def status(*, db: Db = None, as_json: Json = False, session: Session) -> Outcome
         "lock": None if holder is None else {
             "pid": holder.pid, "application_name": holder.application_name,
             "since": holder.since.isoformat() if holder.since else None, "user": holder.user,
-            "described": holder.describe()}}
+            "described": holder.describe()},
+        "runs": [_run_left(r, session.front) for r in st.runs]}
     ok = not (data["drifted"] or data["missing"] or data["duplicates"])
     text = _json(data) if as_json else _status_text(data, session.front)
     return Outcome("status", ok=ok, text=text, data=data, as_json=as_json,
                    exit_code=0 if ok else 1)
+
+
+def _run_left(r: Any, front: str) -> dict[str, Any]:
+    """A run that left its marker (tools/batch.RunLeft): its state in words and as a key."""
+    o = r.outcome
+    what = f"run {r.ts} ({r.task}{' ' + r.subject if r.subject else ''}, pid {r.pid})"
+    rollback = "*rollback" if front == "chat" else "dbsage rollback"
+    if r.alive:
+        state, text = "running", f"{what} is still running"
+    elif r.task == "rollback":
+        if o.rolled_back:
+            state = "interrupted_after_commit"
+            text = (f"{what} was interrupted after its commit: {', '.join(o.rolled_back)} "
+                    "rolled back")
+        else:
+            state, text = "interrupted_before_commit", (f"{what} was interrupted before its "
+                                                        "commit: nothing was undone")
+    elif o.applied:
+        state = "interrupted_after_commit"
+        text = f"{what} was interrupted after commit: {', '.join(o.applied)} applied"
+        text += (f"; rollback available: {rollback} {r.ts}" if o.rollback_available
+                 else "; no rollback plan was kept")
+    else:
+        state = "interrupted_before_commit"
+        text = f"{what} was interrupted before commit: nothing applied"
+        text += (f"; its before-snapshot is kept ({r.before_snapshot})" if r.before_snapshot
+                 else "; it left no before-snapshot")
+    if not r.alive:
+        text += "; the next run cleans up what it left"
+    return {"ts": r.ts, "task": r.task, "subject": r.subject, "pid": r.pid, "state": state,
+            "applied": list(o.applied), "rollback_available": list(o.rollback_available),
+            "rolled_back": list(o.rolled_back), "before_snapshot": r.before_snapshot,
+            "described": text}
 
 
 def _status_row(m: Any) -> dict[str, Any]:

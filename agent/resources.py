@@ -160,11 +160,22 @@ def ensure_gitignore(state: RunState) -> None:
 def ensure_paths(state: RunState) -> RunPaths:
     """This run's TS (reserved once: no earlier run used it) and every file named after it."""
     if state.paths is None:
-        from dbsage.tools.artifacts import reserve_ts
+        from dbsage.tools.artifacts import reserve_ts, sweep_leftovers, write_run_marker
 
-        ts = reserve_ts(state.options.project_dir / SNAPSHOT_DIR)
+        snaps = state.options.project_dir / SNAPSHOT_DIR
+        left = sweep_leftovers(snaps)  # what killed runs left; never a live run's
+        ts = reserve_ts(snaps)
         state.paths = RunPaths.of(state.options.project_dir, ts)
+        subject = state.path or state.inputs.get("migration")
+        state.run_marker = write_run_marker(snaps, ts, state.task,
+                                            str(subject) if subject else None)
         ensure_gitignore(state)
+        for run in left.runs:
+            state.notices.append(f"Run {run.ts} ({run.task}, pid {run.pid}) was killed; "
+                                 "cleaned up what it left.")
+        if left.files and not left.runs:
+            state.notices.append(f"Removed {len(left.files)} temporary file(s) a killed run "
+                                 "left in " + state.rel(snaps) + ".")
     return state.paths
 
 
@@ -183,13 +194,12 @@ def _early_snapshot_meanwhile(state: RunState, answered: threading.Event) -> Non
 
 def start_early_snapshot(state: RunState) -> None:
     """Start the before-snapshot now, ahead of the lock (see tools/snapshot.py)."""
-    import os
-
+    from dbsage.tools.artifacts import temp_path
     from dbsage.tools.snapshot import start_early_snapshot as start
 
     assert state.target is not None
     state.early_wanted = False
-    tmp = state.options.project_dir / SNAPSHOT_DIR / f".early-{os.getpid()}.sql"
+    tmp = temp_path(state.options.project_dir / SNAPSHOT_DIR / "early-before.sql")
     state.early_snapshot = start(state.target.url, tmp)
 
 

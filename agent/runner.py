@@ -77,6 +77,11 @@ def _finish(state: RunState) -> None:
         write_json(state.paths.decisions, {"ts": state.paths.ts, "mode": state.policy.name,
                                            "decisions": state.policy.decisions_json()})
         state.files["decisions"] = state.rel(state.paths.decisions)
+    if state.run_marker is not None:
+        from dbsage.tools.artifacts import remove_run_marker
+
+        remove_run_marker(state.run_marker)  # the run ended: nothing to say about it later
+        state.run_marker = None
 
 
 def _cleanup(state: RunState) -> None:

@@ -186,6 +186,7 @@ class RunState:
     server_version: str = ""
     lock_held: bool = False
     paths: RunPaths | None = None
+    run_marker: Path | None = None  # says "run TS in progress" until the run ends (or is killed)
     # what the steps found and did
     status: Status = "pending"
     version: str | None = None

@@ -1484,7 +1484,7 @@ def lint_with_squawk(
     p = Path(path)
     if not p.is_file():
         raise MigrationFileError(f"{p}: no such file.", path=str(p))
-    from dbsage.tools.binaries import find_squawk
+    from dbsage.tools.binaries import find_squawk, run_child
 
     cmd = [str(find_squawk()), "--reporter", "json"]
     if pg_version:
@@ -1495,8 +1495,7 @@ def lint_with_squawk(
         cmd.append("--assume-in-transaction")
     cmd.append(str(p))
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                              check=False)
+        proc = run_child(cmd, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise LintFailedError(f"squawk did not finish linting {p} within {timeout:.0f}s.",
                               path=str(p)) from None

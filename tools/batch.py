@@ -236,7 +236,7 @@ def lint_files(paths: Sequence[Path], *, pg_version: str | None = None,
     """squawk over many files in ONE process (its JSON names each finding's file); the
     findings of each path, in file order. Same rules and errors as analyze.lint_with_squawk."""
     from dbsage.tools.analyze import DEFAULT_EXCLUDED_RULES
-    from dbsage.tools.binaries import find_squawk
+    from dbsage.tools.binaries import find_squawk, run_child
     from dbsage.tools.errors import LintUnavailableError
 
     out: dict[Path, list[LintFinding]] = {p: [] for p in paths}
@@ -255,8 +255,7 @@ def lint_files(paths: Sequence[Path], *, pg_version: str | None = None,
     # Relative names keep the command line short (a thousand files) and match squawk's "file".
     cmd += [p.name for p in paths] if same_folder else [str(p) for p in paths]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False,
-                              cwd=folder if same_folder else None)
+        proc = run_child(cmd, timeout=timeout, cwd=folder if same_folder else None)
     except subprocess.TimeoutExpired:
         from dbsage.tools.analyze import LintFailedError
 
@@ -1072,6 +1071,20 @@ class MigrationStatus:
 
 
 @dataclass(frozen=True)
+class RunLeft:
+    """A run whose marker is still there: killed (its writer is dead) or still running, and
+    what it committed."""
+
+    ts: str
+    task: str
+    subject: str | None  # the file it applied, or what it rolled back
+    pid: int
+    alive: bool
+    outcome: Any  # history.RunOutcome
+    before_snapshot: str | None  # the before-snapshot it finished (relative path), if any
+
+
+@dataclass(frozen=True)
 class ProjectStatus:
     """supabase/migrations/ against the history, version by version, and who holds the
     migration lock now."""
@@ -1079,6 +1092,7 @@ class ProjectStatus:
     migrations: tuple[MigrationStatus, ...]
     local: LocalMigrations
     lock_holder: Any = None  # lock.LockHolder, when a migration is running now
+    runs: tuple[RunLeft, ...] = ()  # runs killed (or still running) that left a marker
 
     def names(self, *states: str) -> list[str]:
         return [m.file or m.version for m in self.migrations if m.state in states]
@@ -1114,7 +1128,27 @@ def project_status(conn: psycopg.Connection, project_dir: Path) -> ProjectStatus
         rows.append(MigrationStatus(m.version, m.path.name, state, e))
     rows += [MigrationStatus(v, None, "missing", e) for v, e in entries.items() if v not in seen]
     rows.sort(key=lambda r: (r.version, r.file or ""))
-    return ProjectStatus(tuple(rows), local, find_lock_holder(conn))
+    return ProjectStatus(tuple(rows), local, find_lock_holder(conn), runs_left(conn, project_dir))
+
+
+def runs_left(conn: psycopg.Connection, project_dir: Path) -> tuple[RunLeft, ...]:
+    """The runs that left a marker in supabase/snapshots/ (tools/artifacts.py), with what each
+    committed: a killed run's state, until the next run cleans up after it."""
+    from dbsage.tools.artifacts import run_markers
+    from dbsage.tools.history import run_outcomes
+
+    snaps = project_dir / "supabase" / "snapshots"
+    markers = run_markers(snaps)
+    if not markers:
+        return ()
+    outcomes = run_outcomes(conn, [m.ts for m in markers])
+    out = []
+    for m in markers:
+        before = snaps / f"{m.ts}_before.sql"
+        kept = before.is_file() and before.stat().st_size > 0
+        out.append(RunLeft(m.ts, m.task, m.file, m.pid, m.alive, outcomes[m.ts],
+                           str(before.relative_to(project_dir)) if kept else None))
+    return tuple(out)
 
 
 def may_destroy_data(migration: MigrationFile) -> bool:

@@ -10,6 +10,14 @@ One policy for all of them:
 pg_dump is the one exception, and it is not arbitrary: a pg_dump older than the server cannot
 dump it, and the server's own major version writes the dump that restores best on it, so the
 system's pg_dump of exactly the server's major version comes before the bundled 18.
+
+Every program a run starts (pg_dump, psql, squawk, diff) is started here, by `start_child` or
+`run_child`, and dies with dbsage (issue 13, "clean deaths"): in its own process group (a
+Ctrl-C at the terminal reaches dbsage only, which stops its children itself), with a
+parent-death signal on Linux (`prctl(PR_SET_PDEATHSIG, SIGKILL)`: a SIGKILLed dbsage takes its
+pg_dump with it), and registered so that SIGTERM/SIGINT kill every live child's group
+(`kill_children`). The parent-death signal fires when the *thread* that forked the child ends,
+so a child asked for from any other thread is forked by one long-lived spawner thread.
 """
 
 from __future__ import annotations
@@ -17,10 +25,14 @@ from __future__ import annotations
 import functools
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dbsage.tools.errors import BinaryNotFoundError, LintUnavailableError, SnapshotError
 
@@ -68,7 +80,7 @@ def _system(major: int, name: str) -> Path:
 @functools.lru_cache(maxsize=8)
 def pg_dump_version(path: Path) -> tuple[int, int]:
     """(major, minor) of a pg_dump (or any PostgreSQL client) from its `--version`."""
-    out = subprocess.run([str(path), "--version"], capture_output=True, text=True, check=True)
+    out = run_child([str(path), "--version"], check=True)
     m = _VERSION.search(out.stdout)
     if not m:
         raise SnapshotError(f"Cannot read the version of {path}: {out.stdout.strip()!r}")
@@ -139,3 +151,123 @@ def find_diff() -> Path | None:
     """GNU diff on PATH, or None (tools/diff.py then falls back to difflib)."""
     found = _on_path("diff")
     return Path(found) if found else None
+
+
+# --- children that die with dbsage ------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+_children: dict[int, subprocess.Popen[Any]] = {}  # pid -> live child (its process group)
+_children_lock = threading.RLock()  # kill_children may run in a signal handler
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl, resolved once in the parent (the child only calls it), or None off Linux."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        fn: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return fn
+
+
+def _die_with(parent: int, prctl: Callable[..., int] | None) -> Callable[[], None]:
+    def preexec() -> None:  # in the child, between fork and exec: no allocation, no locks
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # dbsage died before the signal was armed
+            os._exit(137)
+    return preexec
+
+
+class _Spawner:
+    """One daemon thread that forks the children asked for from other threads: it lives as long
+    as the process, so their parent-death signal fires when dbsage dies, not when the asking
+    thread ends."""
+
+    def __init__(self) -> None:
+        import queue
+
+        self.jobs: queue.SimpleQueue[tuple[Callable[[], Any], list[Any], threading.Event]] = \
+            queue.SimpleQueue()
+        threading.Thread(target=self._serve, name="dbsage-spawner", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            fn, box, done = self.jobs.get()
+            try:
+                box.append(fn())
+            except BaseException as exc:  # handed back to the asking thread
+                box.append(exc)
+            done.set()
+
+    def call(self, fn: Callable[[], subprocess.Popen[Any]]) -> subprocess.Popen[Any]:
+        box: list[Any] = []
+        done = threading.Event()
+        self.jobs.put((fn, box, done))
+        done.wait()
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        proc: subprocess.Popen[Any] = box[0]
+        return proc
+
+
+@functools.cache
+def _spawner() -> _Spawner:
+    return _Spawner()
+
+
+def start_child(cmd: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
+    """`subprocess.Popen(cmd, **kwargs)` in its own process group, killed with dbsage."""
+    def spawn() -> subprocess.Popen[Any]:
+        proc = subprocess.Popen(list(cmd), process_group=0,
+                                preexec_fn=_die_with(os.getpid(), _prctl()), **kwargs)
+        with _children_lock:
+            for pid in [p for p, c in _children.items() if c.poll() is not None]:
+                del _children[pid]
+            _children[proc.pid] = proc
+        return proc
+
+    if threading.current_thread() is threading.main_thread():
+        return spawn()
+    return _spawner().call(spawn)
+
+
+def run_child(cmd: Sequence[str], *, timeout: float | None = None, check: bool = False,
+              cwd: Path | str | None = None, env: dict[str, str] | None = None,
+              text: bool = True) -> subprocess.CompletedProcess[Any]:
+    """`subprocess.run(cmd, capture_output=True)` through `start_child`: TimeoutExpired after
+    `timeout` (the child's group killed first), CalledProcessError with `check`."""
+    proc = start_child(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=text, cwd=cwd, env=env)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:  # a timeout, Ctrl-C, SIGTERM: the child goes too
+        _kill_group(proc)
+        proc.wait()
+        raise
+    if check and proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, list(cmd), out, err)
+    return subprocess.CompletedProcess(list(cmd), proc.returncode, out, err)
+
+
+def _kill_group(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # its own group: pid == pgid
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+
+
+def kill_children() -> int:
+    """SIGKILL the process group of every child still running (SIGTERM/SIGINT of dbsage);
+    the number killed. The Popen objects stay valid: their owners still wait and clean up."""
+    with _children_lock:
+        live = [c for c in _children.values() if c.poll() is None]
+    for c in live:
+        _kill_group(c)
+    return len(live)

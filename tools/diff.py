@@ -9,7 +9,6 @@ The patch compares the dumps with that section left out; the snapshot files stay
 from __future__ import annotations
 
 import difflib
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +75,7 @@ def _unified_diff(before: Path, after: Path) -> str:
         return ""
     # GNU diff is linear on large, nearly equal dumps; difflib can take seconds on
     # 100k-line snapshots, so it is only the fallback where no diff binary exists.
-    from dbsage.tools.binaries import find_diff
+    from dbsage.tools.binaries import find_diff, run_child
 
     exe = find_diff()
     if exe:
@@ -84,8 +83,8 @@ def _unified_diff(before: Path, after: Path) -> str:
             pa, pb = Path(tmp) / "a.sql", Path(tmp) / "b.sql"
             pa.write_text(a)
             pb.write_text(b)
-            proc = subprocess.run([str(exe), "-u", "--label", before.name, "--label",
-                                   after.name, str(pa), str(pb)], capture_output=True, text=True)
+            proc = run_child([str(exe), "-u", "--label", before.name, "--label",
+                              after.name, str(pa), str(pb)])
         if proc.returncode in (0, 1):
             return proc.stdout
     return "".join(difflib.unified_diff(a.splitlines(keepends=True), b.splitlines(keepends=True),

@@ -37,6 +37,8 @@ from dbsage.tools.errors import (
 from dbsage.tools.sqlfile import split_version_name
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import psycopg
 
 # Exactly the Supabase CLI's DDL (apps/cli-go/pkg/migration/history.go), one statement each: a
@@ -1070,3 +1072,38 @@ def dbsage_runs(conn: psycopg.Connection) -> list[RunRecord]:
         WHERE l.event = 'apply' ORDER BY l.id""").fetchall()
     return [RunRecord(int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), bool(r[5]))
             for r in rows]
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What run `ts` committed, from dbsage's log: the versions it applied (and of those, the
+    ones with a rollback plan not used yet) and the versions it rolled back."""
+
+    ts: str
+    applied: tuple[str, ...] = ()
+    rollback_available: tuple[str, ...] = ()
+    rolled_back: tuple[str, ...] = ()
+
+
+def run_outcomes(conn: psycopg.Connection, ts: Sequence[str]) -> dict[str, RunOutcome]:
+    """The outcome of every run in `ts` (a run that committed nothing has empty tuples)."""
+    out = {t: RunOutcome(t) for t in ts}
+    if not ts or not history_exists(conn):
+        return out
+    plans = conn.execute("SELECT to_regclass('dbsage.rollback_plan') IS NOT NULL").fetchone()
+    rows = conn.execute(
+        "SELECT l.ts, l.event, l.version, " + (
+            "EXISTS (SELECT FROM dbsage.rollback_plan p WHERE p.ts = l.ts AND "
+            "p.version = l.version AND p.rolled_back_by IS NULL)" if plans and plans[0]
+            else "false") +
+        " FROM dbsage.migration_log l WHERE l.ts = ANY(%s) ORDER BY l.id", (list(ts),)).fetchall()
+    for t, event, version, plan in rows:
+        o = out[t]
+        if event == "apply":
+            o = RunOutcome(t, (*o.applied, version),
+                           (*o.rollback_available, version) if plan else o.rollback_available,
+                           o.rolled_back)
+        elif event == "rollback":
+            o = RunOutcome(t, o.applied, o.rollback_available, (*o.rolled_back, version))
+        out[t] = o
+    return out

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dbsage.tools.binaries import PgDump, find_pg_dump, find_psql
+from dbsage.tools.binaries import PgDump, find_pg_dump, find_psql, start_child
 from dbsage.tools.catalog import SNAPSHOT_EXCLUDED_SCHEMAS, snapshot_excluded_regex
 from dbsage.tools.errors import BinaryNotFoundError, SnapshotError
 
@@ -232,8 +232,8 @@ def start_dump(url: str, tmp: Path, server_major: int, *, snapshot_id: str | Non
     cmd = _dump_command(tool, argv_url, tmp, snapshot_id, scope or DumpScope())
     app_name = f"dbsage-pg_dump-{os.getpid()}-{next(_DUMPS)}"
     env["PGAPPNAME"] = app_name
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=env)
+    proc = start_child(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, env=env)
     return RunningDump(proc, tool, tmp, server_major, time.perf_counter(), app_name)
 
 
@@ -253,8 +253,9 @@ def dump_schema(url: str, server_major: int, *, pg_dump: PgDump | None = None,
 def start_snapshot(url: str, dest: Path, server_major: int, *,
                    pg_dump: PgDump | None = None, scope: DumpScope | None = None) -> RunningDump:
     """Start the snapshot for `dest` into a temporary file beside it; `.finish(dest)` ends it."""
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    return start_dump(url, tmp, server_major, pg_dump=pg_dump, scope=scope)
+    from dbsage.tools.artifacts import temp_path
+
+    return start_dump(url, temp_path(dest), server_major, pg_dump=pg_dump, scope=scope)
 
 
 def take_snapshot(url: str, dest: Path, server_major: int, *,
@@ -398,7 +399,7 @@ def start_early_snapshot(url: str, tmp: Path, *, timeout_s: float = 5.0) -> Earl
     argv_url, env = libpq_argv_env(url)
     env.setdefault("PGCONNECT_TIMEOUT", "10")
     try:
-        exporter = subprocess.Popen(
+        exporter = start_child(
             [str(psql), "-X", "-q", "-A", "-t", "-w", "-v", "ON_ERROR_STOP=1", "-d", argv_url],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             env=env)
