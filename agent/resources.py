@@ -192,6 +192,15 @@ def _early_snapshot_meanwhile(state: RunState, answered: threading.Event) -> Non
         discard_early_snapshot(state)
 
 
+def end_run_marker(state: RunState) -> None:
+    """The run ended (however, but a SIGKILL): nothing to say about it later."""
+    if state.run_marker is not None:
+        from dbsage.tools.artifacts import remove_run_marker
+
+        remove_run_marker(state.run_marker)
+        state.run_marker = None
+
+
 def start_early_snapshot(state: RunState) -> None:
     """Start the before-snapshot now, ahead of the lock (see tools/snapshot.py)."""
     from dbsage.tools.artifacts import temp_path

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from dbsage.agent.engine import Registries, run_checklist, run_task
 from dbsage.agent.report import RunReport
+from dbsage.agent.resources import end_run_marker
 from dbsage.agent.state import RunOptions, RunState, build_report
 from dbsage.tools.errors import DbsageError
 
@@ -77,11 +78,7 @@ def _finish(state: RunState) -> None:
         write_json(state.paths.decisions, {"ts": state.paths.ts, "mode": state.policy.name,
                                            "decisions": state.policy.decisions_json()})
         state.files["decisions"] = state.rel(state.paths.decisions)
-    if state.run_marker is not None:
-        from dbsage.tools.artifacts import remove_run_marker
-
-        remove_run_marker(state.run_marker)  # the run ended: nothing to say about it later
-        state.run_marker = None
+    end_run_marker(state)
 
 
 def _cleanup(state: RunState) -> None:
@@ -192,6 +189,7 @@ def _partial(task: str, label: str, options: RunOptions, work: Any, **inputs: An
             work(state)
         finally:
             release_lock(state)
+            end_run_marker(state)
     except DbsageError as exc:
         state.status, state.exit_code, state.error = "refused", exc.exit_code, exc.to_dict()
     return build_report(state)
