@@ -284,7 +284,7 @@ def test_kill_right_after_the_commit(target: Db, project: Path, blocker: Any, si
     assert _leftovers(project) == []
     # the newest run is the next one: undo it, then the killed run (issue 11: still possible)
     for what in ("latest", ts):
-        done = run_cli("rollback", what, "--mode", "yolo", "--db", target.url, "--json",
+        done = run_cli("rollback", what, "--mode", "interactive", "--yes", "--db", target.url, "--json",
                        cwd=project)
         assert done.returncode == 0, done.stdout + done.stderr
     assert target.scalar("SELECT to_regclass('public.t')") is None
@@ -300,7 +300,7 @@ def test_kill_during_a_rollback(target: Db, project: Path, blocker: Any, sig: in
     assert done.returncode == 0, done.stdout + done.stderr
     databases = _databases(target)
     blocker.execute("SELECT * FROM public.t")  # ACCESS SHARE: the rollback's DROP waits
-    proc = _start(project, "rollback", "latest", "--mode", "yolo", "--db", target.url,
+    proc = _start(project, "rollback", "latest", "--mode", "interactive", "--yes", "--db", target.url,
                   "--lock-timeout", "0", "--json")
     _wait_until(target, "SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name = "
                         "'dbsage' AND wait_event_type = 'Lock'", proc)
@@ -321,7 +321,7 @@ def test_kill_during_a_rollback(target: Db, project: Path, blocker: Any, sig: in
         assert "was interrupted before its commit: nothing was undone" in run["described"]
     else:
         assert status["runs"] == []
-    done = run_cli("rollback", "latest", "--mode", "yolo", "--db", target.url, cwd=project)
+    done = run_cli("rollback", "latest", "--mode", "interactive", "--yes", "--db", target.url, cwd=project)
     assert done.returncode == 0, done.stdout + done.stderr
     assert target.scalar("SELECT to_regclass('public.t')") is None
     assert _leftovers(project) == []
