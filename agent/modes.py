@@ -294,7 +294,9 @@ class YoloPolicy(ModePolicy):
     name: str = "yolo"
 
     def checkpoint(self, q: Question) -> str:
-        answer = q.default or ("yes" if "yes" in q.choices else q.choices[-1])
+        # A confirmation is yes by rule (the checks and override flags gate the run, not a
+        # person's safe default); a menu takes its default.
+        answer = "yes" if "yes" in q.choices else q.default or q.choices[-1]
         self.log(q.id, answer, f"yolo: '{q.text}' answered {answer} by rule")
         return answer
 
@@ -339,7 +341,7 @@ class PreflightPolicy(ModePolicy):
         if q.id in self.batch:
             self.log(q.id, self.batch[q.id], f"pre-flight: answered in the plan ({q.text})", "plan")
             return self.batch[q.id]
-        answer = q.default or ("yes" if "yes" in q.choices else q.choices[-1])
+        answer = "yes" if "yes" in q.choices else q.default or q.choices[-1]
         self.log(q.id, answer, f"pre-flight: covered by the approved plan ({q.text})", "plan")
         return answer
 

@@ -79,7 +79,7 @@ def test_yolo_refuses_a_rollback_that_loses_rows_without_the_flag(db18: Db,
     report2, asker = rollback(db18, project, "latest", mode="interactive")
     assert report2.status == "rolled_back", report2.error
     override = next(q for q in asker.asked if q.id == "override_no_data_loss")
-    assert "12" in override.explanation
+    assert "12" in override.detail  # what is at stake, shown in full
     assert db18.scalar("select to_regclass('public.t')") is None
 
 
