@@ -260,3 +260,65 @@ def test_plan_counts_the_rows_a_destructive_statement_puts_at_stake(db18: Db,
     assert plan["destructive"] == [{"kind": "drop_table", "table": "public.old", "columns": [],
                                     "line": 1, "rows_at_stake": 7}]
     assert table_exists(db18, "public.old")  # planning changes nothing
+
+
+def test_answers_y_n_in_any_case_and_safe_defaults() -> None:
+    from dbsage.agent.modes import answer_hint, match_answer
+
+    target = Question("confirm_database", "Right target?")  # no default
+    risky = Question("override_x", "Destroys data. Continue anyway?", default="no")
+    plain = Question("confirm_apply", "Apply?", default="yes")
+    assert [match_answer(x, plain) for x in ("y", "Y", "yes", "YES", " Yes ", "n", "No", "NO")] \
+        == ["yes"] * 5 + ["no"] * 3
+    assert match_answer("", plain) == "yes" and match_answer("", risky) == "no"
+    assert match_answer("", target) is None  # asked again
+    assert match_answer("ye", plain) is None and match_answer("maybe", plain) is None
+    assert [answer_hint(q) for q in (plain, risky, target)] == ["[Y/n]", "[y/N]", "[y/n]"]
+    menu = Question("menu", "Next?", choices=("1", "2", "3", "4"), default="4")
+    assert answer_hint(menu) == "[1/2/3/4] (4)" and match_answer("", menu) == "4"
+    assert match_answer("2", menu) == "2" and match_answer("y", menu) is None
+
+
+def test_the_preflight_form_takes_one_line_of_answers() -> None:
+    from dbsage.agent.modes import form_text, match_form
+
+    qs = [Question("override_x", "Destroys data. Continue anyway?", detail="12 row(s) at stake",
+                   default="no"),
+          Question("confirm_database", "Right target?"),
+          Question("confirm_apply", "Apply?", default="yes")]
+    text = form_text(qs)
+    assert "  1. Destroys data. Continue anyway?  [y/N]\n       12 row(s) at stake" in text
+    assert "  2. Right target?  [y/n]" in text and "  3. Apply?  [Y/n]" in text
+    assert match_form("y", qs) == ["yes", "yes", "yes"]
+    assert match_form("N", qs) == ["no", "no", "no"]
+    assert match_form("n Y yes", qs) == ["no", "yes", "yes"]
+    assert match_form("", qs) == "Question(s) 2 have no default: answer y for all, or one " \
+                                 "answer per question."
+    assert "3 question(s), 2 answer(s)" in str(match_form("y y", qs))
+    assert match_form("y maybe y", qs) == "Answer 2 is not y or n."
+    only_defaults = [qs[0], qs[2]]
+    assert match_form("", only_defaults) == ["no", "yes"]  # Enter: the safe defaults
+
+
+def test_preflight_asks_the_form_once_and_then_answers_from_it() -> None:
+    from dbsage.agent.modes import PreflightPolicy
+
+    forms: list[tuple[list[str], str]] = []
+
+    class FormAsker:
+        def ask(self, question: Question) -> str:
+            raise AssertionError(f"asked one by one: {question.id}")
+
+        def ask_form(self, questions: list[Question], intro: str = "") -> list[str]:
+            forms.append(([q.id for q in questions], intro))
+            return ["yes" for _ in questions]
+
+    policy = PreflightPolicy(asker=FormAsker())
+    override = Question("override_no_destructive_statements", "Destroys data. Continue?",
+                        default="no")
+    assert policy.override(override, "allow_destructive") is True  # deferred to the form
+    answers = policy.ask_batch([Question("confirm_database", "Right target?")], "THE PLAN")
+    assert forms == [(["override_no_destructive_statements", "confirm_database"], "THE PLAN")]
+    assert answers == {"override_no_destructive_statements": "yes", "confirm_database": "yes"}
+    assert policy.checkpoint(Question("confirm_database", "Right target?")) == "yes"
+    assert [d.by for d in policy.decisions] == ["user", "user", "plan"] and policy.prompts == 2
