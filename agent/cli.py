@@ -340,7 +340,8 @@ def db_url(ctx: typer.Context, db: DbOption = None) -> None:
     typer.echo(status.url)
 
 
-@db_app.command("start", cls=_Command)
+@db_app.command("start", cls=_Command, short_help="Start (and initialise on first use) "
+                "the local PostgreSQL in .dbsage/pgdata.")
 def db_start(
     ctx: typer.Context,
     db: DbOption = None,
