@@ -115,6 +115,33 @@ def dry_run_text(plan: dict[str, Any]) -> str:
 def plan_table(plan: dict[str, Any], width: int = 100) -> str:
     """The plan on screen: a header line, one row per statement (the statement column takes
     what the others leave of `width`), then what needs a look."""
+    lines = [f"Plan: {plan['path']} on {plan['target']}",
+             f"Runs {how_it_runs(plan)}; {strongest_lock_text(plan)}; {dry_run_text(plan)}.",
+             *table_lines(plan, width), *note_lines(plan)]
+    advisors = plan.get("advisors")
+    if advisors:
+        lines.append(f"  Advisors: this migration {advisors['summary']}.")
+    return "\n".join(lines)
+
+
+def batch_plan_table(plan: dict[str, Any], width: int = 100) -> str:
+    """`up`'s plan on screen: each pending file with its statements' table and notes."""
+    how = ("in one transaction (--atomic)" if plan.get("atomic")
+           else "each file in its own transaction")
+    lines = [f"Plan: {len(plan['files'])} pending migration(s) on {plan['target']}",
+             f"Runs {how}; {dry_run_text(plan)} (the whole batch)."]
+    created: list[str] = []
+    for i, f in enumerate(plan["files"], 1):
+        created += f.get("created", [])
+        one = {**f, "tables": plan.get("tables", {}), "created": created}
+        lock = f["strongest_lock"] or "none"
+        lines.append(f"{i}. {f['file']}: strongest lock on an existing table: {lock}")
+        lines += [*table_lines(one, width), *note_lines(one)]
+    return "\n".join(lines)
+
+
+def table_lines(plan: dict[str, Any], width: int) -> list[str]:
+    """The statements' table: line, statement, lock, size, rewrite, at stake, lint."""
     table = rows(plan)
     columns = ["line", "statement", "lock", "size", "rewrite", "at stake", "lint"]
     widths = [max(len(c), *(len(r[c]) for r in table)) for c in columns]
@@ -122,24 +149,22 @@ def plan_table(plan: dict[str, Any], width: int = 100) -> str:
     cut = max(STATEMENT_MIN, min(widths[1], room))
     cells = [[r[c] if c != "statement" else _cut(r[c], cut) for c in columns] for r in table]
     widths[1] = max(len(columns[1]), *(len(row[1]) for row in cells))
-    lines = [f"Plan: {plan['path']} on {plan['target']}",
-             f"Runs {how_it_runs(plan)}; {strongest_lock_text(plan)}; {dry_run_text(plan)}."]
-    lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))
-                 .rstrip())
+    lines = ["  " + "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
     for row in cells:
         lines.append("  " + "  ".join(v.rjust(w) if i == 0 else v.ljust(w)
                                       for i, (v, w) in enumerate(zip(row, widths, strict=True)))
                      .rstrip())
-    for d in plan.get("destructive", []):
-        lines.append(f"  ! line {d['line']}: {destructive_text(d)}")
-    for f in plan.get("lint", []):
-        lines.append(f"  ! line {f['line']}: squawk {f['level']} {f['rule']}: {f['message']}")
-    for x in plan.get("missing_objects", []):
-        lines.append(f"  ! line {x['line']}: {x['kind']} {x['name']} is missing: {x['reason']}")
-    advisors = plan.get("advisors")
-    if advisors:
-        lines.append(f"  Advisors: this migration {advisors['summary']}.")
-    return "\n".join(lines)
+    return lines
+
+
+def note_lines(plan: dict[str, Any]) -> list[str]:
+    """What needs a look, a line each: destructive operations, squawk, missing objects."""
+    lines = [f"  ! line {d['line']}: {destructive_text(d)}" for d in plan.get("destructive", [])]
+    lines += [f"  ! line {f['line']}: squawk {f['level']} {f['rule']}: {f['message']}"
+              for f in plan.get("lint", [])]
+    lines += [f"  ! line {x['line']}: {x['kind']} {x['name']} is missing: {x['reason']}"
+              for x in plan.get("missing_objects", [])]
+    return lines
 
 
 def destructive_text(d: dict[str, Any]) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from dbsage.agent.checkpoints import batch_plan, question
+from dbsage.agent.checkpoints import question
 from dbsage.agent.modes import PreflightPolicy, StopRun
 from dbsage.agent.resources import analysis_of, ensure_connected, ensure_parsed
 from dbsage.agent.state import PLAN_DIR, RunState
@@ -149,6 +149,7 @@ def build_batch_plan(state: RunState) -> dict[str, Any]:
         files.append({
             "file": f.name, "version": f.version, "checksum": m.checksum,
             "transactional": m.transactional, "strongest_lock": a.strongest_lock,
+            "created": list(a.created),
             "statements": [{"index": s.statement.index, "line": s.statement.line,
                             "sql": s.statement.summary, "lock_level": s.lock_level,
                             "tables": list(s.tables), "rewrites_table": s.rewrites_table}
@@ -233,5 +234,7 @@ def preflight_batch_phase(state: RunState) -> None:
     asked = len(questions) + len(state.policy.deferred)
     state.notices.append(f"Pre-flight plan written to {state.files['plan_md']} "
                          f"({asked} question(s), answered before anything ran).")
-    intro = f"{batch_plan(state)}\n  (written to {state.files['plan_md']})"
+    from dbsage.agent.plantext import batch_plan_table
+
+    intro = f"{batch_plan_table(plan, _width())}\n  (written to {state.files['plan_md']})"
     _stop_on_no(state, state.policy.ask_batch(questions, intro))

@@ -287,6 +287,25 @@ def test_preflight_ctrl_d_at_the_form_cancels_with_130(supa_db18: SupaDb,
     assert not table_exists(supa_db18) and history(supa_db18) == []
 
 
+def test_up_in_preflight_shows_each_files_table_and_one_form(supa_db18: SupaDb,
+                                                               project: Path) -> None:
+    migration(project, NAME, SQL)
+    migration(project, "20250102000000_note.sql",
+              "alter table public.items add column note text;\n")
+    s = Screen(["up", "--db", supa_db18.url, "--mode", "preflight"], project)
+    form = s.answer("y")
+    assert "Plan: 2 pending migration(s) on" in form
+    assert f"1. {NAME}: strongest lock on an existing table: none" in form
+    assert "2. 20250102000000_note.sql: strongest lock on an existing table: ACCESS EXCLUSIVE" \
+        in form
+    assert " ".join(form.split()).count("line statement lock size rewrite at stake lint") == 2
+    assert "Before anything runs, answer every question of the plan at once:" in form
+    assert "Bring it up to date with supabase/migrations/?  [y/n]" in form
+    assert s.finish() == 0
+    assert not PROMPT.search(flat(s.text[s.mark:]))  # nothing asked after the form
+    assert history(supa_db18) == ["20250101000000", "20250102000000"]
+
+
 # --------------------------------------------------------------------------- plan
 
 
