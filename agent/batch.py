@@ -75,6 +75,7 @@ def ensure_pending(state: RunState) -> list[BatchFile]:
     wanted = [m.path.name for m in batch.plan.pending]
     if [f.name for f in batch.pending] == wanted and all(f.migration for f in batch.pending):
         return batch.pending
+    from dbsage.tools.analyze import refuse_bookkeeping_writes
     from dbsage.tools.sqlfile import read_migration
 
     by_name = {f.migration.path.name: f for f in batch.files}
@@ -83,6 +84,7 @@ def ensure_pending(state: RunState) -> list[BatchFile]:
     for name in wanted:
         local = by_name[name]
         m = read_migration(local.migration.path)
+        refuse_bookkeeping_writes(m)  # before the lock and anything of the batch runs
         f = BatchFile(local, m, first_statement=len(statements))
         statements += [StatementOutcome(len(statements) + s.index, s.line,
                                         f"{name}: {s.summary}", s.transactional)

@@ -26,10 +26,13 @@ def ensure_parsed(state: RunState) -> MigrationFile:
     """Read and parse the file once; nothing touches the database."""
     if state.migration is not None:
         return state.migration
+    from dbsage.tools.analyze import refuse_bookkeeping_writes
     from dbsage.tools.sqlfile import read_migration
 
     assert state.path is not None
-    m = state.migration = read_migration(state.path)
+    m = read_migration(state.path)
+    refuse_bookkeeping_writes(m)  # the history is not a migration's to write (exit 2)
+    state.migration = m
     state.version, state.name = m.version, m.name
     state.statements = [StatementOutcome(s.index, s.line, s.summary, s.transactional)
                         for s in m.statements]

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from dbsage.tools.advisors import AdvisorDelta, LintFinding
     from dbsage.tools.apply import StatementResult
+    from dbsage.tools.history import BookkeepingMark
     from dbsage.tools.hotpaths import Finding as HotFinding
     from dbsage.tools.hotpaths import HotpathsReport, QueryPlan
     from dbsage.tools.rls import AccessMatrix, RlsAudit
@@ -1453,6 +1454,7 @@ def apply_batch(state: RunState) -> None:
     plans = bool(state.options.flags.get("rollback_plans"))
     started: dict[int, datetime] = {}
     gate = _BatchGate(state, [f.migration for f in pending])
+    marks: dict[int, BookkeepingMark | None] = {}  # atomic: the history as file i left it
 
     def before(conn: psycopg.Connection, i: int, m: Any) -> None:
         started[i] = datetime.now(UTC)
@@ -1478,14 +1480,16 @@ def apply_batch(state: RunState) -> None:
     def record(conn: psycopg.Connection, i: int, m: Any, results: list[StatementResult]) -> None:
         gate.judge(conn, i, pending[i].name)
         t0 = started.get(i, datetime.now(UTC))
-        record_batch_file(conn, HistoryRecord(
+        marks[i] = record_batch_file(conn, HistoryRecord(
             ts=paths.ts, version=m.version or "", name=m.name, path=str(m.path),
             checksum=m.checksum, mode=state.options.mode, started_at=t0,
             duration_ms=(datetime.now(UTC) - t0).total_seconds() * 1000,
             rows_affected=sum(r.rows_affected for r in results),
             statements=[s.sql for s in m.statements],
             snapshot_before=state.files.get("before"), snapshot_after=state.rel(paths.after),
-            diff_patch=state.rel(paths.diff)), check_tables=i == 0)
+            diff_patch=state.rel(paths.diff)), check_tables=i == 0,
+            since=marks.get(i - 1) if atomic and i else None,
+            mark=atomic and i + 1 < len(pending))
         f = pending[i]
         if f.capture is not None:
             from dbsage.tools.rollback import capture_after

@@ -1447,6 +1447,154 @@ def excluded_schema_changes(migration: MigrationFile) -> tuple[ExcludedSchemaCha
     return tuple(found)
 
 
+# --------------------------------------------------------------------------- the bookkeeping
+#
+# dbsage's history (schema dbsage: migration_log, rollback plans, the dry-run log) and the
+# Supabase CLI's (supabase_migrations.schema_migrations, seed_files) are what drift, status,
+# rollback and `supabase db push` judge by. A migration that writes to them could hide an
+# applied version or fake one. Refused here, before anything runs; a write analysis cannot see
+# (in a function it calls, or SQL a DO block builds) is caught before commit by
+# tools/history.py (`ensure_bookkeeping_untouched`).
+
+#: The CLI's history tables a migration must not touch (its other tables are its own business).
+CLI_HISTORY_TABLES = frozenset({"schema_migrations", "seed_files"})
+_BOOKKEEPING_WORDS = ("dbsage", "supabase_migrations")
+_DML_VERBS = {"InsertStmt": "INSERT INTO", "UpdateStmt": "UPDATE", "DeleteStmt": "DELETE FROM",
+              "MergeStmt": "MERGE INTO"}
+_DDL_VERBS = {"TruncateStmt": "TRUNCATE", "AlterTableStmt": "ALTER TABLE", "DropStmt": "DROP",
+              "RenameStmt": "ALTER ... RENAME", "AlterObjectSchemaStmt": "ALTER ... SET SCHEMA",
+              "AlterOwnerStmt": "ALTER ... OWNER", "CreateTrigStmt": "CREATE TRIGGER on",
+              "CreatePolicyStmt": "CREATE POLICY on", "AlterPolicyStmt": "ALTER POLICY on",
+              "RuleStmt": "CREATE RULE on", "IndexStmt": "CREATE INDEX on",
+              "GrantStmt": "GRANT/REVOKE on", "CommentStmt": "COMMENT ON"}
+_BOOKKEEPING_IN_CODE = re.compile(
+    r"(?is)\b(?P<verb>insert\s+into|update|delete\s+from|truncate(?:\s+table)?|merge\s+into|"
+    r"alter\s+table(?:\s+if\s+exists)?|drop\s+(?:table|schema)(?:\s+if\s+exists)?|"
+    r"copy)\s+(?:only\s+)?\"?(?P<target>dbsage\b(?:\"?\.\"?\w+)?|supabase_migrations\"?\.\"?"
+    r"(?:schema_migrations|seed_files)\b|supabase_migrations\b(?!\"?\.))")
+
+
+def is_bookkeeping(schema: str | None, name: str) -> bool:
+    """`schema.name` is bookkeeping: anything in schema dbsage, the CLI's history tables, or
+    one of the two schemas itself (`name` empty)."""
+    if schema == "dbsage":
+        return True
+    return schema == "supabase_migrations" and (not name or name in CLI_HISTORY_TABLES)
+
+
+@dataclass(frozen=True)
+class BookkeepingWrite:
+    """A statement that changes dbsage's or the Supabase CLI's migration history."""
+
+    statement_index: int
+    line: int
+    what: str  # e.g. "DELETE FROM dbsage.migration_log"
+    target: str  # schema.table, or the schema
+
+    @property
+    def whose(self) -> str:
+        if self.target.startswith("dbsage"):
+            return ("dbsage's migration history (its record of every run, by which drift, "
+                    "status and rollback are judged)")
+        return ("the Supabase CLI's migration history (the versions `supabase db push` and "
+                "dbsage take as applied)")
+
+
+BOOKKEEPING_HINT = ("Remove it: a migration changes the schema and data, not the record of "
+                    "which migrations ran. To mark versions applied or reverted, use `dbsage "
+                    "repair VERSION --status applied|reverted` (as `supabase migration repair` "
+                    "does); to undo a run, `dbsage rollback`.")
+
+
+def _search_path(node: Any, current: tuple[str, ...]) -> tuple[str, ...]:
+    """The schemas unqualified names resolve to after a `SET search_path` statement."""
+    if str(getattr(node, "name", "") or "").lower() != "search_path":
+        return current
+    if _enum_name(node.kind) != "VAR_SET_VALUE":
+        return ()
+    return tuple((constant_text(a) or "").strip().strip('"') for a in node.args or ())
+
+
+def _bookkeeping_target(schema: str | None, name: str, path: tuple[str, ...]) -> str | None:
+    if schema is not None:
+        return (f"{schema}.{name}" if name else schema) if is_bookkeeping(schema, name) else None
+    for s in path:
+        if is_bookkeeping(s, name):
+            return f"{s}.{name}"
+    return None
+
+
+def _statement_writes(stmt: Statement, path: tuple[str, ...]
+                      ) -> Iterator[tuple[str, str, str]]:
+    """(verb, target, where) of each bookkeeping object the statement writes to or changes."""
+    from pglast import ast
+
+    node = stmt.node
+    for n in walk(node):  # DML anywhere, CTEs included
+        verb = _DML_VERBS.get(type(n).__name__)
+        if verb and isinstance(n.relation, ast.RangeVar):
+            target = _bookkeeping_target(n.relation.schemaname, str(n.relation.relname), path)
+            if target:
+                yield verb, target, ""
+    if stmt.kind == "CopyStmt" and node.is_from and node.relation is not None:
+        target = _bookkeeping_target(node.relation.schemaname, str(node.relation.relname), path)
+        if target:
+            yield "COPY ... FROM", target, ""
+    verb = _DDL_VERBS.get(stmt.kind, "CREATE")
+    for schema, name in changed_objects(stmt):
+        target = _bookkeeping_target(schema, name, path)
+        if target:
+            yield verb, target, ""
+    body = do_block_body(stmt)
+    if body is not None:
+        m = _BOOKKEEPING_IN_CODE.search(body[0])
+        if m is not None:
+            target = m["target"].replace('"', "")
+            yield (" ".join(m["verb"].split()).upper(), target,
+                   f" (in the DO block at line {stmt.line})")
+
+
+def bookkeeping_writes(migration: MigrationFile) -> tuple[BookkeepingWrite, ...]:
+    """Every statement that writes to or changes dbsage's or the Supabase CLI's history
+    (INSERT/UPDATE/DELETE/MERGE, also in a CTE; TRUNCATE, ALTER, DROP, COPY ... FROM, a
+    trigger, rule, policy, index, grant or comment on them; anything created in schema
+    dbsage; the same written out in a DO block), the first per statement. Names without a
+    schema are resolved by the file's own `SET search_path`. Pure: no database."""
+    low = migration.text.lower()
+    if not any(w in low for w in _BOOKKEEPING_WORDS):
+        return ()  # the common case: one substring test per file
+    found: list[BookkeepingWrite] = []
+    path: tuple[str, ...] = ()
+    for stmt in migration.statements:
+        if stmt.kind == "VariableSetStmt" and stmt.node is not None:
+            path = _search_path(stmt.node, path)
+            continue
+        if stmt.node is None or (not path and not any(w in stmt.sql.lower()
+                                                      for w in _BOOKKEEPING_WORDS)):
+            continue
+        for verb, target, where in _statement_writes(stmt, path):
+            line = line_in(stmt, max(stmt.sql.lower().find(target.split(".")[-1]), 0))
+            found.append(BookkeepingWrite(stmt.index, line, f"{verb} {target}{where}", target))
+            break
+    return tuple(found)
+
+
+def refuse_bookkeeping_writes(migration: MigrationFile) -> None:
+    """MigrationFileError (exit 2) naming the first statement that writes to the history,
+    before anything runs (see bookkeeping_writes)."""
+    writes = bookkeeping_writes(migration)
+    if not writes:
+        return
+    w = writes[0]
+    lines = migration.text.splitlines()
+    source = lines[w.line - 1] if 0 < w.line <= len(lines) else None
+    err = MigrationFileError(
+        f"{migration.path}:{w.line}: {w.what} changes {w.whose}. Nothing was run.",
+        path=str(migration.path), line=w.line, source_line=source, hint=BOOKKEEPING_HINT)
+    err.data["refused"] = "bookkeeping"
+    raise err
+
+
 # --------------------------------------------------------------------------- squawk
 
 

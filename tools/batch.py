@@ -685,6 +685,9 @@ class _AtomicAttempt:
                             self.on_statement(current, res)
                     if self.record:
                         self.record(conn, current, m, self.per_file[current])
+        except DbsageError:  # from a hook (the history guard): the transaction rolled back
+            self.failed_at = (current, self.migrations[current])
+            raise
         except psycopg.Error as exc:
             m = self.migrations[current]
             self.failed_at = (current, m)

@@ -32,7 +32,9 @@ from dbsage.tools.errors import (
     ConfigError,
     DbsageError,
     DriftError,
+    MigrationFailedError,
     MigrationFileError,
+    StatementFailure,
 )
 from dbsage.tools.sqlfile import split_version_name
 
@@ -553,9 +555,93 @@ def _cli_split(text: str) -> tuple[str, ...] | None:
     return tuple(statements) if statements is not None else None
 
 
+# --- the bookkeeping is not a migration's to write -------------------------------------------
+#
+# tools/analyze.py refuses a file that writes to the history in its own statements. What it
+# cannot see (a function the migration calls, SQL a DO block builds with EXECUTE) is caught
+# here, inside the migration's transaction, just before dbsage writes its own rows, in ONE
+# query and without a trigger on anyone's table: every write, TRUNCATE, ALTER, COPY FROM,
+# CREATE INDEX/TRIGGER on a table takes a relation lock stronger than ROW SHARE that is held
+# to the end of the transaction (also when taken in a function or a released savepoint), and
+# pg_stat_xact_user_tables counts the rows this transaction inserted, updated and deleted.
+# SHARE UPDATE EXCLUSIVE is let through (a database-wide ANALYZE takes it on every table).
+# A DROP of the CLI's table shows as its schema without it while this transaction holds the
+# lock of a relation that no longer exists.
+
+# pg_lock_status() and the pg_stat_get_xact_* functions, not the pg_locks and
+# pg_stat_xact_user_tables views: a database may revoke the views from PUBLIC.
+_TOUCHED_SQL = """
+SELECT n.nspname::text, c.relname::text, l.mode, c.relkind::text,
+       pg_stat_get_xact_tuples_inserted(c.oid),
+       pg_stat_get_xact_tuples_updated(c.oid) + pg_stat_get_xact_tuples_deleted(c.oid)
+FROM pg_lock_status() l JOIN pg_class c ON c.oid = l.relation
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted
+  AND l.mode NOT IN ('AccessShareLock', 'RowShareLock', 'ShareUpdateExclusiveLock')
+  AND (n.nspname = 'dbsage' OR (n.nspname = 'supabase_migrations'
+                                AND c.relname IN ('schema_migrations', 'seed_files')))
+UNION ALL
+SELECT 'supabase_migrations', 'schema_migrations', 'dropped', 'r', 0, 0
+WHERE to_regnamespace('supabase_migrations') IS NOT NULL
+  AND to_regclass('supabase_migrations.schema_migrations') IS NULL
+  AND EXISTS (SELECT 1 FROM pg_lock_status() l WHERE l.pid = pg_backend_pid()
+              AND l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock'
+              AND NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = l.relation))
+"""
+_LOCK_MEANS = {"RowExclusiveLock": "INSERT, UPDATE, DELETE, MERGE or COPY FROM",
+               "AccessExclusiveLock": "TRUNCATE, ALTER TABLE, DROP or a rewrite",
+               "ShareLock": "CREATE INDEX", "ShareRowExclusiveLock": "CREATE TRIGGER",
+               "ExclusiveLock": "REFRESH MATERIALIZED VIEW CONCURRENTLY or LOCK TABLE",
+               "dropped": "DROP"}
+
+
+@dataclass(frozen=True)
+class BookkeepingMark:
+    """What this transaction has done to the bookkeeping so far, as _TOUCHED_SQL sees it:
+    taken after dbsage recorded a file of an atomic batch, so that its own writes (and the
+    tables it created) are not taken for the next file's."""
+
+    rows: frozenset[tuple[Any, ...]]
+
+
+def bookkeeping_mark(conn: psycopg.Connection) -> BookkeepingMark:
+    """The bookkeeping as this transaction left it until now (one query)."""
+    return BookkeepingMark(frozenset(tuple(r) for r in conn.execute(_TOUCHED_SQL).fetchall()))
+
+
+def ensure_bookkeeping_untouched(conn: psycopg.Connection, path: str,
+                                 since: BookkeepingMark | None = None) -> None:
+    """Inside the migration's transaction, before dbsage records it: MigrationFailedError
+    (the transaction then rolls back) when the migration wrote to or changed dbsage's or the
+    Supabase CLI's history in a way analysis could not see (one query). `since`: what the
+    transaction had done to it before this migration's statements (dbsage's own rows of the
+    earlier files of an atomic batch); None: nothing."""
+    seen = since.rows if since is not None else frozenset()
+    rows = conn.execute(_TOUCHED_SQL).fetchall()
+    wrong: dict[str, str] = {}
+    for row in rows:
+        if tuple(row) not in seen:
+            schema, name, mode = row[0], row[1], str(row[2])
+            wrong.setdefault(f"{schema}.{name}", _LOCK_MEANS.get(mode, mode))
+    if not wrong:
+        return
+    what = "; ".join(f"{t} ({how})" for t, how in wrong.items())
+    message = (f"{path}: the migration changed the migration history: {what}, in a statement "
+               "dbsage could not read it from (a function it calls, or SQL built at run time "
+               "with EXECUTE). Everything was rolled back; nothing was applied.")
+    failure = StatementFailure(line=0, sqlstate=None, message=message)
+    raise MigrationFailedError(message, failure=failure, path=path, hint=(
+        "A migration must not write dbsage's log (schema dbsage) or the Supabase CLI's history "
+        "(supabase_migrations.schema_migrations, seed_files): remove that write from the "
+        "function or DO block. To mark versions applied or reverted use `dbsage repair`; to "
+        "undo a run, `dbsage rollback`."))
+
+
 def record_applied(conn: psycopg.Connection, rec: HistoryRecord) -> None:
     """Insert both history rows, `statements` exactly as the Supabase CLI would write them;
-    call inside the migration's transaction."""
+    call inside the migration's transaction. Refuses (and so rolls back) a migration that
+    wrote to the history itself (`ensure_bookkeeping_untouched`)."""
+    ensure_bookkeeping_untouched(conn, rec.path)
     statements = cli_statements(rec)
     ensure_history_tables(conn)
     conn.execute("INSERT INTO supabase_migrations.schema_migrations (version, name, statements) "
@@ -859,13 +945,16 @@ def apply_run_versions(conn: psycopg.Connection, ts: str) -> list[str]:
 
 
 def record_batch_file(conn: psycopg.Connection, rec: HistoryRecord, *,
-                      check_tables: bool) -> None:
+                      check_tables: bool, since: BookkeepingMark | None = None,
+                      mark: bool = False) -> BookkeepingMark | None:
     """`record_applied` for one file of a batch: the bookkeeping tables are checked (and
     completed) for the batch's first file only (`check_tables`), since every later file runs
-    on the same session, after them, under the same lock."""
+    on the same session, after them, under the same lock. In an atomic batch, `since` is the
+    mark returned for the file before (`mark`: return one after writing this file's rows)."""
     if check_tables:
         record_applied(conn, rec)
-        return
+        return bookkeeping_mark(conn) if mark else None
+    ensure_bookkeeping_untouched(conn, rec.path, since)
     # Both rows in one statement (one round trip): the Supabase row in a data-modifying CTE.
     params: dict[str, Any] = {**rec.__dict__, "event": "apply", "status": "applied",
                               "statement_count": len(rec.statements),
@@ -873,6 +962,7 @@ def record_batch_file(conn: psycopg.Connection, rec: HistoryRecord, *,
     conn.execute("WITH sm AS (INSERT INTO supabase_migrations.schema_migrations (version, name, "
                  "statements) VALUES (%(version)s, %(name)s, %(cli_statements)s)) " + _LOG_SQL,
                  params)
+    return bookkeeping_mark(conn) if mark else None
 
 
 UPSERT_VERSION = ("INSERT INTO supabase_migrations.schema_migrations (version, name, statements) "
