@@ -677,6 +677,10 @@ def _status_text(data: dict[str, Any], front: str = "chat") -> str:
                  if lock else "Migration lock: free (no migration is running)")
     for run in data.get("runs") or ():
         lines.append(run["described"][0].upper() + run["described"][1:])
+    if data.get("scratch_databases"):
+        lines.append(f"Scratch databases a killed rollback of an older dbsage left: "
+                     f"{', '.join(data['scratch_databases'])} (the next rollback drops the ones "
+                     "nobody is connected to)")
     labels = (("applied", "Applied"), ("pending", "Pending"),
               ("drifted", "Drifted (changed since applied)"),
               ("missing", "Applied, but no file (missing)"),
@@ -749,7 +753,8 @@ def status(*, db: Db = None, as_json: Json = False, session: Session) -> Outcome
             "pid": holder.pid, "application_name": holder.application_name,
             "since": holder.since.isoformat() if holder.since else None, "user": holder.user,
             "described": holder.describe()},
-        "runs": [_run_left(r, session.front) for r in st.runs]}
+        "runs": [_run_left(r, session.front) for r in st.runs],
+        "scratch_databases": list(st.scratch)}
     ok = not (data["drifted"] or data["missing"] or data["duplicates"])
     text = _json(data) if as_json else _status_text(data, session.front)
     return Outcome("status", ok=ok, text=text, data=data, as_json=as_json,

@@ -589,6 +589,16 @@ def resolve_rollback(state: RunState) -> RollbackPlan:
     return first
 
 
+def _drop_stale_scratch_databases(state: RunState, conn: psycopg.Connection) -> None:
+    """What killed rollbacks of an older dbsage left on the server (tools/catalog.py)."""
+    from dbsage.tools.catalog import drop_stale_scratch_databases
+
+    dropped = drop_stale_scratch_databases(conn)
+    if dropped:
+        state.notices.append(f"Dropped {len(dropped)} scratch database(s) a killed rollback of "
+                             f"an older dbsage left: {', '.join(dropped)}.")
+
+
 def rollback_migration(state: RunState) -> None:
     """Reverse DDL + saved data + verification + history, in one transaction, for the run(s)
     resolved again under the lock: a run that committed since they were planned stops it."""
@@ -605,6 +615,7 @@ def rollback_migration(state: RunState) -> None:
             "the lock: a migration committed or was rolled back meanwhile); nothing was rolled "
             "back.", hint="Run the rollback again to plan it afresh.")
     paths = ensure_paths(state)
+    _drop_stale_scratch_databases(state, conn)
     result = apply_rollbacks(
         conn, [RunToUndo(p.applied_ts, p.version, p.script, p.saved, rows, p.path)
                for p, rows in chain],

@@ -1096,6 +1096,7 @@ class ProjectStatus:
     local: LocalMigrations
     lock_holder: Any = None  # lock.LockHolder, when a migration is running now
     runs: tuple[RunLeft, ...] = ()  # runs killed (or still running) that left a marker
+    scratch: tuple[str, ...] = ()  # dbsage_scratch_* databases an older dbsage left
 
     def names(self, *states: str) -> list[str]:
         return [m.file or m.version for m in self.migrations if m.state in states]
@@ -1131,7 +1132,10 @@ def project_status(conn: psycopg.Connection, project_dir: Path) -> ProjectStatus
         rows.append(MigrationStatus(m.version, m.path.name, state, e))
     rows += [MigrationStatus(v, None, "missing", e) for v, e in entries.items() if v not in seen]
     rows.sort(key=lambda r: (r.version, r.file or ""))
-    return ProjectStatus(tuple(rows), local, find_lock_holder(conn), runs_left(conn, project_dir))
+    from dbsage.tools.catalog import scratch_databases
+
+    return ProjectStatus(tuple(rows), local, find_lock_holder(conn), runs_left(conn, project_dir),
+                         tuple(d.name for d in scratch_databases(conn)))
 
 
 def runs_left(conn: psycopg.Connection, project_dir: Path) -> tuple[RunLeft, ...]:

@@ -184,3 +184,46 @@ def deadlock_timeout_ms(conn: psycopg.Connection) -> int:
     row = conn.execute("SELECT setting::int FROM pg_settings WHERE name = 'deadlock_timeout'"
                        ).fetchone()
     return int(row[0]) if row else 1000
+
+
+# Scratch databases: dbsage before a9ec98f restored snapshots into `dbsage_scratch_<12 hex>`
+# databases for every rollback, and a killed run left them on the server. No dbsage makes them
+# any more; these name the ones left, and the next rollback drops those nobody uses.
+_SCRATCH_SQL = r"""
+SELECT d.datname,
+       EXISTS (SELECT FROM pg_stat_activity a WHERE a.datid = d.oid),
+       pg_has_role(d.datdba, 'USAGE')
+FROM pg_database d WHERE d.datname ~ '^dbsage_scratch_[0-9a-f]{12}$' ORDER BY 1
+"""
+
+
+@dataclass(frozen=True)
+class ScratchDatabase:
+    """A `dbsage_scratch_*` database an older dbsage's killed rollback left."""
+
+    name: str
+    in_use: bool  # a session is connected to it: never dropped
+    owned: bool  # the role may drop it
+
+
+def scratch_databases(conn: psycopg.Connection) -> list[ScratchDatabase]:
+    return [ScratchDatabase(str(r[0]), bool(r[1]), bool(r[2]))
+            for r in conn.execute(_SCRATCH_SQL).fetchall()]
+
+
+def drop_stale_scratch_databases(conn: psycopg.Connection) -> list[str]:
+    """Drop the scratch databases nobody is connected to that the role owns (autocommit
+    session; without FORCE, so one a session has just connected to is left); the dropped."""
+    import psycopg
+    from psycopg import sql
+
+    dropped = []
+    for d in scratch_databases(conn):
+        if d.in_use or not d.owned:
+            continue
+        try:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(d.name)))
+        except psycopg.Error:
+            continue  # in use after all, or not ours: left for a later run
+        dropped.append(d.name)
+    return dropped
