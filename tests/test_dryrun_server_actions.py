@@ -129,3 +129,26 @@ def test_pre_flight_runs_none_of_them_before_its_apply(supa_db: SupaDb, project:
     assert rc == 0, out
     assert lines(host_dir / "program.txt") == 1  # the apply's run; the plan's dry-run skipped it
     assert any(STATUS_ACTS_ON_SERVER in w for w in report["warnings"])
+
+
+def test_a_dry_run_ends_no_other_session(supa_db: SupaDb, project: Path) -> None:
+    """pg_terminate_backend (postgres is in pg_signal_backend): the dry-run leaves the other
+    session alone; the apply ends it."""
+    import psycopg
+
+    path = write(project, "select pg_terminate_backend(pid) from pg_stat_activity\n"
+                          "  where application_name = 'dbsage-victim';\n"
+                          "create table public.t (id int primary key);\n"
+                          "alter table public.t enable row level security;\n")
+    with psycopg.connect(supa_db.url, autocommit=True,
+                         application_name="dbsage-victim") as victim:
+        rc, report, out = cli(project, "dry-run", str(path), "--db", supa_db.url)
+        assert rc == 0, out
+        assert report["statements"][0]["status"] == STATUS_ACTS_ON_SERVER
+        assert report["statements"][1]["status"] == "ok"
+        assert victim.execute("select 1").fetchone() == (1,)  # still connected
+        rc, report, out = cli(project, "apply", str(path), "--mode", "yolo", "--db",
+                              supa_db.url)
+        assert rc == 0, out
+        with pytest.raises(psycopg.OperationalError):
+            victim.execute("select 1")
