@@ -116,6 +116,9 @@ def run_dbsage(url: str, project: Path, paths: list[Path], name: str, out: Outco
             out.most_attempts = max(out.most_attempts, int(f.get("attempts") or 1))
         if proc.returncode != 0:
             out.failures += 1
+            exhausted = int((report.get("error") or {}).get("attempts") or 0)  # not in the batch
+            out.retries += max(0, exhausted - 1)
+            out.most_attempts = max(out.most_attempts, exhausted)
             err = (report.get("error") or {}).get("message") or proc.stderr.strip()[-300:]
             out.note = out.note or f"exit {proc.returncode}: {err}"
             if name == "up":
