@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 from dbsage.agent.grammar import (
     MODES,
@@ -255,8 +255,7 @@ def _asker(session: Session, mode: str, yes: bool, answers: str | None, task: st
     return ConsoleAsker()
 
 
-@dataclass(frozen=True)
-class AnswerPoint:
+class AnswerPoint(NamedTuple):
     """A question an --answers file can answer: its id, the answers it takes, when."""
 
     id: str
