@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import string
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dbsage.agent.modes import Question, StopRun
 from dbsage.agent.resources import analysis_of, ensure_connected, ensure_parsed
@@ -231,7 +231,46 @@ def batch_dry_run_gate(state: RunState, cp: CheckpointSpec) -> None:
         state.policy.log(cp.id, "yes", f"a passing dry-run of each of the {len(pending)} "
                          "file(s) is on record", "record")
         return
-    ask_checkpoint(state, cp)
+    from dbsage.agent.modes import YesAsker
+
+    if isinstance(state.policy.asker, YesAsker):  # --yes answers questions, it runs no check
+        _run_batch_gate(state, pending)
+        state.policy.log(cp.id, "run", f"--yes: {len(untried)} file(s) had no passing dry-run "
+                         "on record, so the batch's dry-run ran now and passed")
+        return
+    if state.policy.checkpoint(question(state, cp, detail_of(state, cp))) == "yes":
+        return
+    offer = Question("run_dry_run_now", f"Run a dry-run of the {len(pending)} pending "
+                     "migration(s) now, then apply them if it passes?",
+                     "They run in order in one transaction that is rolled back (a file that "
+                     "cannot run in one, CONCURRENTLY, is parsed and linted only).",
+                     choices=("yes", "no"), default="yes")
+    if state.policy.checkpoint(offer) != "yes":
+        raise StopRun(fill(cp.stop_message or f"Stopped at checkpoint {cp.id}.",
+                           template_values(state)), checkpoint=cp.id)
+    _run_batch_gate(state, pending)
+
+
+def _run_batch_gate(state: RunState, pending: list[Any]) -> None:
+    """The batch's dry-run before it is applied (under the run's lock); a failure stops the
+    run with exit 1, as the apply would have failed."""
+    from dbsage.agent.resources import lock_retry_policy
+    from dbsage.agent.steps import acquire_lock
+    from dbsage.tools.batch import dry_run_batch
+    from dbsage.tools.errors import MigrationFailedError
+
+    acquire_lock(state)
+    dry = dry_run_batch(ensure_connected(state),
+                        [f.migration for f in pending if f.migration is not None],
+                        lock_timeout=state.options.lock_timeout,
+                        statement_timeout=state.options.statement_timeout,
+                        retry=lock_retry_policy(state))
+    failed = dry.failed
+    if failed is not None:
+        where = f"{failed.path.name}" + (f":{failed.failure.line}" if failed.failure else "")
+        raise MigrationFailedError(f"The dry-run of the batch failed at {where}: "
+                                   f"{failed.message or 'a statement failed'} Nothing was "
+                                   "applied.", path=str(failed.path))
 
 
 def batch_confirm(state: RunState, cp: CheckpointSpec) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import Db
 from helpers import migration, run_cli
 from realism.sets import SETS, RealismSet, psql_command
 from supabase_shaped import SupaDb, SupaServer, _new_database
@@ -297,6 +298,40 @@ def test_interactive_asks_once_for_the_whole_batch(supa_db18: SupaDb, project: P
                      "post_migration_menu"]  # once for the batch, not once per file
     plan = next(q for q in asker.asked if q.id == "confirm_batch").detail
     assert all(name in plan for name in (A, B, C)) and "ACCESS EXCLUSIVE" in plan
+
+
+def test_declining_the_batch_dry_run_question_offers_one_now(db18: Db,
+                                                              project: Path) -> None:
+    """'Has a dry-run passed?' defaults to no; no offers to run the batch's dry-run now (yes:
+    it runs, then the batch applies); declining that too stops with nothing applied. (Plain
+    PostgreSQL: no advisor gate dry-runs the batch as well, so each file is logged once.)"""
+    _three(project)
+    answers = {"confirm_database": "yes", "dry_run_done": "no", "run_dry_run_now": "no"}
+    stopped = execute(parse("*up"), Session(db=db18.url, project_dir=project,
+                                            asker=ScriptedAsker(answers)))
+    assert not stopped.ok and stopped.report is not None
+    assert "up --dry-run" in stopped.report.error["message"] and _versions(db18) == []
+    asker = ScriptedAsker({**answers, "run_dry_run_now": "yes", "confirm_batch": "yes",
+                           "post_migration_menu": "4"})
+    outcome = execute(parse("*up"), Session(db=db18.url, project_dir=project, asker=asker))
+    assert outcome.ok, outcome.report and outcome.report.error
+    gate = next(q for q in asker.asked if q.id == "dry_run_done")
+    assert gate.default == "no"
+    assert [q.id for q in asker.asked][:3] == ["confirm_database", "dry_run_done",
+                                               "run_dry_run_now"]
+    assert len(_versions(db18)) == 3
+    assert db18.scalar("select count(*) from dbsage.dry_run_log where passed") == 3
+
+
+def test_yes_runs_the_batch_dry_run_instead_of_claiming_one(db18: Db, project: Path) -> None:
+    _three(project)
+    outcome = execute(parse("*up --yes --mode interactive"),
+                      Session(db=db18.url, project_dir=project))
+    assert outcome.ok and outcome.report is not None, outcome.text
+    gate = next(d for d in outcome.report.decisions if d["point"] == "dry_run_done")
+    assert gate["answer"] == "run" and gate["by"] == "rule" and "--yes" in gate["why"]
+    assert db18.scalar("select count(*) from dbsage.dry_run_log where passed") == 3
+    assert len(_versions(db18)) == 3
 
 
 def test_preflight_plans_the_batch_and_asks_everything_up_front(supa_db18: SupaDb,
