@@ -115,6 +115,18 @@ def test_the_refusal_comes_before_any_connection(project: Path) -> None:
         assert "127.0.0.1" not in report["error"]["message"]
 
 
+def test_up_refuses_the_batch_before_anything_runs(supa_db: SupaDb, project: Path) -> None:
+    migrations = project / "supabase" / "migrations"
+    _file(migrations, "create table public.a (id int primary key);\n"
+                      "alter table public.a enable row level security;\n")
+    bad = _file(migrations, "update supabase_migrations.schema_migrations set name = 'x';\n",
+                "20250102000000_bad.sql")
+    rc, report, out = cli(project, "up", "--mode", "yolo", "--db", supa_db.url)
+    assert rc == 2, out
+    assert f"{bad}:1: UPDATE {CLI} changes " in report["error"]["message"]
+    assert supa_db.scalar("select to_regclass('public.a')") is None  # not even the good file
+
+
 # --- at run time: what analysis cannot see -----------------------------------------------------
 
 FIRST = "create table public.a (id int primary key);\nalter table public.a enable row level " \
