@@ -1305,11 +1305,13 @@ class _BatchGate:
         self.gated = [_file_gated(state, m) for m in migrations]
         self.before_of: dict[int, list[LintFinding]] = {}
         self.after_of: dict[int, list[LintFinding]] = {}
+        self.deparsed: dict[Any, Any] = {}  # policies deparsed once for the whole batch
 
     def _lints(self, conn: psycopg.Connection) -> list[LintFinding]:
         from dbsage.tools.advisors import run_advisors
 
-        return run_advisors(conn, self.state.options.exposed_schemas, only=error_lints())
+        return run_advisors(conn, self.state.options.exposed_schemas, only=error_lints(),
+                            deparsed=self.deparsed)
 
     def before(self, conn: psycopg.Connection, i: int) -> None:
         if self.gated[i]:
@@ -1348,13 +1350,14 @@ def batch_introduced_errors(state: RunState) -> list[tuple[str, LintFinding]]:
     acquire_lock(state)
     conn = ensure_connected(state)
     exposed = state.options.exposed_schemas
-    baseline = run_advisors(conn, exposed, only=error_lints())
+    deparsed: dict[Any, Any] = {}  # each policy deparsed once for all the looks
+    baseline = run_advisors(conn, exposed, only=error_lints(), deparsed=deparsed)
     after: dict[int, list[LintFinding]] = {}
 
     def look(c: psycopg.Connection, k: int) -> None:
         if gated[k]:
             try:
-                after[k] = run_advisors(c, exposed, only=error_lints())
+                after[k] = run_advisors(c, exposed, only=error_lints(), deparsed=deparsed)
             except Exception as exc:  # a look (in its own savepoint), never a dry-run failure
                 state.warnings.append(f"The advisor lints could not run after {pending[k].name}: "
                                       f"{exc}")

@@ -182,6 +182,29 @@ def test_only_runs_the_named_lints(dirty: tuple[SupaDb, list[LintFinding]]) -> N
     assert set(some) <= set(findings)
 
 
+def test_kept_deparsed_policies_give_the_same_findings_until_a_policy_changes(
+        supa_db: SupaDb) -> None:
+    """The batch gate keeps the policies' deparsed expressions between its looks: the same
+    findings as a fresh run; an unchanged policy is not deparsed again; a changed one is."""
+    supa_db.execute("create table public.r (id int, owner uuid);\n"
+                    "alter table public.r enable row level security;\n"
+                    "create policy r_read on public.r for select to authenticated using (true);")
+    metadata = {"rls_references_user_metadata"}
+    kept: dict[tuple[int, str], tuple[str | None, str | None]] = {}
+    with supa_db.connect() as conn:
+        assert run_advisors(conn, ["public"], deparsed=kept) == run_advisors(conn, ["public"])
+        (key, _texts), = [(k, v) for k, v in kept.items() if v[0] == "true"]
+        # not deparsed again: what was kept is what the lints read
+        kept[key] = ("((auth.jwt() -> 'user_metadata'::text) ->> 'role'::text) = 'x'", None)
+        reused = run_advisors(conn, ["public"], only=metadata, deparsed=kept)
+        assert [(f.name, f.item) for f in reused] == [("rls_references_user_metadata", "r_read")]
+        # a changed policy (another xmin) is deparsed afresh
+        conn.execute("alter policy r_read on public.r using (owner is not null)")
+        assert run_advisors(conn, ["public"], only=metadata, deparsed=kept) == []
+        assert ("(owner IS NOT NULL)", None) in kept.values()
+        assert run_advisors(conn, ["public"], deparsed=kept) == run_advisors(conn, ["public"])
+
+
 def test_findings_do_not_depend_on_who_runs_the_lints(
         dirty: tuple[SupaDb, list[LintFinding]]) -> None:
     """supabase_admin has auth on its search_path (postgres has not): the deparsed policies,
