@@ -9,7 +9,6 @@ The patch compares the dumps with that section left out; the snapshot files stay
 from __future__ import annotations
 
 import difflib
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +29,7 @@ class DiffResult:
 def diff_snapshots(before: Path, after: Path, dest: Path) -> DiffResult:
     """Write the unified diff of the two snapshots' schemas (their DROP preambles left out)
     to `dest`; an unchanged schema gives an empty patch."""
-    text = _unified_diff(before, after)
+    text = _unified_diff(before, after, dest)
     dest.write_text(text)
     lines = text.splitlines()
     added = sum(1 for x in lines if x.startswith("+") and not x.startswith("+++"))
@@ -68,23 +67,28 @@ def _is_drop(line: str) -> bool:
         line.startswith("DROP ") or (line.startswith("ALTER ") and " DROP " in line))
 
 
-def _unified_diff(before: Path, after: Path) -> str:
+def _unified_diff(before: Path, after: Path, dest: Path) -> str:
     a = without_clean_section(before.read_text())
     b = without_clean_section(after.read_text())
     if a == b:
         return ""
     # GNU diff is linear on large, nearly equal dumps; difflib can take seconds on
     # 100k-line snapshots, so it is only the fallback where no diff binary exists.
+    from dbsage.tools.artifacts import temp_path
     from dbsage.tools.binaries import find_diff, run_child
 
     exe = find_diff()
     if exe:
-        with tempfile.TemporaryDirectory(prefix="dbsage-diff-") as tmp:
-            pa, pb = Path(tmp) / "a.sql", Path(tmp) / "b.sql"
+        # beside the patch, under names a later run removes if this one is killed meanwhile
+        pa, pb = (temp_path(dest.with_name(f"{dest.name}.{x}")) for x in ("a", "b"))
+        try:
             pa.write_text(a)
             pb.write_text(b)
             proc = run_child([str(exe), "-u", "--label", before.name, "--label",
                               after.name, str(pa), str(pb)])
+        finally:
+            pa.unlink(missing_ok=True)
+            pb.unlink(missing_ok=True)
         if proc.returncode in (0, 1):
             return proc.stdout
     return "".join(difflib.unified_diff(a.splitlines(keepends=True), b.splitlines(keepends=True),
