@@ -730,6 +730,7 @@ STEPS: dict[str, Step] = {
 _AUDIT, _LINTS, _ACCESS, _HOTPATHS = "rls_audit", "lint_findings", "access_matrix", "hotpaths"
 _BASELINE, _DELTA, _API_ROLES = "advisor_baseline", "advisor_delta", "api_roles"
 _GATE_BEFORE, _ACCEPTED, _CREATE_EXTENSION = "gate_baseline", "accepted_lints", "create_extension"
+_AUDITED_HERE = "audited_on_this_session"  # audit_rls_step's audit, for run_exposure_lints
 DOCS_DIR = ("supabase", "docs")  # where the performance analysis is written
 # The advisor lints an RLS audit runs: those about what the API exposes (issue 14's list).
 EXPOSURE_LINTS: tuple[str, ...] = (
@@ -873,7 +874,7 @@ def audit_rls_step(state: RunState) -> None:
     from dbsage.tools.rls import audit_rls
 
     audit = audit_rls(ensure_connected(state), state.options.exposed_schemas)
-    state.inputs[_AUDIT] = audit
+    state.inputs[_AUDIT] = state.inputs[_AUDITED_HERE] = audit
     _section(state, "rls", audit_doc(audit))
     s = audit.summary
     state.step_note = (f"{s.tables} table(s) in {', '.join(audit.schemas)}: {s.rls_enabled} "
@@ -884,9 +885,13 @@ def audit_rls_step(state: RunState) -> None:
 def run_exposure_lints(state: RunState) -> None:
     """The advisor lints about what the API exposes (the catalog only)."""
     from dbsage.tools.advisors import run_advisors
+    from dbsage.tools.rls import deparsed_policies
 
+    # the policies audit_rls_step deparsed on this run's session are not deparsed again
+    audit = state.inputs.pop(_AUDITED_HERE, None)
     findings = run_advisors(ensure_connected(state), state.options.exposed_schemas,
-                            only=set(EXPOSURE_LINTS))
+                            only=set(EXPOSURE_LINTS),
+                            deparsed=deparsed_policies(audit) if audit is not None else None)
     state.inputs[_LINTS] = findings
     doc = lints_doc(findings)
     _section(state, "lints", doc)

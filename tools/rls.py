@@ -61,6 +61,16 @@ class PolicyInfo:
     roles: tuple[str, ...]  # ("public",) for PUBLIC
     using: str | None
     with_check: str | None
+    # the pg_policy row (its oid and xmin): what tools/advisors.py's DeparsedPolicies is keyed
+    # by, so the lints that follow an audit need not deparse the same expressions again
+    oid: int = field(default=0, compare=False, repr=False)
+    xmin: str = field(default="", compare=False, repr=False)
+
+
+def deparsed_policies(audit: RlsAudit) -> dict[tuple[int, str], tuple[str | None, str | None]]:
+    """The audit's deparsed expressions, for run_advisors(..., deparsed=...)."""
+    return {(p.oid, p.xmin): (p.using, p.with_check) for t in audit.tables
+            for p in t.policies if p.oid}
 
 
 @dataclass(frozen=True)
@@ -132,7 +142,8 @@ _Q_AUDIT_POLICIES = """
     SELECT p.polrelid, p.polname::text, p.polcmd::text, p.polpermissive,
            ARRAY(SELECT CASE WHEN r = 0 THEN 'public' ELSE pg_get_userbyid(r)::text END
                  FROM unnest(p.polroles) r ORDER BY 1),
-           pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid)
+           pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid),
+           p.oid::int8, p.xmin::text
     FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid
     JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY(%(schemas)s::text[])
@@ -168,9 +179,9 @@ def audit_rls(conn: psycopg.Connection[Any], exposed_schemas: Sequence[str]) -> 
         tables = conn.execute(_Q_AUDIT_TABLES, params).fetchall()
         policy_rows = conn.execute(_Q_AUDIT_POLICIES, params).fetchall()
     by_table: dict[int, list[PolicyInfo]] = {}
-    for relid, name, cmd, permissive, roles, using, check in policy_rows:
+    for relid, name, cmd, permissive, roles, using, check, oid, xmin in policy_rows:
         by_table.setdefault(relid, []).append(
-            PolicyInfo(name, _POLCMD[cmd], permissive, tuple(roles), using, check))
+            PolicyInfo(name, _POLCMD[cmd], permissive, tuple(roles), using, check, oid, xmin))
     audited: list[TableRls] = []
     for oid, schema, name, owner, rls, forced, extension in tables:
         policies = by_table.get(oid, [])
