@@ -277,8 +277,18 @@ class ModePolicy:
         return self.ask(q)
 
     def override(self, q: Question, flag: str | None) -> bool:
-        """A blocking check failed but may be overridden: ask (interactive)."""
+        """A blocking check failed but may be overridden: its flag (--allow-destructive, ...)
+        given on the command line decides it; else ask (interactive)."""
+        if self.flagged(q, flag):
+            return True
         return self.ask(q) == "yes"
+
+    def flagged(self, q: Question, flag: str | None) -> bool:
+        """True (and logged) when the override's flag was given: nobody is asked."""
+        if not (flag and self.flags.get(flag)):
+            return False
+        self.log(q.id, "yes", f"{q.text} — allowed by --{flag.replace('_', '-')}")
+        return True
 
     def log(self, point: str, answer: str, why: str, by: str = "rule") -> None:
         self.decisions.append(Decision(point, answer, why, by))
@@ -346,6 +356,8 @@ class PreflightPolicy(ModePolicy):
         return answer
 
     def override(self, q: Question, flag: str | None) -> bool:
+        if self.flagged(q, flag):
+            return True
         if self.executing:
             return self.checkpoint(q) == "yes"
         self.deferred.append(q)  # asked in the plan's form; "no" there stops the run

@@ -322,3 +322,15 @@ def test_preflight_asks_the_form_once_and_then_answers_from_it() -> None:
     assert answers == {"override_no_destructive_statements": "yes", "confirm_database": "yes"}
     assert policy.checkpoint(Question("confirm_database", "Right target?")) == "yes"
     assert [d.by for d in policy.decisions] == ["user", "user", "plan"] and policy.prompts == 2
+
+
+def test_an_override_flag_decides_without_asking_in_interactive(db18: Db, project: Path) -> None:
+    db18.execute("create table public.items (id int primary key, note text);"
+                 "insert into public.items values (1, 'x')")
+    path = migration(project, "20250101000000_drop.sql", "alter table public.items drop column note;\n")
+    report, asker = run(db18, project, path, "interactive", INTERACTIVE, allow_destructive=True)
+    assert report.status == "applied", report.error  # type: ignore[attr-defined]
+    assert not [q for q in asker.asked if q.id.startswith("override_")]
+    flag = next(d for d in report.decisions  # type: ignore[attr-defined]
+                if d["point"] == "override_no_destructive_statements")
+    assert flag["answer"] == "yes" and "--allow-destructive" in flag["why"] and flag["by"] == "rule"
