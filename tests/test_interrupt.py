@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
 from conftest import Db
 from helpers import DBSAGE, migration
 
@@ -31,10 +32,21 @@ def _wait_until(db: Db, sql: str, timeout: float = 20) -> None:
     raise AssertionError(f"timed out waiting for: {sql}")
 
 
+def _running(p: psutil.Process) -> bool:
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _stop(proc: subprocess.Popen[str], sig: int) -> tuple[dict, str]:
+    children = psutil.Process(proc.pid).children(recursive=True)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 128 + sig, (proc.returncode, out, err)  # 143 TERM, 130 INT
+    # its children (in their own process groups, so the signal reached only dbsage) went too
+    _, alive = psutil.wait_procs(children, timeout=1.0)
+    assert [p for p in alive if _running(p)] == []
     return json.loads(out), err
 
 
