@@ -12,6 +12,7 @@ from dbsage.agent.state import SNAPSHOT_DIR, RunPaths, RunState, StatementOutcom
 
 if TYPE_CHECKING:
     import threading
+    from collections.abc import Sequence
     from pathlib import Path
 
     import psycopg
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from dbsage.agent.definitions import RetryPolicySpec
     from dbsage.tools.analyze import MigrationAnalysis
     from dbsage.tools.apply import LockRetryPolicy
+    from dbsage.tools.artifacts import RunMarker
     from dbsage.tools.sqlfile import MigrationFile
 
 
@@ -173,9 +175,7 @@ def ensure_paths(state: RunState) -> RunPaths:
         state.run_marker = write_run_marker(snaps, ts, state.task,
                                             str(subject) if subject else None)
         ensure_gitignore(state)
-        for run in left.runs:
-            state.notices.append(f"Run {run.ts} ({run.task}, pid {run.pid}) was killed; "
-                                 "cleaned up what it left.")
+        _after_killed_runs(state, left.runs)
         if left.files and not left.runs:
             state.notices.append(f"Removed {len(left.files)} temporary file(s) a killed run "
                                  "left in " + state.rel(snaps) + ".")
@@ -193,6 +193,28 @@ def _early_snapshot_meanwhile(state: RunState, answered: threading.Event) -> Non
     start_early_snapshot(state)
     if not answered.wait(EARLY_SNAPSHOT_PATIENCE_S):
         discard_early_snapshot(state)
+
+
+def _after_killed_runs(state: RunState, runs: Sequence[RunMarker]) -> None:
+    """Say what each killed run left; the saved-data folder of one that committed nothing
+    holds rows nothing destroyed (the clean stop of a run removes it too)."""
+    from dbsage.tools.artifacts import remove_tree
+    from dbsage.tools.history import outcomes_if_idle
+
+    outcomes = outcomes_if_idle(state.conn, [r.ts for r in runs]) if state.conn else {}
+    for run in runs:
+        what = f"Run {run.ts} ({run.task}, pid {run.pid}) was killed"
+        o = outcomes.get(run.ts)
+        if o is None:
+            state.notices.append(f"{what}; cleaned up what it left.")
+        elif o.applied or o.rolled_back:
+            done = (f"{', '.join(o.applied)} applied" if o.applied
+                    else f"{', '.join(o.rolled_back)} rolled back")
+            state.notices.append(f"{what} after its commit ({done}); cleaned up what it left.")
+        else:
+            remove_tree(state.options.project_dir / SNAPSHOT_DIR / f"{run.ts}_data")
+            state.notices.append(f"{what} before its commit (nothing was changed); cleaned up "
+                                 "what it left.")
 
 
 def end_run_marker(state: RunState) -> None:

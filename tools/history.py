@@ -1197,3 +1197,17 @@ def run_outcomes(conn: psycopg.Connection, ts: Sequence[str]) -> dict[str, RunOu
             o = RunOutcome(t, o.applied, o.rollback_available, (*o.rolled_back, version))
         out[t] = o
     return out
+
+
+def outcomes_if_idle(conn: psycopg.Connection, ts: Sequence[str]) -> dict[str, RunOutcome]:
+    """run_outcomes, or {} when the session is inside a transaction (a query must not join
+    it) or the log cannot be read: the caller then just knows less."""
+    import psycopg
+    from psycopg import pq
+
+    if not ts or conn.info.transaction_status != pq.TransactionStatus.IDLE:
+        return {}
+    try:
+        return run_outcomes(conn, ts)
+    except psycopg.Error:
+        return {}
