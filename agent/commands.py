@@ -780,6 +780,11 @@ def _run_left(r: Any, front: str) -> dict[str, Any]:
         text = f"{what} was interrupted after commit: {', '.join(o.applied)} applied"
         text += (f"; rollback available: {rollback} {r.ts}" if o.rollback_available
                  else "; no rollback plan was kept")
+    elif r.outside_transaction:
+        state = "interrupted_outside_transaction"
+        text = (f"{what} was interrupted before its history row: its statements run outside a "
+                "transaction, so those that finished before the kill are committed (look for "
+                "them, e.g. invalid indexes, before running it again)")
     else:
         state = "interrupted_before_commit"
         text = f"{what} was interrupted before commit: nothing applied"

@@ -172,8 +172,10 @@ def ensure_paths(state: RunState) -> RunPaths:
         ts = reserve_ts(snaps)
         state.paths = RunPaths.of(state.options.project_dir, ts)
         subject = state.path or state.inputs.get("migration")
-        state.run_marker = write_run_marker(snaps, ts, state.task,
-                                            str(subject) if subject else None)
+        m = state.migration
+        state.run_marker = write_run_marker(
+            snaps, ts, state.task, str(subject) if subject else None,
+            outside_transaction=m is not None and not m.transactional)
         ensure_gitignore(state)
         _after_killed_runs(state, left.runs)
         if left.files and not left.runs:
@@ -211,6 +213,9 @@ def _after_killed_runs(state: RunState, runs: Sequence[RunMarker]) -> None:
             done = (f"{', '.join(o.applied)} applied" if o.applied
                     else f"{', '.join(o.rolled_back)} rolled back")
             state.notices.append(f"{what} after its commit ({done}); cleaned up what it left.")
+        elif run.outside_transaction:
+            state.notices.append(f"{what} before its history row; the statements of its file "
+                                 "that finished (run outside a transaction) are committed.")
         else:
             remove_tree(state.options.project_dir / SNAPSHOT_DIR / f"{run.ts}_data")
             state.notices.append(f"{what} before its commit (nothing was changed); cleaned up "

@@ -262,6 +262,27 @@ def test_kill_during_a_long_statement(target: Db, project: Path, sig: int) -> No
     assert _leftovers(project) == []
 
 
+def test_sigkill_in_a_file_run_outside_a_transaction(target: Db, project: Path,
+                                                    blocker: Any) -> None:
+    target.execute("create table public.a (x int); create table public.b (y int);")
+    path = migration(project, "20300101000000_idx.sql",
+                     "create index concurrently a_x_idx on public.a (x);\n"
+                     "create index concurrently b_y_idx on public.b (y);\n")
+    blocker.execute("LOCK TABLE public.b IN SHARE UPDATE EXCLUSIVE MODE")
+    proc = _apply(target, project, path, "--lock-timeout", "0")
+    _wait_until(target, "SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name = "
+                        "'dbsage' AND wait_event_type = 'Lock' AND query LIKE '%b_y_idx%'", proc)
+    _kill(proc, signal.SIGKILL, target)
+    blocker.rollback()
+    assert target.scalar("SELECT to_regclass('public.a_x_idx') IS NOT NULL") is True
+    [run] = _status(target, project)["runs"]
+    assert run["state"] == "interrupted_outside_transaction"
+    assert "so those that finished before the kill are committed" in run["described"]
+    report = _next_apply_succeeds(target, project)
+    assert "was killed before its history row" in " ".join(report["notices"])
+    assert _leftovers(project) == []
+
+
 # --- right after the commit -------------------------------------------------------------------
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])

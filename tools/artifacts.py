@@ -146,13 +146,17 @@ class RunMarker:
     file: str | None
     started: str
     alive: bool
+    outside_transaction: bool = False
 
 
-def write_run_marker(snapshot_dir: Path, ts: str, task: str, file: str | None) -> Path:
+def write_run_marker(snapshot_dir: Path, ts: str, task: str, file: str | None, *,
+                     outside_transaction: bool = False) -> Path:
     """The marker of run `ts`, removed by `remove_run_marker` when the run ends however it ends
-    (but a SIGKILL)."""
+    (but a SIGKILL). `outside_transaction`: the file runs statement by statement (CREATE INDEX
+    CONCURRENTLY), so a kill may leave some of them committed without a history row."""
     path = snapshot_dir / f".run-{ts}.{owner_tag()}.json"
     path.write_text(json.dumps({"ts": ts, "task": task, "file": file, "pid": os.getpid(),
+                                "outside_transaction": outside_transaction,
                                 "host": host_name(),
                                 "started": datetime.now(UTC).isoformat(timespec="seconds")}),
                     encoding="utf-8")
@@ -182,7 +186,8 @@ def run_markers(snapshot_dir: Path) -> list[RunMarker]:
         pid = int(m["pid"])
         out.append(RunMarker(path, m["ts"], pid, m["host"], str(data.get("task") or "?"),
                              data.get("file"), str(data.get("started") or ""),
-                             writer_alive(pid, m["host"])))
+                             writer_alive(pid, m["host"]),
+                             bool(data.get("outside_transaction"))))
     return sorted(out, key=lambda r: (r.ts, r.pid))
 
 

@@ -1085,6 +1085,7 @@ class RunLeft:
     alive: bool
     outcome: Any  # history.RunOutcome
     before_snapshot: str | None  # the before-snapshot it finished (relative path), if any
+    outside_transaction: bool = False  # its file ran statement by statement
 
 
 @dataclass(frozen=True)
@@ -1154,7 +1155,8 @@ def runs_left(conn: psycopg.Connection, project_dir: Path) -> tuple[RunLeft, ...
         before = snaps / f"{m.ts}_before.sql"
         kept = before.is_file() and before.stat().st_size > 0
         out.append(RunLeft(m.ts, m.task, m.file, m.pid, m.alive, outcomes[m.ts],
-                           str(before.relative_to(project_dir)) if kept else None))
+                           str(before.relative_to(project_dir)) if kept else None,
+                           m.outside_transaction))
     return tuple(out)
 
 
