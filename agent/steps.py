@@ -169,7 +169,8 @@ def apply_migration(state: RunState) -> None:
             duration_ms=(datetime.now(UTC) - started).total_seconds() * 1000,
             rows_affected=sum(r.rows_affected for r in results),
             statements=[s.sql for s in m.statements],
-            snapshot_before=state.files.get("before"),
+            snapshot_before=state.files.get("before") or (
+                state.rel(paths.before) if state.before_dump is not None else None),
             snapshot_after=state.rel(paths.after), diff_patch=state.rel(paths.diff)))
 
     def progress(r: StatementResult) -> None:
@@ -183,8 +184,10 @@ def apply_migration(state: RunState) -> None:
     gate = _gate_commit(state, _rollback_recorder(state, record))
 
     def before_commit(conn: psycopg.Connection, results: list[StatementResult]) -> None:
-        _finish_before(state, conn)  # the history row names the before-snapshot
         gate(conn, results)
+        # Last: the early before-snapshot, if its pg_dump still runs, ends now, while the
+        # history rows (which name it) are already written; a failed dump rolls all back.
+        _finish_before(state, conn)
 
     try:
         state.apply_result = run(state.conn, m, lock_timeout=state.options.lock_timeout,
