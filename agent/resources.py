@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING
 from dbsage.agent.state import SNAPSHOT_DIR, RunPaths, RunState, StatementOutcome
 
 if TYPE_CHECKING:
-    import threading
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from pathlib import Path
 
     import psycopg
@@ -21,6 +20,7 @@ if TYPE_CHECKING:
     from dbsage.tools.analyze import MigrationAnalysis
     from dbsage.tools.apply import LockRetryPolicy
     from dbsage.tools.artifacts import RunMarker
+    from dbsage.tools.connection import SessionFacts
     from dbsage.tools.sqlfile import MigrationFile
 
 
@@ -84,27 +84,24 @@ def ensure_connected(state: RunState) -> psycopg.Connection:
     state.target = target
     check_target(target)
     check_not_transaction_pooler(target.url)
-    starting = answered = None
-    if state.early_wanted and state.early_snapshot is None:
-        # psql exports the snapshot while this thread connects (both mostly wait on I/O)
-        import threading
-
-        answered = threading.Event()
-        starting = threading.Thread(target=_early_snapshot_meanwhile, args=(state, answered),
-                                    daemon=True)
-        starting.start()
     policy = retry_for(state, "connection_failed")
-    try:
+
+    def open_session() -> tuple[psycopg.Connection, SessionFacts]:
         if policy:
-            state.conn = connect(target.url, autocommit=True, attempts=policy.attempts,
-                                 first_wait=policy.initial_wait_seconds)
+            conn = connect(target.url, autocommit=True, attempts=policy.attempts,
+                           first_wait=policy.initial_wait_seconds)
         else:
-            state.conn = connect(target.url, autocommit=True, attempts=1)
-        facts = inspect_session(state.conn)  # read-only? and who answers
-    finally:
-        if answered is not None and starting is not None:
-            answered.set()
-            starting.join()  # at most start_early_snapshot's own timeout
+            conn = connect(target.url, autocommit=True, attempts=1)
+        try:
+            return conn, inspect_session(conn)  # read-only? and who answers
+        except BaseException:
+            conn.close()
+            raise
+
+    if state.early_wanted and state.early_snapshot is None:
+        state.conn, facts = _connect_beside_early_snapshot(state, open_session)
+    else:
+        state.conn, facts = open_session()
     if facts.proxied:
         # A pooler: no early snapshot through it (its psql and pg_dump hold server
         # connections the check below, and the run, may need), and no transaction pooler.
@@ -188,13 +185,47 @@ def ensure_paths(state: RunState) -> RunPaths:
 EARLY_SNAPSHOT_PATIENCE_S = 2.0
 
 
-def _early_snapshot_meanwhile(state: RunState, answered: threading.Event) -> None:
-    """Start the early snapshot; give it up if the run's session has not answered its first
-    query EARLY_SNAPSHOT_PATIENCE_S later: through a pool of one server connection, psql's
-    exporting transaction holds it, and the run's session would wait for it without end."""
-    start_early_snapshot(state)
-    if not answered.wait(EARLY_SNAPSHOT_PATIENCE_S):
-        discard_early_snapshot(state)
+def _connect_beside_early_snapshot(
+        state: RunState, open_session: Callable[[], tuple[psycopg.Connection, SessionFacts]]
+        ) -> tuple[psycopg.Connection, SessionFacts]:
+    """Open the run's session in a thread while this one starts the early snapshot (psql
+    exports a snapshot, then pg_dump dumps it), and give the snapshot up if the session has
+    not answered its first query EARLY_SNAPSHOT_PATIENCE_S later: through a pool of one server
+    connection, psql's exporting transaction holds it, and the session would wait without end.
+
+    The snapshot is started here, not in the thread: the thread spends ~70 ms importing
+    psycopg (CPU-bound), and a thread other than the busy one waits for the GIL at each step
+    (starting psql, reading its answer, starting pg_dump: ~20 ms in all, measured), while the
+    main thread gets it back within the switch interval, shortened for the overlap."""
+    import sys
+    import threading
+
+    box: list[tuple[psycopg.Connection, SessionFacts] | BaseException] = []
+    answered = threading.Event()
+
+    def meanwhile() -> None:
+        try:
+            box.append(open_session())
+        except BaseException as exc:  # raised again in this thread
+            box.append(exc)
+        finally:
+            answered.set()
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(0.0005)
+    try:
+        worker = threading.Thread(target=meanwhile, name="dbsage-connect", daemon=True)
+        worker.start()
+        start_early_snapshot(state)
+        if not answered.wait(EARLY_SNAPSHOT_PATIENCE_S):
+            discard_early_snapshot(state)
+        worker.join()
+    finally:
+        sys.setswitchinterval(switch)
+    result = box[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
 def _after_killed_runs(state: RunState, runs: Sequence[RunMarker]) -> None:

@@ -45,21 +45,33 @@ def without_clean_section(text: str) -> str:
     (constraints, column defaults, publication members). The run ends at the first other
     line (`SET default_tablespace`, a `--` comment, a CREATE).
     """
-    lines = text.splitlines(keepends=True)
-    i = 0
+    # Line by line from the top with str.find, not splitlines: only the header and the DROP
+    # run are looked at (a 5,000-table dump is 200,000 lines, its DROP run a tenth of them).
+    pos, n = 0, len(text)
+
+    def line_at(p: int) -> tuple[str, int]:
+        end = text.find("\n", p)
+        end = n if end < 0 else end + 1
+        return text[p:end], end
+
     # the header: comments, \restrict, the SET/SELECT set_config lines and blank lines
-    while i < len(lines) and (not lines[i].strip() or lines[i].startswith(
-            ("--", "\\restrict", "SET ", "SELECT pg_catalog.set_config("))):
-        if lines[i].startswith("SET default_tablespace") or lines[i].startswith(
-                "SET default_table_access_method"):
+    while pos < n:
+        line, nxt = line_at(pos)
+        if line.strip() and not line.startswith(
+                ("--", "\\restrict", "SET ", "SELECT pg_catalog.set_config(")):
+            break
+        if line.startswith(("SET default_tablespace", "SET default_table_access_method")):
             return text  # past the header: no DROP section
-        i += 1
-    start = i
-    while i < len(lines) and _is_drop(lines[i]):
-        i += 1
-    if i == start:
+        pos = nxt
+    start = pos
+    while pos < n:
+        line, nxt = line_at(pos)
+        if not _is_drop(line):
+            break
+        pos = nxt
+    if pos == start:
         return text
-    return "".join(lines[:start] + lines[i:])
+    return text[:start] + text[pos:]
 
 
 def _is_drop(line: str) -> bool:
