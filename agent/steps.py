@@ -109,11 +109,14 @@ def _may_overlap_the_dump(state: RunState) -> bool:
     whose statements wants a lock pg_dump's ACCESS SHARE blocks (tools/analyze.py)."""
     from dbsage.agent.resources import analysis_of
     from dbsage.tools.analyze import compatible_with_a_dump
+    from dbsage.tools.catalog import non_tables
 
     if not any(s.id == "apply_migration" for s in state.definition.steps):
         return False
     m = ensure_parsed(state)
-    return m.transactional and compatible_with_a_dump(analysis_of(state))
+    analysis = analysis_of(state)
+    return (m.transactional and compatible_with_a_dump(analysis)
+            and not non_tables(ensure_connected(state), analysis.tables))
 
 
 def _finish_before(state: RunState, conn: psycopg.Connection) -> None:

@@ -272,3 +272,20 @@ def test_the_commit_never_waits_for_a_dump_its_own_locks_block(db: Db, tmp_path:
         assert early.dump.done and early.exporter.poll() is not None
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("sql", [
+    "alter view public.v set (security_invoker = true);",
+    "alter table public.v set (security_invoker = true);",  # ALTER TABLE works on a view too
+    "create or replace view public.v as select id, name from public.accounts;",
+])
+def test_a_view_change_waits_for_the_dump_first(db: Db, project: Path, sql: str) -> None:
+    """A view's ALTER takes ACCESS EXCLUSIVE where the same ALTER on a table would not, and
+    pg_dump reads every view's definition under ACCESS SHARE: the run waits for the dump (it
+    failed with the self-deadlock guard's error before the relation kinds were checked)."""
+    db.execute(SCHEMA + "create view public.v as select id from public.accounts;\n")
+    path = migration(project, "20300101000000_v.sql", sql + "\n")
+    report = run_apply(path, _yolo(db, project))
+    assert report.status == "applied", report.error
+    note = _step(report, "take_snapshot_before")["note"]
+    assert "kept" in note and "while the migration runs" not in note

@@ -991,8 +991,12 @@ def compatible_with_a_dump(analysis: MigrationAnalysis) -> bool:
     SHARE on every table it dumps, which only ACCESS EXCLUSIVE conflicts with, so a migration
     that takes at most EXCLUSIVE on the relations that existed before can run while the
     before-snapshot is still being written. False when analysis cannot tell (DO, CALL, a
-    SELECT of a function, an extension's script: any lock is possible)."""
+    SELECT of a function, an extension's script: any lock is possible). The caller also
+    checks that the relations named are tables (tools/catalog.non_tables): a view's ALTER
+    takes more than the same ALTER on a table."""
     return (all(a.statement.kind in _KNOWN_LOCK_KINDS and a.transactional
+                and not (a.statement.kind == "ViewStmt"  # OR REPLACE: an existing view, AX
+                         and getattr(a.statement.node, "replace", False))
                 for a in analysis.statements)
             and lock_rank(analysis.strongest_lock) < lock_rank(AX))
 

@@ -122,6 +122,24 @@ def is_table(conn: psycopg.Connection, name: str) -> bool:
     return bool(row and row[0])
 
 
+def non_tables(conn: psycopg.Connection, names: Sequence[str]) -> list[str]:
+    """Those of `names` that exist and are not ordinary or partitioned tables (views,
+    materialized views, sequences, foreign tables, ...): their lock needs are not a table's
+    (ALTER ... SET on a view takes ACCESS EXCLUSIVE), so analysis's table rules may not
+    apply to them."""
+    import psycopg
+
+    if not names:
+        return []
+    try:
+        rows = conn.execute(
+            "SELECT t FROM unnest(%s::text[]) AS t JOIN pg_class c ON c.oid = to_regclass(t) "
+            "WHERE c.relkind NOT IN ('r', 'p')", (list(names),)).fetchall()
+    except psycopg.Error:  # a name to_regclass cannot read: say all, the careful answer
+        return list(names)
+    return [r[0] for r in rows]
+
+
 def rls_enabled(conn: psycopg.Connection, table: str) -> bool:
     """Row level security is enabled on `table`."""
     row = conn.execute("SELECT relrowsecurity FROM pg_class WHERE oid = to_regclass(%s)",
