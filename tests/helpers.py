@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -47,6 +48,15 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
     full_env.update(env or {})
     return subprocess.run([DBSAGE, *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def run_cli_json(project: Path, *args: str) -> tuple[int, dict, str]:  # type: ignore[type-arg]
+    """`dbsage ARGS --json` in `project`: (exit code, the JSON report, stdout+stderr), and no
+    traceback in either."""
+    done = run_cli(*args, "--json", cwd=project)
+    out = done.stdout + done.stderr
+    assert "Traceback" not in out, out
+    return done.returncode, json.loads(done.stdout), out
 
 
 def user_tables(db: Db) -> list[str]:

@@ -7,11 +7,10 @@ non-superuser postgres."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from helpers import run_cli_json as cli
 from supabase_shaped import SupaDb
 
 from dbsage.tools.analyze import bookkeeping_writes, refuse_bookkeeping_writes
@@ -94,13 +93,6 @@ def test_a_write_to_the_history_is_refused_with_its_line(tmp_path: Path, sql: st
 ])
 def test_reading_the_history_or_naming_it_is_not_a_write(tmp_path: Path, sql: str) -> None:
     assert bookkeeping_writes(read_migration(_file(tmp_path, sql))) == ()
-
-
-def cli(project: Path, *args: str) -> tuple[int, dict, str]:  # type: ignore[type-arg]
-    done = run_cli(*args, "--json", cwd=project)
-    out = done.stdout + done.stderr
-    assert "Traceback" not in out, out
-    return done.returncode, json.loads(done.stdout), out
 
 
 def test_the_refusal_comes_before_any_connection(project: Path) -> None:

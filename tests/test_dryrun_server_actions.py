@@ -8,7 +8,6 @@ each pytest worker runs its own clusters one test at a time)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from helpers import run_cli
+from helpers import run_cli_json as cli
 from supabase_shaped import SupaDb
 
 from dbsage.tools.analyze import STATUS_ACTS_ON_SERVER
@@ -50,13 +50,6 @@ def write(project: Path, sql: str, version: str = "20250101000000") -> Path:
     path = project / "supabase" / "migrations" / f"{version}_host.sql"
     path.write_text(sql)
     return path
-
-
-def cli(project: Path, *args: str) -> tuple[int, dict, str]:  # type: ignore[type-arg]
-    done = run_cli(*args, "--json", cwd=project)
-    out = done.stdout + done.stderr
-    assert "Traceback" not in out, out
-    return done.returncode, json.loads(done.stdout), out
 
 
 def lines(path: Path) -> int:

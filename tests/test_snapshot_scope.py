@@ -11,13 +11,12 @@ and each pytest worker has clusters of its own, running one test at a time).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from helpers import run_cli_json as cli
 from supabase_shaped import SupaDb
 
 from dbsage.tools.catalog import in_snapshot_excluded_schema
@@ -63,13 +62,6 @@ def write(project: Path, sql: str, name: str = "20250101000000_things.sql") -> P
     path = project / "supabase" / "migrations" / name
     path.write_text(sql)
     return path
-
-
-def cli(project: Path, *args: str) -> tuple[int, dict, str]:  # type: ignore[type-arg]
-    done = run_cli(*args, "--json", cwd=project)
-    out = done.stdout + done.stderr
-    assert "Traceback" not in out, out
-    return done.returncode, json.loads(done.stdout), out
 
 
 def test_the_excluded_schemas_are_the_supabase_clis_and_dbsages() -> None:
