@@ -244,12 +244,12 @@ def _rows_at_stake(state: RunState, ops: Any) -> dict[Any, str]:
 def lint_clean(state: RunState) -> CheckResult:
     """squawk finds no error-level problem (warnings are reported, not blocking)."""
     from dbsage.agent.resources import ensure_parsed
-    from dbsage.tools.analyze import lint_with_squawk
+    from dbsage.tools.analyze import lint_view, lint_with_squawk
 
     m = ensure_parsed(state)
     # dbsage runs a transactional file inside one transaction; tell squawk so.
     findings = lint_with_squawk(m.path, pg_version=_pg_version(state),
-                                assume_in_transaction=m.transactional)
+                                assume_in_transaction=m.transactional, text=lint_view(m))
     state.lint = findings
     errors = [f for f in findings if f.level == "error"]
     text = "; ".join(f"line {f.line}: {f.rule}: {f.message}" for f in (errors or findings)[:5])

@@ -26,10 +26,12 @@ from dbsage.tools.execute import (
     LockRetry,
     LockRetryPolicy,
     StatementResult,
+    batches,
     describe_failure,
     failure_hint,
     reset_role,
     restore_session_settings,
+    run_batch,
     run_statement,
     session_settings,
     set_timeouts,
@@ -210,12 +212,17 @@ def _run_transaction(conn: psycopg.Connection, migration: MigrationFile, lock_ti
                          guard_key=MIGRATION_LOCK_KEY)
             if before_statements:
                 before_statements(conn)
-            for stmt, res in zip(migration.statements, results, strict=True):
-                run_statement(conn, stmt, res)
-                if stmt.index in reapply:  # the file changed a timeout: dbsage's own again
-                    set_timeouts(conn, lock_timeout, statement_timeout, local=True)
-                if on_statement:
-                    on_statement(res)
+            statements = migration.statements
+            for start, end in batches(statements, reapply):
+                if end - start == 1:
+                    run_statement(conn, statements[start], results[start])
+                else:  # a run of one shape (a bulk load): one round trip
+                    run_batch(conn, statements[start:end], results[start:end])
+                for stmt, res in zip(statements[start:end], results[start:end], strict=True):
+                    if stmt.index in reapply:  # the file changed a timeout: dbsage's own again
+                        set_timeouts(conn, lock_timeout, statement_timeout, local=True)
+                    if on_statement:
+                        on_statement(res)
             if before_commit:
                 reset_role(conn)  # the history is written as the connecting role
                 before_commit(conn, results)

@@ -276,13 +276,15 @@ def start_child(cmd: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
 
 def run_child(cmd: Sequence[str], *, timeout: float | None = None, check: bool = False,
               cwd: Path | str | None = None, env: dict[str, str] | None = None,
-              text: bool = True) -> subprocess.CompletedProcess[Any]:
+              text: bool = True, input: str | None = None) -> subprocess.CompletedProcess[Any]:
     """`subprocess.run(cmd, capture_output=True)` through `start_child`: TimeoutExpired after
-    `timeout` (the child's group killed first), CalledProcessError with `check`."""
-    proc = start_child(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, text=text, cwd=cwd, env=env)
+    `timeout` (the child's group killed first), CalledProcessError with `check`; `input` is
+    written to the child's standard input (else it reads nothing)."""
+    proc = start_child(cmd, stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=text, cwd=cwd,
+                       env=env)
     try:
-        out, err = proc.communicate(timeout=timeout)
+        out, err = proc.communicate(input, timeout=timeout)
     except BaseException:  # a timeout, Ctrl-C, SIGTERM: the child goes too
         _kill_group(proc)
         proc.wait()

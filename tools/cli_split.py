@@ -72,6 +72,7 @@ so CRLF line ends are not rewritten, since the CLI keeps ``\\r`` inside statemen
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Sequence
 
@@ -212,18 +213,48 @@ def _move(state: _State, text: str, start: int, i: int, legacy: bool) -> _State 
     return _READY_STATE  # _ESCAPE: the escaped character is consumed as it is
 
 
+#: The characters the ready state does anything with (the rest leave it as it is): what opens
+#: a state or a group, and what can complete a group's closer (``)``, the ``d`` of ``END``).
+_READY_SPECIAL = re.compile(r"[;'\"$\-/\\(cC)dD]")
+
+
 def _raw_spans(text: str, legacy: bool) -> list[tuple[int, int, bool]]:
-    """(start, end, ended_by_separator) of each raw token: the CLI's ``Split`` without transforms."""
+    """(start, end, ended_by_separator) of each raw token: the CLI's ``Split`` without transforms.
+
+    The machine moves one character at a time, except where a run of characters cannot
+    change anything: ordinary characters in the ready state, the inside of a quote, of a
+    dollar quote and of a line comment are skipped to the next character that can (the same
+    result, in C; a character at a time, a 1 MB file took half a second)."""
     spans: list[tuple[int, int, bool]] = []
     state = _READY_STATE
     closers: list[str] = []  # open groups, innermost last
     start = 0
-    for i in range(len(text)):
+    size = len(text)
+    special = _READY_SPECIAL.search
+    i = 0
+    while i < size:
+        kind = state[0]
+        if kind == _READY:
+            found = special(text, i)
+            if found is None:
+                break
+            i = found.start()
+        elif kind == _QUOTE and not state[1]:
+            i = text.find(state[2], i)  # only the quote character matters inside
+            if i < 0:
+                break
+        elif kind == _UNTIL:  # ends with the character that completes the delimiter
+            delimiter = state[2]
+            at = text.find(delimiter, i + 1 - len(delimiter))
+            if at < 0:
+                break
+            i = at + len(delimiter) - 1
         moved = _move(state, text, start, i, legacy)
+        i += 1
         if moved is None:
             if not closers:
-                spans.append((start, i + 1, True))
-                start = i + 1
+                spans.append((start, i, True))
+                start = i
                 state = _READY_STATE
             # inside a group a ";" changes nothing, not even the inner state
             continue
@@ -233,10 +264,10 @@ def _raw_spans(text: str, legacy: bool) -> list[tuple[int, int, bool]]:
             continue
         state = moved
         if state[0] == _READY:
-            while closers and _ends_with_fold(text, start, i + 1, closers[-1]):
+            while closers and _ends_with_fold(text, start, i, closers[-1]):
                 closers.pop()
-    if start < len(text):
-        spans.append((start, len(text), False))
+    if start < size:
+        spans.append((start, size, False))
     return spans
 
 

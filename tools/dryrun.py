@@ -287,7 +287,7 @@ def _refuse_transaction_control(migration: MigrationFile) -> None:
     for s in migration.statements:
         if s.kind != "TransactionStmt":
             continue
-        kind = str(s.node.kind.name).removeprefix("TRANS_STMT_") if s.node is not None else "?"
+        kind = str(s.node.kind.name).removeprefix("TRANS_STMT_") if s.tree is not None else "?"
         if kind not in _ALLOWED_TXN_KINDS:
             raise TransactionShapeError(
                 f"{migration.path}:{s.line}: {s.summary.upper()} would end the dry run's "
@@ -812,7 +812,7 @@ def _rename_entry(m: _Matches, before: CatalogSnapshot, after: CatalogSnapshot, 
 def _replaced_views(statements: Iterable[Statement]) -> frozenset[str]:
     names = set()
     for s in statements:
-        if s.kind == "ViewStmt" and s.node is not None and s.node.replace:
+        if s.kind == "ViewStmt" and s.tree is not None and s.node.replace:
             rv = s.node.view
             names.add(f"{rv.schemaname}.{rv.relname}" if rv.schemaname else str(rv.relname))
     return frozenset(names)
@@ -1863,7 +1863,7 @@ def _deallocate_prepared(conn: psycopg.Connection, migration: MigrationFile) -> 
     from psycopg import sql
 
     for s in migration.statements:
-        if s.kind == "PrepareStmt" and s.node is not None:
+        if s.kind == "PrepareStmt" and s.tree is not None:
             row = conn.execute("SELECT EXISTS (SELECT FROM pg_prepared_statements WHERE name = %s)",
                                (s.node.name,)).fetchone()
             if row and row[0]:
@@ -1917,7 +1917,7 @@ def non_transactional_warnings(migration: MigrationFile, *,
     and that the apply will do again (leaving out the statements in `skip`: not run)."""
     warnings = []
     for s in migration.statements:
-        if s.node is None or not s.transactional or s.index in skip:
+        if s.tree is None or not s.transactional or s.index in skip:
             continue
         found: dict[str, str] = {}
         for node in walk(s.node):

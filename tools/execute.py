@@ -10,7 +10,7 @@ lock_timeout at a time.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -167,6 +167,71 @@ def run_statement(conn: psycopg.Connection, stmt: Statement, res: StatementResul
     finally:  # a failed statement keeps how long it ran before it failed
         res.duration_ms = (time.perf_counter() - t0) * 1000
     res.status = "ok"
+
+
+#: At most this many statements, and about this many characters, go in one message.
+BATCH_STATEMENTS = 500
+BATCH_CHARS = 256 * 1024
+
+
+def batches(statements: Sequence[Statement], alone: frozenset[int] = frozenset()
+            ) -> Iterator[tuple[int, int]]:
+    """(start, end) slices of `statements` to send to the server in one message each: a run
+    of consecutive statements of the same shape (`Statement.shape`: the same statement with
+    other constants, as a bulk load or a backfill written as many INSERTs or UPDATEs is) goes
+    together, up to BATCH_STATEMENTS and about BATCH_CHARS; every other statement, and each
+    of the statement indexes in `alone`, goes alone. Sending 10,000 INSERTs one round trip at
+    a time cost more than running them."""
+    i, n = 0, len(statements)
+    while i < n:
+        first = statements[i]
+        end, size = i + 1, len(first.sql)
+        shape = first.shape
+        if shape is not None and first.index not in alone:
+            while (end < n and end - i < BATCH_STATEMENTS and size < BATCH_CHARS
+                   and statements[end].shape == shape and statements[end].index not in alone):
+                size += len(statements[end].sql)
+                end += 1
+        yield i, end
+        i = end
+
+
+def run_batch(conn: psycopg.Connection, stmts: Sequence[Statement],
+              results: Sequence[StatementResult]) -> None:
+    """Run statements of one shape (see `batches`) in one simple-query message, as the file
+    has them, recording each one's rows in `results` and an equal share of the time (one
+    message has one duration); the one that failed is marked "failed" and its error raised,
+    the ones after it stay "not_run". PostgreSQL runs the statements of such a message one
+    after the other, each under statement_timeout on its own, and stops at the first error;
+    its results come back one per statement, so the failing statement is known exactly.
+
+    The statements are joined with `;`: a shape has no comment that could swallow it."""
+    from psycopg import errors
+    from psycopg.generators import execute
+    from psycopg.pq import ExecStatus
+
+    body = ";\n".join(s.sql for s in stmts).encode(conn.info.encoding)
+    for res in results:
+        res.status = "failed"  # until its result says otherwise
+    t0 = time.perf_counter()
+    with conn.lock:
+        conn.pgconn.send_query(body)
+        answers = conn.wait(execute(conn.pgconn))
+    share = (time.perf_counter() - t0) * 1000 / max(len(answers), 1)
+    failed = None
+    for res, answer in zip(results, answers, strict=False):
+        res.duration_ms = share
+        if answer.status == ExecStatus.FATAL_ERROR:
+            failed = answer
+            break
+        res.status = "ok"
+        res.rows_affected = max(answer.command_tuples or 0, 0)
+    for res in results[len(answers):]:
+        res.status = "not_run"
+    if failed is not None:
+        raise errors.error_from_result(failed, encoding=conn.info.encoding)
+    if len(answers) != len(results):  # cannot happen: one result per statement
+        raise errors.InternalError(f"{len(answers)} results for {len(results)} statements")
 
 
 def statement_failure(exc: Exception, stmt: Statement | None) -> StatementFailure:

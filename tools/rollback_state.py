@@ -418,10 +418,23 @@ def references(migration: MigrationFile) -> References:
     if _LAST_REFS and _LAST_REFS[0][0] is migration:
         return _LAST_REFS[0][1]
     refs = References()
+    seen: set[str] = set()  # shapes whose every statement adds what the first one added
     for stmt in migration.statements:
+        shape = stmt.shape
+        if shape is not None and shape in seen:
+            continue
         _refs_of(stmt.node, stmt.line, refs)
+        if shape is not None and stmt.kind in _SHAPE_KINDS and not any(
+                type(n).__name__ in ("FuncCall", "TypeCast") for n in walk(stmt.node)):
+            seen.add(shape)
     _LAST_REFS[:] = [(migration, refs)]
     return refs
+
+
+#: The statement kinds whose references do not depend on their constants or their line once
+#: they call no function and cast nothing (`nextval('s')`, `'t'::regclass` name objects in
+#: strings): all a second INSERT of the same shape adds to `References` is already there.
+_SHAPE_KINDS = frozenset({"InsertStmt", "UpdateStmt", "DeleteStmt"})
 
 
 def _refs_of(node: Any, line: int, refs: References) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +41,28 @@ class Statement:
     end_line: int
     kind: str  # pglast node name, e.g. "CreateStmt"
     transactional: bool  # False for CREATE INDEX CONCURRENTLY, VACUUM, ...
-    node: Any = field(default=None, compare=False, repr=False)
+    #: The pglast node, or UNPARSED until `node` is first read (then parsed from `sql`).
+    tree: Any = field(default=None, compare=False, repr=False)
+    #: The statement's text with its literal constants blanked (`shape_key`), or None: every
+    #: statement of a file with the same shape has the same kind and structure, and differs
+    #: from the others only in constant values. Analyses that do not depend on those values
+    #: compute a shape once (a file of 10,000 INSERTs has one).
+    shape: str | None = field(default=None, compare=False, repr=False)
 
     @property
+    def node(self) -> Any:
+        """The statement's pglast node (None for a statement made without one). Parsed from
+        `sql` the first time it is read when the file's parse left it for later."""
+        tree = self.tree
+        if tree is UNPARSED:
+            tree = parse_one(self.sql)
+            object.__setattr__(self, "tree", tree)  # a cache: the statement stays the same
+        return tree
+
+    @cached_property
     def summary(self) -> str:
-        """The statement's first line, shortened for reports."""
+        """The statement's first line, shortened for reports (worked out once: reports of a
+        10,000-statement file ask for it several times each)."""
         first = " ".join(self.sql.split())
         return first if len(first) <= 80 else first[:77] + "..."
 
@@ -197,24 +215,39 @@ def parse_statements(text: str, path: str = "<sql>", *, allow_transaction_contro
     `allow_transaction_control`: then a balanced BEGIN ... COMMIT is kept, unstripped, to run
     as written) or a file mixing transactional and non-transactional statements.
     """
-    from pglast import parse_sql
-    from pglast.parser import ParseError
+    from pglast.parser import ParseError, split
 
     lines = _Lines(text)
     refuse_hidden_characters(text, path, lines)
     try:
-        raw_stmts = parse_sql(text)
+        # PostgreSQL's parser finds the statements (in C, no Python tree); each distinct
+        # shape is then parsed into a tree once, and the rest of its statements only when
+        # something reads their `node` (at 10,000 statements, building every tree was most
+        # of dbsage's time).
+        slices = split(text, only_slices=True)
     except ParseError as exc:
         raise _syntax_error(exc, text, lines, path) from None
     stmts = []
-    for raw in raw_stmts:
-        start = raw.stmt_location or 0
-        sql = text[start: start + raw.stmt_len] if raw.stmt_len else text[start:]
-        sql = sql.strip().rstrip(";").rstrip()
-        line, col = lines.at(start)
-        end_line, _ = lines.at(start + len(sql))
-        stmts.append(Statement(0, sql, line, col, end_line, type(raw.stmt).__name__,
-                               _is_transactional(raw.stmt), raw.stmt))
+    first_of: dict[str, Statement] = {}
+    starts, offsets = lines.starts, bisect.bisect_right
+    for i, piece in enumerate(slices, 1):
+        start = piece.start or 0
+        sql = text[piece].rstrip(";").rstrip()
+        row = offsets(starts, start) - 1
+        col = start - starts[row] + 1
+        end_line = offsets(starts, start + len(sql)) if "\n" in sql else row + 1
+        key = shape_key(sql)
+        same = first_of.get(key) if key is not None else None
+        if same is not None:
+            stmts.append(Statement(i, sql, row + 1, col, end_line, same.kind, same.transactional,
+                                   UNPARSED, key))
+            continue
+        node = parse_one(sql)
+        stmt = Statement(i, sql, row + 1, col, end_line, type(node).__name__,
+                         _is_transactional(node), node, key)
+        if key is not None:
+            first_of[key] = stmt
+        stmts.append(stmt)
     if not stmts:
         raise MigrationFileError(f"{path}: the file contains no SQL statements.", path=path,
                                  hint="Write the migration's SQL, or delete the empty file.")
@@ -224,11 +257,49 @@ def parse_statements(text: str, path: str = "<sql>", *, allow_transaction_contro
         raise MigrationFileError(f"{path}: the file holds only BEGIN/COMMIT, no statements.",
                                  path=path)
     _check_transaction_shape(stmts, path, lines)
-    numbered = tuple(
-        Statement(i, s.sql, s.line, s.column, s.end_line, s.kind, s.transactional, s.node)
+    if not wrapped:
+        return tuple(stmts), wrapped
+    numbered = tuple(  # the outer BEGIN went: one less before each
+        Statement(i, s.sql, s.line, s.column, s.end_line, s.kind, s.transactional, s.tree,
+                  s.shape)
         for i, s in enumerate(stmts, 1)
     )
     return numbered, wrapped
+
+
+#: `Statement.tree` of a statement whose tree is built when first read.
+UNPARSED: Any = type("Unparsed", (), {"__repr__": lambda self: "UNPARSED"})()
+
+
+def parse_one(sql: str) -> Any:
+    """The pglast node of one statement that PostgreSQL's parser has already split out of a
+    file (so it parses)."""
+    from pglast import parse_sql
+
+    return parse_sql(sql)[0].stmt
+
+
+#: What `shape_key` blanks: a standard string constant ('it''s'; not E'', B'', X'', U&'',
+#: N'', which keep their quotes) or a decimal number.
+_LITERAL = re.compile(r"(?<![\w&])'[^']*(?:''[^']*)*'|(?<![\w$.])\d[\d_]*(?:\.\d*)?"
+                      r"(?:[eE][+-]?\d+)?(?![\w$.])")
+
+
+def shape_key(sql: str) -> str | None:
+    """`sql` with its string and number constants blanked, or None when its text is not plain
+    enough to be sure. Two statements with the same key are the same tokens in the same order
+    apart from the values of their constants: the same kind of statement, on the same
+    objects, with the same structure.
+
+    Read left to right like PostgreSQL's lexer, a plain text's strings and numbers are found
+    exactly. What is not plain (a quoted name, a dollar quote or parameter, a backslash, a
+    comment, a prefixed string, a `?` operator) starts outside any string found, so once
+    they are blanked it is still there, and the text has no key."""
+    key = _LITERAL.sub("\x00", sql)  # NUL cannot be in a file's text (refused before)
+    if ("'" in key or '"' in key or "$" in key or "\\" in key or "?" in key or "--" in key
+            or "/*" in key):
+        return None
+    return key
 
 
 def _syntax_error(exc: Exception, text: str, lines: _Lines, path: str) -> MigrationFileError:
@@ -554,7 +625,9 @@ def walk(node: Any) -> Iterator[Any]:
         if isinstance(n, node_type):
             yield n
             cls = type(n)
-            slots = child_slots.get(cls) or _child_slots(cls)
+            slots = child_slots.get(cls)
+            if slots is None:
+                slots = _child_slots(cls)
             if slots:
                 children = [c for c in (getattr(n, a, None) for a in slots) if c is not None]
                 children.reverse()
@@ -575,7 +648,7 @@ def called_functions(stmt: Statement) -> Iterator[tuple[str, Any]]:
     """The functions `stmt` calls when it runs: (lower-case name, pglast FuncCall) for each
     call in its expressions; none for a statement that stores expressions to run later
     (CREATE VIEW, FUNCTION, POLICY, TABLE defaults, ...)."""
-    if stmt.node is None or stmt.kind in _DEFINING_KINDS:
+    if stmt.tree is None or stmt.kind in _DEFINING_KINDS:
         return
     for n in walk(stmt.node):
         if type(n).__name__ == "FuncCall":
@@ -598,7 +671,7 @@ def constant_text(node: Any) -> str | None:
 
 def do_block_body(stmt: Statement) -> tuple[str, int] | None:
     """A DO block's code and its offset within `stmt.sql` (None for other statements)."""
-    if stmt.kind != "DoStmt" or stmt.node is None:
+    if stmt.kind != "DoStmt" or stmt.tree is None:
         return None
     for arg in stmt.node.args or ():
         if getattr(arg, "defname", None) == "as":
@@ -662,6 +735,9 @@ def _refused(path: str, line: int, column: int | None, lines: _Lines, what: str,
     return err
 
 
+_REFUSE_LOOKS_AT = frozenset({"VariableSetStmt", "DiscardStmt", "CopyStmt"})
+
+
 def refuse_unsafe_statements(stmts: list[Statement], text: str, path: str,
                              lines: _Lines) -> None:
     """Refuse, before anything runs, the statements dbsage cannot run safely in a migration.
@@ -677,7 +753,8 @@ def refuse_unsafe_statements(stmts: list[Statement], text: str, path: str,
     low = text.lower()
     calls = "advisory" in low or "set_config" in low
     for s in stmts:
-        node, kind = s.node, s.kind
+        kind = s.kind
+        node = s.node if kind in _REFUSE_LOOKS_AT else None  # others' trees wait (unparsed)
         if kind == "VariableSetStmt" and node is not None:
             _refuse_setting(s, node, path, lines)
         elif kind == "DiscardStmt" and node is not None:
