@@ -109,9 +109,10 @@ def _conn(state: RunState) -> psycopg.Connection:
 @check("connection_established")
 def connection_established(state: RunState) -> CheckResult:
     """The target answers a query on the run's session."""
+    conn = _conn(state)  # first: in yolo this starts the early before-snapshot
     from dbsage.tools.catalog import answers
 
-    if not answers(_conn(state)):
+    if not answers(conn):
         return _fail("the database did not answer SELECT 1")
     return _ok(f"connected to {state.target_label} (PostgreSQL {state.server_version})")
 

@@ -126,8 +126,6 @@ def dry_run_gate(state: RunState, cp: CheckpointSpec) -> None:
     """Action `dry_run_gate`: has this exact file passed a dry-run? yolo never runs one first
     (the apply already runs every statement once, in a transaction that any error rolls
     back); the other modes ask only when dbsage has no record of a passing dry-run."""
-    from dbsage.tools.dryrun import find_passing_dry_run
-
     if state.options.flags.get("skip_dry_run"):
         state.policy.log(cp.id, "skipped", "--no-dry-run: the user chose to apply without one")
         return
@@ -138,6 +136,8 @@ def dry_run_gate(state: RunState, cp: CheckpointSpec) -> None:
         state.policy.log(cp.id, "yes", "the pre-flight plan's dry-run of this file passed",
                          "record")
         return
+    from dbsage.tools.dryrun import find_passing_dry_run  # not for yolo: 11 dataclasses
+
     record = find_passing_dry_run(ensure_connected(state), ensure_parsed(state).checksum)
     if record is not None:
         state.policy.log(cp.id, "yes", f"a passing dry-run of this checksum is on record "

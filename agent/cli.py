@@ -157,11 +157,17 @@ def present(outcome: Outcome) -> None:
         typer.echo(text, err=not outcome.ok and not outcome.as_json)
 
 
-def _session() -> Session:
+def _warm_up() -> None:
+    # agent/render.py is imported when the run first waits (for its after-snapshot), not
+    # before the before-snapshot can start.
     from dbsage.agent.render import warm_up
 
+    warm_up()
+
+
+def _session() -> Session:
     return Session(front="cli", interactive=sys.stdin.isatty() and sys.stdout.isatty(),
-                   while_waiting=warm_up)
+                   while_waiting=_warm_up)
 
 
 def _parameters(spec: CommandSpec) -> list[inspect.Parameter]:

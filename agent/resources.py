@@ -196,7 +196,9 @@ def _connect_beside_early_snapshot(
     The snapshot is started here, not in the thread: the thread spends ~70 ms importing
     psycopg (CPU-bound), and a thread other than the busy one waits for the GIL at each step
     (starting psql, reading its answer, starting pg_dump: ~20 ms in all, measured), while the
-    main thread gets it back within the switch interval, shortened for the overlap."""
+    main thread gets it back within the switch interval, shortened for the overlap. The
+    thread starts once psql has its query (tools/snapshot `meanwhile`): up to there this
+    thread has the GIL to itself, and it then waits for psql's answer."""
     import sys
     import threading
 
@@ -215,8 +217,7 @@ def _connect_beside_early_snapshot(
     sys.setswitchinterval(0.0005)
     try:
         worker = threading.Thread(target=meanwhile, name="dbsage-connect", daemon=True)
-        worker.start()
-        start_early_snapshot(state)
+        start_early_snapshot(state, meanwhile=worker.start)
         if not answered.wait(EARLY_SNAPSHOT_PATIENCE_S):
             discard_early_snapshot(state)
         worker.join()
@@ -262,15 +263,16 @@ def end_run_marker(state: RunState) -> None:
         state.run_marker = None
 
 
-def start_early_snapshot(state: RunState) -> None:
-    """Start the before-snapshot now, ahead of the lock (see tools/snapshot.py)."""
+def start_early_snapshot(state: RunState, meanwhile: Callable[[], None] | None = None) -> None:
+    """Start the before-snapshot now, ahead of the lock (see tools/snapshot.py); `meanwhile`
+    is called while psql exports the snapshot."""
     from dbsage.tools.artifacts import temp_path
     from dbsage.tools.snapshot import start_early_snapshot as start
 
     assert state.target is not None
     state.early_wanted = False
     tmp = temp_path(state.options.project_dir / SNAPSHOT_DIR / "early-before.sql")
-    state.early_snapshot = start(state.target.url, tmp)
+    state.early_snapshot = start(state.target.url, tmp, meanwhile=meanwhile)
 
 
 def discard_early_snapshot(state: RunState) -> None:

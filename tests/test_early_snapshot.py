@@ -3,6 +3,7 @@ background, and pg_dump/psql command lines without passwords. Real servers, real
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,9 @@ def test_a_migration_committed_before_the_lock_makes_the_run_dump_again(
     mine = migration(project, "20300101000001_mine.sql", "create table public.mine (id int);\n")
     started = resources.start_early_snapshot
 
-    def start_then_let_another_run_commit(ctx: resources.RunState) -> None:
-        started(ctx)
+    def start_then_let_another_run_commit(ctx: resources.RunState,
+                                          meanwhile: Callable[[], None] | None = None) -> None:
+        started(ctx, meanwhile)
         assert ctx.early_snapshot is not None
         ctx.early_snapshot.wait_for_dump()  # the early dump predates the other migration
         monkeypatch.setattr(resources, "start_early_snapshot", started)

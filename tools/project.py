@@ -28,15 +28,17 @@ returns the defaults with `path=None` (a project without `supabase init`, or pla
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dbsage.tools.errors import ConfigError
+
+if TYPE_CHECKING:
+    import tomllib
 
 __all__ = ["CONFIG_FILE", "SUPABASE_DIR", "ApiConfig", "DbConfig", "MigrationsConfig",
            "ProjectConfig", "SeedConfig", "parse_project_config", "read_config_file",
@@ -150,6 +152,8 @@ def parse_project_config(text: str, path: Path = CONFIG_FILE) -> ProjectConfig:
         ConfigError: not valid TOML (file:line:column from tomllib), or a known key has the
             wrong type (file:line of the key).
     """
+    import tomllib  # not on every start-up: most runs find the project without reading it
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -16,6 +16,8 @@ from dbsage.tools.catalog import SNAPSHOT_EXCLUDED_SCHEMAS, snapshot_excluded_re
 from dbsage.tools.errors import BinaryNotFoundError, SnapshotError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import psycopg
 
 _DUMPS = itertools.count(1)  # numbers the dumps of this process (application_name)
@@ -384,13 +386,33 @@ class EarlySnapshot:
         self.dump.cancel()
 
 
-def start_early_snapshot(url: str, tmp: Path, *, timeout_s: float = 5.0) -> EarlySnapshot | None:
+def start_early_snapshot(url: str, tmp: Path, *, timeout_s: float = 5.0,
+                         meanwhile: Callable[[], None] | None = None) -> EarlySnapshot | None:
     """Export a snapshot from a psql session and start pg_dump on it; None if that cannot be
     done (no psql, no answer within `timeout_s`, no pg_dump for the server) or should not be
-    (another migration holds the lock): the run then goes on as without it."""
+    (another migration holds the lock): the run then goes on as without it.
+
+    `meanwhile` is called once psql has its query, before its answer is awaited: work it
+    starts in another thread then takes no GIL from the steps up to psql's start (and psql's
+    round trip leaves this thread idle). It is called before this returns in any case."""
+    pending = [meanwhile] if meanwhile is not None else []
+
+    def once() -> None:
+        while pending:
+            pending.pop()()
+
+    try:
+        return _start_early(url, tmp, timeout_s, once)
+    finally:
+        once()
+
+
+def _start_early(url: str, tmp: Path, timeout_s: float,
+                 meanwhile: Callable[[], None]) -> EarlySnapshot | None:
     import selectors
 
     from dbsage.tools.connection import libpq_argv_env
+    from dbsage.tools.lock import holder_count_sql
 
     try:
         psql = find_psql()  # the server's version is not known yet
@@ -407,10 +429,9 @@ def start_early_snapshot(url: str, tmp: Path, *, timeout_s: float = 5.0) -> Earl
         return None
     assert exporter.stdin is not None and exporter.stdout is not None
     try:
-        from dbsage.tools.lock import holder_count_sql
-
         exporter.stdin.write(_EXPORT_SQL.format(holders=holder_count_sql(), scope=SCOPE_SQL))
         exporter.stdin.flush()
+        meanwhile()
         with selectors.DefaultSelector() as sel:
             sel.register(exporter.stdout, selectors.EVENT_READ)
             answer = exporter.stdout.readline() if sel.select(timeout_s) else ""
