@@ -311,10 +311,20 @@ ACTIONS: dict[str, Action] = {"ask": ask, "dry_run_gate": dry_run_gate, "menu": 
 
 # --- what a question shows ----------------------------------------------------------------------
 
+#: A question lists at most this many statements (a screen, not a 10,000-line scroll).
+SHOWN_STATEMENTS = 40
+
+
 def statements_with_locks(state: RunState) -> str:
-    """Every statement with the lock level it takes."""
-    return "\n".join(f"  line {a.statement.line:<4} {a.lock_level or 'no table lock':<22} "
-                     f"{a.statement.summary}" for a in analysis_of(state).statements)
+    """The statements with the lock level each takes: the first SHOWN_STATEMENTS, then how
+    many more there are."""
+    analyses = analysis_of(state).statements
+    lines = [f"  line {a.statement.line:<4} {a.lock_level or 'no table lock':<22} "
+             f"{a.statement.summary}" for a in analyses[:SHOWN_STATEMENTS]]
+    if len(analyses) > SHOWN_STATEMENTS:
+        lines.append(f"  ... and {len(analyses) - SHOWN_STATEMENTS:,} more statement(s) "
+                     "(`dbsage plan` lists every one)")
+    return "\n".join(lines)
 
 
 def reverse_script(state: RunState) -> str:

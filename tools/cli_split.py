@@ -234,11 +234,40 @@ def _raw_spans(text: str, legacy: bool) -> list[tuple[int, int, bool]]:
     i = 0
     while i < size:
         kind = state[0]
+        if kind == _QUOTE and state[1] and text[i] != state[2]:
+            state = _READY_STATE  # a quote closed: this character is the ready state's
+            kind = _READY
         if kind == _READY:
             found = special(text, i)
             if found is None:
                 break
             i = found.start()
+            # the ready state's commonest moves, as _from_ready and the closer test below
+            # make them
+            ch = text[i]
+            if ch == ";":
+                i += 1
+                if not closers:
+                    spans.append((start, i, True))
+                    start = i
+                continue
+            if ch == "'" or ch == '"':
+                state = (_QUOTE, 0, ch)
+                i += 1
+                continue
+            if ch == "(":
+                closers.append(")")
+                i += 1
+                continue
+            if ch == ")":  # closes every group whose closer is ")" on top (`((a)` + `)`)
+                while closers and closers[-1] == ")":
+                    closers.pop()
+                i += 1
+                continue
+            if ch in "cC" and (i - 5 < start or text[i - 5] not in "aA"
+                               or not _completes_begin_atomic(text, start, i + 1, legacy)):
+                i += 1  # not the c of ...atomic
+                continue
         elif kind == _QUOTE and not state[1]:
             i = text.find(state[2], i)  # only the quote character matters inside
             if i < 0:

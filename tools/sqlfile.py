@@ -82,7 +82,7 @@ class MigrationFile:
     #: with its transaction control allowed and has some in the middle; else empty.
     transaction_control: tuple[Statement, ...] = ()
 
-    @property
+    @cached_property
     def transactional(self) -> bool:
         """True when every statement may run inside one transaction (of dbsage's own)."""
         return not self.transaction_control and all(s.transactional for s in self.statements)
