@@ -59,12 +59,17 @@ class Statement:
             object.__setattr__(self, "tree", tree)  # a cache: the statement stays the same
         return tree
 
-    @cached_property
+    @property
     def summary(self) -> str:
         """The statement's first line, shortened for reports (worked out once: reports of a
-        10,000-statement file ask for it several times each)."""
-        first = " ".join(self.sql.split())
-        return first if len(first) <= 80 else first[:77] + "..."
+        10,000-statement file ask for it several times each; functools.cached_property takes
+        a lock for each statement's first time, which cost more than the summary)."""
+        shown: str | None = self.__dict__.get("_summary")
+        if shown is None:
+            first = " ".join(self.sql.split())
+            shown = first if len(first) <= 80 else first[:77] + "..."
+            object.__setattr__(self, "_summary", shown)  # a cache: the statement stays the same
+        return shown
 
 
 @dataclass(frozen=True)
