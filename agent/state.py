@@ -290,13 +290,16 @@ def build_report(state: RunState) -> RunReport:
 def _file_warnings(state: RunState) -> list[str]:
     """What the file's own SET/set_config lines change (pg_dump's header named as such) and
     what it does on the database host, each with its line: plan, dry-run and apply say so."""
-    files = [state.migration] if state.migration is not None else [
-        f.migration for f in (state.batch.pending if state.batch else ()) if f.migration]
+    if state.migration is not None:
+        files = [(state.migration, state.analysis)]
+    else:
+        files = [(f.migration, f.analysis) for f in (state.batch.pending if state.batch else ())
+                 if f.migration]
     if not files:
         return []
     from dbsage.tools.analyze import file_warnings
 
-    return [f"{m.path.name} {w}" for m in files for w in file_warnings(m)]
+    return [f"{m.path.name} {w}" for m, a in files for w in file_warnings(m, a)]
 
 
 def _statement_dict(s: StatementOutcome) -> dict[str, Any]:

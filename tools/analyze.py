@@ -1365,12 +1365,19 @@ def server_actions(migration: MigrationFile) -> tuple[ServerAction, ...]:
     return tuple(a for a in found if a is not None)
 
 
-def file_warnings(migration: MigrationFile) -> tuple[str, ...]:
+def file_warnings(migration: MigrationFile,
+                  analysis: MigrationAnalysis | None = None) -> tuple[str, ...]:
     """What the file's own settings change, what it does on the database host and what it
     changes that the snapshots leave out, one `line N: ...` sentence each, in file order (for
-    plan, dry-run and apply reports)."""
-    items: list[tuple[int, str]] = [(c.line, c.message) for c in setting_changes(migration)]
-    items += [(a.line, a.message) for a in server_actions(migration)]
+    plan, dry-run and apply reports). With the file's `analysis`, its settings and host
+    effects are taken from it rather than worked out again."""
+    if analysis is not None and analysis.statements and \
+            analysis.statements[0].statement is migration.statements[0]:
+        settings, actions = analysis.settings, analysis.server_actions
+    else:
+        settings, actions = setting_changes(migration), server_actions(migration)
+    items: list[tuple[int, str]] = [(c.line, c.message) for c in settings]
+    items += [(a.line, a.message) for a in actions]
     items += [(c.line, c.message) for c in excluded_schema_changes(migration)]
     return tuple(text for _, text in sorted(items, key=lambda x: x[0]))
 
