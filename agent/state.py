@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from dbsage.tools.batch import BatchDryRun, BatchResult, LocalFile, LocalMigrations, PendingPlan
     from dbsage.tools.connection import Target
     from dbsage.tools.dryrun import DryRunResult
+    from dbsage.tools.history import CliSplit
     from dbsage.tools.rollback import DataTarget, ReverseScript, SavedData
     from dbsage.tools.smoke import SmokeReport
     from dbsage.tools.snapshot import EarlySnapshot
@@ -131,6 +132,7 @@ class BatchFile:
     data_targets: list[DataTarget] = field(default_factory=list)
     saved_data: list[SavedData] = field(default_factory=list)
     first_statement: int = 0  # where its statements start in RunState.statements
+    cli_split: CliSplit | None = field(default=None, repr=False)  # made before the lock
     # "pending", then "applied", "failed", "rolled_back" (atomic), "not_run"; dry-run:
     # "passed", "failed", "parsed_only", "not_run"
     status: str = "pending"

@@ -18,7 +18,7 @@ from dbsage.agent.resources import (
     ensure_paths,
     lock_retry_policy,
 )
-from dbsage.agent.state import Pending, RollbackPlan, RunState, StatementOutcome
+from dbsage.agent.state import BatchFile, Pending, RollbackPlan, RunState, StatementOutcome
 from dbsage.tools.errors import DbsageError
 
 if TYPE_CHECKING:
@@ -257,14 +257,18 @@ def check_plan_still_holds(state: RunState) -> None:
 
 def diff_snapshots(state: RunState) -> None:
     """Write the unified diff of the before and after snapshots (once both exist)."""
+    from dbsage.tools.diff import Side, read_side
     from dbsage.tools.diff import diff_snapshots as diff
 
     if _empty_batch(state):
         return
     paths = ensure_paths(state)
+    before: Path | Side = paths.before
+    if state.pending and "before" in state.files and paths.before.exists():
+        before = read_side(paths.before)  # now, while the after-snapshot's pg_dump runs
 
     def write() -> None:
-        result = diff(paths.before, paths.after, paths.diff)
+        result = diff(before, paths.after, paths.diff)
         state.files["diff"] = state.rel(result.path)
         if not result.changed and _data_only(state):
             state.notices.append("No schema change (data only): the diff patch is empty.")
@@ -1430,7 +1434,19 @@ def check_batch_history(state: RunState) -> None:
     pending = ensure_pending(state)
     if pending:
         ensure_paths(state)
+        _split_for_history(pending)
     state.step_note = f"{len(pending)} file(s) pending under the lock"
+
+
+def _split_for_history(pending: list[BatchFile]) -> None:
+    """The Supabase CLI's split of each pending file, made now (while the early snapshot's
+    pg_dump still runs) rather than in each file's transaction, where record_batch_file
+    needs it for the history's `statements`."""
+    from dbsage.tools.history import cli_split_of
+
+    for f in pending:
+        if f.migration is not None and f.cli_split is None:
+            f.cli_split = cli_split_of(f.migration.text, f.migration.checksum)
 
 
 def save_batch_data(state: RunState) -> None:
@@ -1514,7 +1530,7 @@ def apply_batch(state: RunState) -> None:
             snapshot_before=state.files.get("before"), snapshot_after=state.rel(paths.after),
             diff_patch=state.rel(paths.diff)), check_tables=i == 0,
             since=marks.get(i - 1) if atomic and i else None,
-            mark=atomic and i + 1 < len(pending))
+            mark=atomic and i + 1 < len(pending), split=pending[i].cli_split)
         f = pending[i]
         if f.capture is not None:
             from dbsage.tools.rollback import capture_after

@@ -26,10 +26,25 @@ class DiffResult:
         return bool(self.added or self.removed)
 
 
-def diff_snapshots(before: Path, after: Path, dest: Path) -> DiffResult:
+@dataclass(frozen=True)
+class Side:
+    """A snapshot read and stripped for the diff ahead of time (the before-snapshot, while
+    the after-snapshot's pg_dump still runs)."""
+
+    path: Path
+    text: str  # without the DROP preamble
+
+
+def read_side(path: Path) -> Side:
+    """`path`'s schema as the diff compares it (without_clean_section)."""
+    return Side(path, without_clean_section(path.read_text()))
+
+
+def diff_snapshots(before: Path | Side, after: Path, dest: Path) -> DiffResult:
     """Write the unified diff of the two snapshots' schemas (their DROP preambles left out)
-    to `dest`; an unchanged schema gives an empty patch."""
-    text = _unified_diff(before, after, dest)
+    to `dest`; an unchanged schema gives an empty patch. `before` may be read already
+    (read_side)."""
+    text = _unified_diff(before if isinstance(before, Side) else read_side(before), after, dest)
     dest.write_text(text)
     lines = text.splitlines()
     added = sum(1 for x in lines if x.startswith("+") and not x.startswith("+++"))
@@ -79,8 +94,8 @@ def _is_drop(line: str) -> bool:
         line.startswith("DROP ") or (line.startswith("ALTER ") and " DROP " in line))
 
 
-def _unified_diff(before: Path, after: Path, dest: Path) -> str:
-    a = without_clean_section(before.read_text())
+def _unified_diff(side: Side, after: Path, dest: Path) -> str:
+    before, a = side.path, side.text
     b = without_clean_section(after.read_text())
     if a == b:
         return ""

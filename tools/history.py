@@ -533,18 +533,36 @@ def _log(conn: psycopg.Connection, rec: HistoryRecord, event: str, status: str) 
     conn.execute(_LOG_SQL, params)
 
 
-def cli_statements(rec: HistoryRecord) -> list[str] | None:
+@dataclass(frozen=True)
+class CliSplit:
+    """The Supabase CLI's split of a file's text (what `cli_statements` records), made ahead
+    of the migration's transaction: `up` splits every pending file before the lock."""
+
+    checksum: str  # sha256 of the file's bytes the text was decoded from
+    statements: tuple[str, ...] | None
+
+
+def cli_split_of(text: str, checksum: str) -> CliSplit:
+    """The CLI's split of `text` (a file's decoded text, sha256 `checksum`), for
+    `cli_statements(..., split=)`; not kept in the small cache single applies use."""
+    statements = statements_for_history(text)
+    return CliSplit(checksum, tuple(statements) if statements is not None else None)
+
+
+def cli_statements(rec: HistoryRecord, split: CliSplit | None = None) -> list[str] | None:
     """What `supabase db push` would store in `statements` for the file `rec` applied: the
     CLI's split of its text (comments, BEGIN/COMMIT and a trailing comment kept; CRLF kept).
 
     The text is read again from `rec.path` and used only when it still has `rec.checksum`;
     otherwise (the file is gone or was edited meanwhile) `rec.statements`, what ran, is kept.
+    `split`, made earlier from the same bytes (same checksum), saves splitting it again here.
     """
     text = _read_text(rec.path, rec.checksum)
     if text is None:
         return rec.statements
-    split = _cli_split(text)
-    return list(split) if split is not None else None
+    found = (split.statements if split is not None and split.checksum == rec.checksum
+             else _cli_split(text))
+    return list(found) if found is not None else None
 
 
 @functools.lru_cache(maxsize=4)
@@ -569,7 +587,9 @@ def _cli_split(text: str) -> tuple[str, ...] | None:
 # lock of a relation that no longer exists.
 
 # pg_lock_status() and the pg_stat_get_xact_* functions, not the pg_locks and
-# pg_stat_xact_user_tables views: a database may revoke the views from PUBLIC.
+# pg_stat_xact_user_tables views: a database may revoke the views from PUBLIC. The DROP
+# branch reads the locks again only when the CLI's table is missing (the CASE: as a plain
+# AND the EXISTS became an InitPlan run first, every time: ~0.2 ms of each file's record).
 _TOUCHED_SQL = """
 SELECT n.nspname::text, c.relname::text, l.mode, c.relkind::text,
        pg_stat_get_xact_tuples_inserted(c.oid),
@@ -582,11 +602,12 @@ WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted
                                 AND c.relname IN ('schema_migrations', 'seed_files')))
 UNION ALL
 SELECT 'supabase_migrations', 'schema_migrations', 'dropped', 'r', 0, 0
-WHERE to_regnamespace('supabase_migrations') IS NOT NULL
-  AND to_regclass('supabase_migrations.schema_migrations') IS NULL
-  AND EXISTS (SELECT 1 FROM pg_lock_status() l WHERE l.pid = pg_backend_pid()
-              AND l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock'
-              AND NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = l.relation))
+WHERE CASE WHEN to_regnamespace('supabase_migrations') IS NOT NULL
+             AND to_regclass('supabase_migrations.schema_migrations') IS NULL
+  THEN EXISTS (SELECT 1 FROM pg_lock_status() l WHERE l.pid = pg_backend_pid()
+               AND l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock'
+               AND NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = l.relation))
+  ELSE false END
 """
 _LOCK_MEANS = {"RowExclusiveLock": "INSERT, UPDATE, DELETE, MERGE or COPY FROM",
                "AccessExclusiveLock": "TRUNCATE, ALTER TABLE, DROP or a rewrite",
@@ -637,12 +658,14 @@ def ensure_bookkeeping_untouched(conn: psycopg.Connection, path: str,
         "undo a run, `dbsage rollback`."))
 
 
-def record_applied(conn: psycopg.Connection, rec: HistoryRecord) -> None:
-    """Insert both history rows, `statements` exactly as the Supabase CLI would write them;
-    call inside the migration's transaction. Refuses (and so rolls back) a migration that
-    wrote to the history itself (`ensure_bookkeeping_untouched`)."""
+def record_applied(conn: psycopg.Connection, rec: HistoryRecord,
+                   split: CliSplit | None = None) -> None:
+    """Insert both history rows, `statements` exactly as the Supabase CLI would write them
+    (`split`: the CLI's split made earlier, see cli_statements); call inside the migration's
+    transaction. Refuses (and so rolls back) a migration that wrote to the history itself
+    (`ensure_bookkeeping_untouched`)."""
     ensure_bookkeeping_untouched(conn, rec.path)
-    statements = cli_statements(rec)
+    statements = cli_statements(rec, split)
     ensure_history_tables(conn)
     # %b: text[] in binary, a quarter of the text format's cost at 10,000 statements
     conn.execute("INSERT INTO supabase_migrations.schema_migrations (version, name, statements) "
@@ -947,19 +970,21 @@ def apply_run_versions(conn: psycopg.Connection, ts: str) -> list[str]:
 
 def record_batch_file(conn: psycopg.Connection, rec: HistoryRecord, *,
                       check_tables: bool, since: BookkeepingMark | None = None,
-                      mark: bool = False) -> BookkeepingMark | None:
+                      mark: bool = False, split: CliSplit | None = None
+                      ) -> BookkeepingMark | None:
     """`record_applied` for one file of a batch: the bookkeeping tables are checked (and
     completed) for the batch's first file only (`check_tables`), since every later file runs
     on the same session, after them, under the same lock. In an atomic batch, `since` is the
-    mark returned for the file before (`mark`: return one after writing this file's rows)."""
+    mark returned for the file before (`mark`: return one after writing this file's rows).
+    `split`: the CLI's split of the file, made before the batch (cli_split_of)."""
     if check_tables:
-        record_applied(conn, rec)
+        record_applied(conn, rec, split)
         return bookkeeping_mark(conn) if mark else None
     ensure_bookkeeping_untouched(conn, rec.path, since)
     # Both rows in one statement (one round trip): the Supabase row in a data-modifying CTE.
     params: dict[str, Any] = {**rec.__dict__, "event": "apply", "status": "applied",
                               "statement_count": len(rec.statements),
-                              "cli_statements": cli_statements(rec)}
+                              "cli_statements": cli_statements(rec, split)}
     conn.execute("WITH sm AS (INSERT INTO supabase_migrations.schema_migrations (version, name, "
                  "statements) VALUES (%(version)s, %(name)s, %(cli_statements)b)) " + _LOG_SQL,
                  params)

@@ -109,17 +109,20 @@ def _quoted(name: str) -> str:
 
 # One small catalog query (its result one JSON line, also for psql): the schemas outside the
 # excluded ones this role has no USAGE on, and the tables in the others it cannot SELECT
-# (pg_dump locks ordinary and partitioned tables only).
+# (pg_dump locks ordinary and partitioned tables only). A superuser may read everything:
+# asked first, it spares a has_table_privilege() per table (~5 ms at 1,000 tables, between
+# the commit and the after-snapshot's pg_dump).
 _EXCLUDED = (f"n.nspname !~ '^pg_' AND n.nspname <> 'information_schema' "
              f"AND n.nspname !~ '{snapshot_excluded_regex()}'")
-SCOPE_SQL = f"""(SELECT jsonb_build_array(
+SCOPE_SQL = f"""(SELECT CASE WHEN (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+  THEN '[[], []]' ELSE jsonb_build_array(
   (SELECT coalesce(jsonb_agg(n.nspname::text ORDER BY n.nspname), '[]') FROM pg_namespace n
     WHERE {_EXCLUDED} AND NOT has_schema_privilege(n.oid, 'USAGE')),
   (SELECT coalesce(jsonb_agg(jsonb_build_array(n.nspname, c.relname) ORDER BY n.nspname, c.relname),
                    '[]')
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind IN ('r', 'p') AND {_EXCLUDED} AND has_schema_privilege(n.oid, 'USAGE')
-      AND NOT has_table_privilege(c.oid, 'SELECT')))::text)"""
+      AND NOT has_table_privilege(c.oid, 'SELECT')))::text END)"""
 
 
 def scope_from_json(text: str) -> DumpScope:
