@@ -27,7 +27,7 @@ def ensure_batch(state: RunState) -> BatchRun:
     not parse raises its MigrationFileError (file:line:col)."""
     if state.batch is not None:
         return state.batch
-    from dbsage.tools.batch import list_local_migrations, read_local_file
+    from dbsage.tools.localfiles import list_local_migrations, read_local_file
 
     local = list_local_migrations(state.options.project_dir)
     to = state.options.to_version

@@ -211,7 +211,6 @@ def batch_dry_run_gate(state: RunState, cp: CheckpointSpec) -> None:
     """Action `batch_dry_run_gate`: `dry_run_gate` for a batch. yolo runs none first; the
     other modes ask only when some pending file has no passing dry-run on record."""
     from dbsage.agent.batch import ensure_pending
-    from dbsage.tools.dryrun import find_passing_dry_run
 
     pending = ensure_pending(state)
     if not pending:
@@ -224,6 +223,8 @@ def batch_dry_run_gate(state: RunState, cp: CheckpointSpec) -> None:
         state.policy.log(cp.id, "skipped", "yolo: no separate dry-run: each file runs in a "
                          "transaction that any error rolls back")
         return
+    from dbsage.tools.dryrun import find_passing_dry_run  # not for yolo: a heavy import
+
     conn = ensure_connected(state)
     untried = [f for f in pending if f.migration is None
                or find_passing_dry_run(conn, f.migration.checksum) is None]

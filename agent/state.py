@@ -21,10 +21,11 @@ if TYPE_CHECKING:
     from dbsage.agent.modes import Asker, ModePolicy
     from dbsage.tools.analyze import LintFinding, MigrationAnalysis
     from dbsage.tools.apply import ApplyResult, LockRetryPolicy
-    from dbsage.tools.batch import BatchDryRun, BatchResult, LocalFile, LocalMigrations, PendingPlan
+    from dbsage.tools.batch import BatchDryRun, BatchResult, PendingPlan
     from dbsage.tools.connection import Target
     from dbsage.tools.dryrun import DryRunResult
     from dbsage.tools.history import CliSplit
+    from dbsage.tools.localfiles import LocalFile, LocalMigrations
     from dbsage.tools.rollback import DataTarget, ReverseScript, SavedData
     from dbsage.tools.smoke import SmokeReport
     from dbsage.tools.snapshot import EarlySnapshot
