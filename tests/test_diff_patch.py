@@ -30,3 +30,57 @@ def test_patch_of_a_new_table_starts_with_its_create_not_a_drop(db: Db, project:
     patch2 = (project / report2.files["diff"]).read_text()
     changed = [x for x in patch2.splitlines() if x[:1] in "+-" and x[:3] not in ("+++", "---")]
     assert changed == ["-    total numeric", "+    total numeric,", "+    note text"], changed
+
+
+DUMP = """--
+-- PostgreSQL database dump
+--
+
+\\restrict key
+SET statement_timeout = 0;
+SELECT pg_catalog.set_config('search_path', '', false);
+
+DROP INDEX IF EXISTS public.orders_total;
+ALTER TABLE IF EXISTS ONLY public.orders DROP CONSTRAINT IF EXISTS orders_pkey;
+DROP TABLE IF EXISTS public.orders;
+SET default_tablespace = '';
+
+--
+-- Name: orders; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.orders (
+    id bigint NOT NULL
+);
+"""
+
+
+def test_the_drop_run_is_left_out_and_nothing_else() -> None:
+    from dbsage.tools.diff import without_clean_section
+
+    stripped = without_clean_section(DUMP)
+    assert "DROP" not in stripped
+    assert stripped.startswith("--\n-- PostgreSQL database dump\n")
+    assert "SELECT pg_catalog.set_config('search_path', '', false);\n\nSET default_tablespace" \
+        in stripped
+    no_drops = DUMP.replace("DROP INDEX", "CREATE INDEX")  # the run must start the body
+    assert without_clean_section(no_drops) == no_drops
+    # an ALTER without DROP ends the run; a DROP without `;` is no single-line command
+    assert "DROP TABLE" in without_clean_section(DUMP.replace("DROP INDEX IF EXISTS", "ALTER x"))
+    assert "DROP TABLE" in without_clean_section(DUMP.replace("orders_total;", "orders_total"))
+
+
+def test_a_diff_from_a_side_read_ahead_leaves_no_temporary_file(tmp_path: Path) -> None:
+    from dbsage.tools.diff import diff_snapshots, read_side
+
+    before, after = tmp_path / "b.sql", tmp_path / "a.sql"
+    before.write_text(DUMP)
+    after.write_text(DUMP.replace("    id bigint NOT NULL\n", "    id bigint NOT NULL,\n"
+                                  "    note text\n"))
+    side = read_side(before)
+    before.unlink()  # read already: the diff does not read it again
+    result = diff_snapshots(side, after, tmp_path / "x_diff.patch")
+    patch = result.path.read_text()
+    assert (result.added, result.removed) == (2, 1), patch
+    assert "+    note text" in patch and "DROP" not in patch
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.sql", "x_diff.patch"]
