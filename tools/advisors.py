@@ -23,7 +23,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
-from dbsage.tools.catalog import excluded_schemas
+from dbsage.tools.catalog import API_ROLES, api_roles, excluded_schemas
 from dbsage.tools.errors import DbsageError
 
 Level = Literal["ERROR", "WARN", "INFO"]
@@ -37,8 +37,6 @@ EXCLUDED_SCHEMAS: tuple[str, ...] = (
     "pgmq", "pgroonga", "pgtle", "repack", "tiger", "topology",
     "_timescaledb_cache", "_timescaledb_catalog", "_timescaledb_config", "_timescaledb_internal",
 )
-# The roles PostgREST switches to for API requests (Supabase's anon and authenticated keys).
-API_ROLES: tuple[str, ...] = ("anon", "authenticated")
 
 # Column names that usually hold credentials, personal identifiers, financial, medical, device
 # or biometric data (compared lower-case, with '-' read as '_').
@@ -208,8 +206,6 @@ def _api_readable(rel: str, column: str | None = None) -> str:
     return (f"(cardinality(%(api)s::text[]) = 0 OR EXISTS (SELECT 1 FROM unnest(%(api)s::text[]) r"
             f" WHERE {check}))")
 
-
-_Q_API_ROLES = "SELECT rolname::text FROM pg_roles WHERE rolname = ANY(%(api)s::text[]) ORDER BY 1"
 
 _Q_RELATIONS = f"""
     SELECT n.nspname::text, c.relname::text, format('%%I.%%I', n.nspname, c.relname),
@@ -435,8 +431,7 @@ class _Catalog:
 
     @functools.cached_property
     def api_roles(self) -> list[str]:
-        rows = self.conn.execute(_Q_API_ROLES, {"api": list(API_ROLES)}).fetchall()
-        return [r[0] for r in rows]
+        return list(api_roles(self.conn))
 
     @functools.cached_property
     def server_version(self) -> int:
@@ -1034,12 +1029,6 @@ def run_advisors(conn: psycopg.Connection[Any], exposed_schemas: Sequence[str],
             if only is None or rule.name in only:
                 findings.extend(finder(catalog, rule))
     return findings
-
-
-def api_roles(conn: psycopg.Connection[Any]) -> tuple[str, ...]:
-    """The API roles (`API_ROLES`) this database has: none on plain PostgreSQL, where no Data
-    API serves the exposed schemas (the lints then treat everything in them as exposed)."""
-    return tuple(r[0] for r in conn.execute(_Q_API_ROLES, {"api": list(API_ROLES)}).fetchall())
 
 
 def compare_findings(before: Iterable[LintFinding],

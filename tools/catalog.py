@@ -11,6 +11,18 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import psycopg
 
+#: The roles PostgREST switches to for API requests (Supabase's anon and authenticated keys).
+API_ROLES: tuple[str, ...] = ("anon", "authenticated")
+
+
+def api_roles(conn: psycopg.Connection) -> tuple[str, ...]:
+    """The API roles (`API_ROLES`) this database has: none on plain PostgreSQL, where no Data
+    API serves the exposed schemas (the lints then treat everything in them as exposed)."""
+    rows = conn.execute("SELECT rolname::text FROM pg_roles WHERE rolname = ANY(%s::text[]) "
+                        "ORDER BY 1", (list(API_ROLES),)).fetchall()
+    return tuple(r[0] for r in rows)
+
+
 # --- the one definition of "user schemas" -----------------------------------------------------
 #
 # A user schema is any schema that is neither PostgreSQL's own nor dbsage's or the Supabase CLI's
