@@ -237,10 +237,12 @@ def _cli_names(spec: CommandSpec) -> list[str]:
     return [n for n in dict.fromkeys(names) if n.replace("-", "").isalnum()]
 
 
+_GENERATED: set[str] = set()  # the subcommands made from command functions
 for _spec in commands():
     if _spec.cli:
         _main, *_others = _cli_names(_spec)
         _ALIASES.update(dict.fromkeys(_others, _main))
+        _GENERATED.add(_main)
         app.command(_main, cls=_Command, short_help=_spec.summary)(_subcommand(_spec))
 
 
@@ -417,9 +419,46 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+# The root options, as `_invoked` skips them: those that take a value, and flags.
+_ROOT_VALUE_OPTIONS = frozenset({"--db", "--mode", "-m"})
+_ROOT_FLAGS = frozenset({"--json", "--verbose", "-v", "--quiet", "-q"})
+
+
+def _invoked(argv: list[str]) -> str | None:
+    """The generated subcommand `argv` runs (an alias resolved), or None when that is not
+    plain to see (help, version, completion, an unknown option, no subcommand, a typo)."""
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word in _ROOT_VALUE_OPTIONS:
+            i += 2
+        elif word in _ROOT_FLAGS or word.split("=", 1)[0] in _ROOT_VALUE_OPTIONS:
+            i += 1
+        elif word.startswith("-"):
+            return None
+        else:
+            name = _ALIASES.get(word, word)
+            return name if name in _GENERATED else None
+    return None
+
+
+def _build_only(name: str | None) -> None:
+    """typer builds a click command for every registered one on each start (~10 ms for all
+    of them, their signatures and type hints): when one generated subcommand is run, only
+    it is registered; help, completion and anything unclear keep them all."""
+    import os
+
+    if name is None or any(k.endswith("_COMPLETE") for k in os.environ):
+        return
+    app.registered_commands = [c for c in app.registered_commands if c.name == name]
+    app.registered_groups = []
+
+
 def main() -> None:
     """Console entry point."""
     import signal
+
+    _build_only(_invoked(sys.argv[1:]))
 
     signal.signal(signal.SIGTERM, _stop_cleanly)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:

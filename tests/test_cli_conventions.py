@@ -316,3 +316,14 @@ def test_a_script_stops_when_the_configured_model_cannot_be_used(tmp_path: Path)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "Unable to infer model provider" in done.stdout
     assert "Stopped at line 1: what is pending?" in done.stdout
+
+
+def test_only_the_subcommand_run_is_built_and_anything_unclear_builds_them_all() -> None:
+    from dbsage.agent.cli import _invoked
+
+    assert _invoked(["apply", "x.sql", "--mode", "yolo"]) == "apply"
+    assert _invoked(["--db", "postgresql://h/d", "-m", "yolo", "--json", "apply"]) == "apply"
+    assert _invoked(["--db=postgresql://h/d", "migrate", "x.sql"]) == "apply"  # an alias
+    for argv in ([], ["--help"], ["-V"], ["help", "apply"], ["db", "start"], ["aply"],
+                 ["-vq", "apply"], ["--install-completion"], ["completion", "bash"]):
+        assert _invoked(argv) is None, argv
