@@ -291,3 +291,27 @@ def test_a_view_change_waits_for_the_dump_first(db: Db, project: Path, sql: str)
     assert report.status == "applied", report.error
     note = _step(report, "take_snapshot_before")["note"]
     assert "kept" in note and "while the migration runs" not in note
+
+
+def test_the_wait_for_the_dump_wakes_when_it_ends_and_not_before(tmp_path: Path) -> None:
+    """finish_while waits for pg_dump in slices (checking for a lock wait in between): a slice
+    ends with False while the child runs, with True (and the child reaped) once it exited."""
+    import subprocess
+    import sys
+
+    from dbsage.tools.snapshot import _exited_within
+
+    flag = tmp_path / "go"
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import os, time\n"
+        f"while not os.path.exists({str(flag)!r}): time.sleep(0.01)\n")])
+    try:
+        assert _exited_within(child, 0.05) is False
+        assert child.returncode is None
+        flag.touch()
+        assert _exited_within(child, 60) is True
+        assert child.returncode == 0
+        assert _exited_within(child, 60) is True  # and again, once reaped
+    finally:
+        child.kill()
+        child.wait()

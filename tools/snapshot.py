@@ -333,27 +333,21 @@ class EarlySnapshot:
         every table it dumps: should it wait for a lock this transaction holds (a statement
         analysis could not see through took one), it would wait for ever, so that is checked
         while waiting and ends in a SnapshotError (the transaction then rolls back)."""
-        import subprocess as sp
-
         from psycopg import sql
 
         try:
-            while True:
-                try:
-                    self.dump.proc.wait(timeout=poll_s)
-                    break
-                except sp.TimeoutExpired:
-                    row = conn.execute(sql.SQL(
-                        "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE application_name = "
-                        "{} AND pg_backend_pid() = ANY (pg_blocking_pids(pid)))").format(
-                            sql.Literal(self.dump.app_name))).fetchone()
-                    if row and row[0]:
-                        raise SnapshotError(
-                            "The before-snapshot's pg_dump waits for a lock the migration "
-                            "took (through a function or trigger analysis cannot see): the "
-                            "migration was rolled back before its commit.",
-                            hint="Run it again with --mode interactive: the snapshot is then "
-                            "taken under the lock, before the migration starts.") from None
+            while not _exited_within(self.dump.proc, poll_s):
+                row = conn.execute(sql.SQL(
+                    "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE application_name = "
+                    "{} AND pg_backend_pid() = ANY (pg_blocking_pids(pid)))").format(
+                        sql.Literal(self.dump.app_name))).fetchone()
+                if row and row[0]:
+                    raise SnapshotError(
+                        "The before-snapshot's pg_dump waits for a lock the migration "
+                        "took (through a function or trigger analysis cannot see): the "
+                        "migration was rolled back before its commit.",
+                        hint="Run it again with --mode interactive: the snapshot is then "
+                        "taken under the lock, before the migration starts.") from None
             return self.dump.finish(dest)
         finally:
             self.discard()
@@ -387,6 +381,29 @@ class EarlySnapshot:
                 self.exporter.kill()
                 self.exporter.wait()
         self.dump.cancel()
+
+
+def _exited_within(proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
+    """True once `proc` has exited, waiting at most `timeout_s` for it. A pidfd wakes the
+    moment the child ends: Popen.wait(timeout) sleeps in steps growing to 50 ms, and the
+    migration's COMMIT waited that long after pg_dump had finished."""
+    import select
+
+    if proc.poll() is not None:
+        return True
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # not Linux 5.3+: sleep-polling it is
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+    try:
+        select.select([fd], [], [], timeout_s)
+    finally:
+        os.close(fd)
+    return proc.poll() is not None
 
 
 def start_early_snapshot(url: str, tmp: Path, *, timeout_s: float = 5.0,
