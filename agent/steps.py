@@ -265,7 +265,8 @@ def diff_snapshots(state: RunState) -> None:
     paths = ensure_paths(state)
     before: Path | Side = paths.before
     if state.pending and "before" in state.files and paths.before.exists():
-        before = read_side(paths.before)  # now, while the after-snapshot's pg_dump runs
+        # now, while the after-snapshot's pg_dump runs: read, stripped and written for diff
+        before = read_side(paths.before, paths.diff)
 
     def write() -> None:
         result = diff(before, paths.after, paths.diff)
@@ -275,7 +276,8 @@ def diff_snapshots(state: RunState) -> None:
         elif not result.changed:
             state.warnings.append("The migration did not change the schema (empty diff).")
 
-    run_after_pending(state, "diff_snapshots", write)
+    run_after_pending(state, "diff_snapshots", write,
+                      cancel=before.discard if isinstance(before, Side) else None)
 
 
 # Statements that read or write rows and change no schema object.
@@ -291,10 +293,12 @@ def _data_only(state: RunState) -> bool:
     return bool(files) and all(s.kind in _DATA_KINDS for m in files for s in m.statements)
 
 
-def run_after_pending(state: RunState, step: str, work: Callable[[], None]) -> None:
-    """Run `work` now, or queue it behind the work steps left running (it needs their files)."""
+def run_after_pending(state: RunState, step: str, work: Callable[[], None], *,
+                      cancel: Callable[[], None] | None = None) -> None:
+    """Run `work` now, or queue it behind the work steps left running (it needs their files);
+    `cancel` undoes what was prepared for it when it will not run."""
     if state.pending:
-        state.pending.append(Pending(step, work))
+        state.pending.append(Pending(step, work, cancel or (lambda: None)))
         state.step_note = "waits for the after-snapshot"
     else:
         work()

@@ -84,3 +84,33 @@ def test_a_diff_from_a_side_read_ahead_leaves_no_temporary_file(tmp_path: Path) 
     assert (result.added, result.removed) == (2, 1), patch
     assert "+    note text" in patch and "DROP" not in patch
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.sql", "x_diff.patch"]
+
+
+def test_a_side_written_ahead_gives_the_same_patch_and_leaves_nothing(tmp_path: Path) -> None:
+    """read_side(before, dest) writes the stripped before-side beside the patch while the
+    after-snapshot is still being dumped; the diff reads the after-side from standard input.
+    The patch is the one a side read without `dest` gives, and no temporary file stays: not
+    after the diff, and not when the diff never runs (the after-snapshot failed)."""
+    from dbsage.tools.diff import diff_snapshots, read_side
+
+    before, after = tmp_path / "b.sql", tmp_path / "a.sql"
+    before.write_text(DUMP)
+    after.write_text(DUMP.replace("    id bigint NOT NULL\n", "    id bigint NOT NULL,\n"
+                                  "    note text\n"))
+    plain = diff_snapshots(read_side(before), after, tmp_path / "plain_diff.patch")
+    ahead = read_side(before, tmp_path / "x_diff.patch")
+    assert ahead.file is not None and ahead.file.read_text() == ahead.text
+    assert ahead.file.parent == tmp_path and ahead.file.name.startswith(".x_diff.patch.a.")
+    result = diff_snapshots(ahead, after, tmp_path / "x_diff.patch")
+    assert result.path.read_text() == plain.path.read_text()
+    assert (result.added, result.removed) == (2, 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.sql", "b.sql", "plain_diff.patch", "x_diff.patch"]
+
+    unused = read_side(before, tmp_path / "y_diff.patch")
+    assert unused.file is not None and unused.file.exists()
+    unused.discard()
+    unused.discard()  # twice is harmless
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.sql", "b.sql", "plain_diff.patch", "x_diff.patch"]
+

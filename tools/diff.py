@@ -34,11 +34,40 @@ class Side:
 
     path: Path
     text: str  # without the DROP preamble
+    file: Path | None = None  # `text` written out for GNU diff already (read_side's `dest`)
+
+    def discard(self) -> None:
+        """Delete the file written ahead (a diff that will not run; safe to call twice)."""
+        if self.file is not None:
+            self.file.unlink(missing_ok=True)
 
 
-def read_side(path: Path) -> Side:
-    """`path`'s schema as the diff compares it (without_clean_section)."""
-    return Side(path, without_clean_section(path.read_text()))
+def read_side(path: Path, dest: Path | None = None) -> Side:
+    """`path`'s schema as the diff compares it (without_clean_section). With `dest` (the
+    patch to come) and a diff binary, the text is also written beside it now, so that the
+    diff itself, once the other side exists, writes nothing more: a 5,000-table dump is
+    10 MB to write. diff_snapshots deletes that file; Side.discard when it never runs."""
+    side = Side(path, without_clean_section(path.read_text()))
+    if dest is None:
+        return side
+    from dbsage.tools.binaries import find_diff
+
+    if not find_diff():
+        return side
+    tmp = _side_file(dest)
+    try:
+        tmp.write_text(side.text)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return Side(path, side.text, tmp)
+
+
+def _side_file(dest: Path) -> Path:
+    # beside the patch, under a name a later run removes if this one is killed meanwhile
+    from dbsage.tools.artifacts import temp_path
+
+    return temp_path(dest.with_name(f"{dest.name}.a"))
 
 
 def diff_snapshots(before: Path | Side, after: Path, dest: Path) -> DiffResult:
@@ -86,27 +115,26 @@ def without_clean_section(text: str) -> str:
 
 def _unified_diff(side: Side, after: Path, dest: Path) -> str:
     before, a = side.path, side.text
-    b = without_clean_section(after.read_text())
-    if a == b:
-        return ""
-    # GNU diff is linear on large, nearly equal dumps; difflib can take seconds on
-    # 100k-line snapshots, so it is only the fallback where no diff binary exists.
-    from dbsage.tools.artifacts import temp_path
-    from dbsage.tools.binaries import find_diff, run_child
+    try:
+        b = without_clean_section(after.read_text())
+        if a == b:
+            return ""
+        # GNU diff is linear on large, nearly equal dumps; difflib can take seconds on
+        # 100k-line snapshots, so it is only the fallback where no diff binary exists.
+        from dbsage.tools.binaries import find_diff, run_child
 
-    exe = find_diff()
-    if exe:
-        # beside the patch, under names a later run removes if this one is killed meanwhile
-        pa, pb = (temp_path(dest.with_name(f"{dest.name}.{x}")) for x in ("a", "b"))
-        try:
-            pa.write_text(a)
-            pb.write_text(b)
+        exe = find_diff()
+        if exe:
+            pa = side.file or _side_file(dest)
+            if side.file is None:
+                pa.write_text(a)
+            # the after side on standard input: it is read once and never written out
             proc = run_child([str(exe), "-u", "--label", before.name, "--label",
-                              after.name, str(pa), str(pb)])
-        finally:
-            pa.unlink(missing_ok=True)
-            pb.unlink(missing_ok=True)
-        if proc.returncode in (0, 1):
-            return proc.stdout
+                              after.name, str(pa), "-"], input=b)
+            if proc.returncode in (0, 1):
+                return str(proc.stdout)
+    finally:
+        side.discard()
+        _side_file(dest).unlink(missing_ok=True)
     return "".join(difflib.unified_diff(a.splitlines(keepends=True), b.splitlines(keepends=True),
                                         fromfile=before.name, tofile=after.name))
