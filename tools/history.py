@@ -590,16 +590,22 @@ def _cli_split(text: str) -> tuple[str, ...] | None:
 # pg_stat_xact_user_tables views: a database may revoke the views from PUBLIC. The DROP
 # branch reads the locks again only when the CLI's table is missing (the CASE: as a plain
 # AND the EXISTS became an InitPlan run first, every time: ~0.2 ms of each file's record).
+# The locks are first cut down to the bookkeeping relations' oids (one array, computed once
+# per query): joined to pg_class lock by lock, an atomic batch paid an index lookup for
+# every lock its earlier files took, twice a file (1,000 files: 23 ms a query at the end,
+# ~28 s in all; now ~7 ms, most of it pg_lock_status() itself).
 _TOUCHED_SQL = """
 SELECT n.nspname::text, c.relname::text, l.mode, c.relkind::text,
        pg_stat_get_xact_tuples_inserted(c.oid),
        pg_stat_get_xact_tuples_updated(c.oid) + pg_stat_get_xact_tuples_deleted(c.oid)
 FROM pg_lock_status() l JOIN pg_class c ON c.oid = l.relation
 JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted
+WHERE l.relation = ANY (ARRAY(
+        SELECT b.oid FROM pg_class b JOIN pg_namespace bn ON bn.oid = b.relnamespace
+        WHERE bn.nspname = 'dbsage' OR (bn.nspname = 'supabase_migrations'
+                                        AND b.relname IN ('schema_migrations', 'seed_files'))))
+  AND l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted
   AND l.mode NOT IN ('AccessShareLock', 'RowShareLock', 'ShareUpdateExclusiveLock')
-  AND (n.nspname = 'dbsage' OR (n.nspname = 'supabase_migrations'
-                                AND c.relname IN ('schema_migrations', 'seed_files')))
 UNION ALL
 SELECT 'supabase_migrations', 'schema_migrations', 'dropped', 'r', 0, 0
 WHERE CASE WHEN to_regnamespace('supabase_migrations') IS NOT NULL
