@@ -115,6 +115,7 @@ def without_clean_section(text: str) -> str:
 
 def _unified_diff(side: Side, after: Path, dest: Path) -> str:
     before, a = side.path, side.text
+    pa = side.file or _side_file(dest)  # the before side as GNU diff reads it; always deleted
     try:
         b = without_clean_section(after.read_text())
         if a == b:
@@ -125,7 +126,6 @@ def _unified_diff(side: Side, after: Path, dest: Path) -> str:
 
         exe = find_diff()
         if exe:
-            pa = side.file or _side_file(dest)
             if side.file is None:
                 pa.write_text(a)
             # the after side on standard input: it is read once and never written out
@@ -134,7 +134,6 @@ def _unified_diff(side: Side, after: Path, dest: Path) -> str:
             if proc.returncode in (0, 1):
                 return str(proc.stdout)
     finally:
-        side.discard()
-        _side_file(dest).unlink(missing_ok=True)
+        pa.unlink(missing_ok=True)
     return "".join(difflib.unified_diff(a.splitlines(keepends=True), b.splitlines(keepends=True),
                                         fromfile=before.name, tofile=after.name))
