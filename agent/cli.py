@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from dbsage.agent.commands import Outcome, Session, call, commands, follow_menu
+from dbsage.agent.commands import commands
+from dbsage.agent.front import (
+    GLOBAL_OPTIONS,
+    cli_names,
+    execute,
+    install_signal_handlers,
+    invoked,
+    kill_children,
+)
 from dbsage.agent.grammar import CommandError, CommandSpec, shell_syntax, validate
 
 if TYPE_CHECKING:
@@ -24,11 +32,6 @@ if TYPE_CHECKING:
 
     from typer._click import Context
 
-# Options that apply to every command that has them, written before or after the subcommand:
-# `dbsage --db URL apply f.sql` is `dbsage apply f.sql --db URL`. (flag, parameter name)
-GLOBAL_OPTIONS: tuple[tuple[str, str], ...] = (("--db", "db"), ("--mode", "mode"),
-                                               ("--json", "as_json"), ("--verbose", "verbose"),
-                                               ("--quiet", "quiet"))
 _ALIASES: dict[str, str] = {}  # other names of a subcommand (apply-migration, migrate, ...)
 
 
@@ -137,39 +140,6 @@ def _merge_globals(ctx: Context, values: dict[str, Any], accepts: set[str]) -> N
         values[param] = value
 
 
-def present(outcome: Outcome) -> None:
-    """Print an outcome: notices on stderr, then the report (rich) or JSON, or its text."""
-    if outcome.report is not None:
-        from dbsage.agent.render import print_notices, print_report, set_front
-
-        set_front("cli")  # hints as `dbsage rollback TS`, not the chat's `*rollback TS`
-        if outcome.view != "quiet":
-            from dbsage.agent.progress import current
-
-            print_notices(outcome.report, current().already_printed(outcome.report.notices))
-        if outcome.as_json:
-            typer.echo(outcome.text)
-        else:
-            print_report(outcome.report, outcome.view)
-        return
-    if outcome.text:
-        text = outcome.text if outcome.as_json else shell_syntax(outcome.text)
-        typer.echo(text, err=not outcome.ok and not outcome.as_json)
-
-
-def _warm_up() -> None:
-    # agent/render.py is imported when the run first waits (for its after-snapshot), not
-    # before the before-snapshot can start.
-    from dbsage.agent.render import warm_up
-
-    warm_up()
-
-
-def _session() -> Session:
-    return Session(front="cli", interactive=sys.stdin.isatty() and sys.stdout.isatty(),
-                   while_waiting=_warm_up)
-
-
 def _parameters(spec: CommandSpec) -> list[inspect.Parameter]:
     """typer parameters for a command spec: the context, arguments, then options (all
     keyword-only)."""
@@ -213,16 +183,7 @@ def _subcommand(spec: CommandSpec) -> Callable[..., None]:
             checked = validate(spec, values)
         except CommandError as exc:
             _fail(exc.message, exc.hint)
-        from dbsage.agent.progress import for_command
-
-        session = _session()
-        with for_command(checked):  # live progress on stderr while it runs
-            outcome = call(spec, checked, session)
-            present(outcome)
-        follow = follow_menu(outcome, session, checked.get("db"))  # asked after the report
-        if follow is not None:
-            present(follow)
-        raise typer.Exit(outcome.exit_code)
+        raise typer.Exit(execute(spec, checked))
 
     run.__signature__ = inspect.Signature(_parameters(spec))  # type: ignore[attr-defined]
     run.__annotations__ = {}
@@ -231,16 +192,10 @@ def _subcommand(spec: CommandSpec) -> Callable[..., None]:
     return run
 
 
-def _cli_names(spec: CommandSpec) -> list[str]:
-    """The subcommand's name first, then its other names (resolved, not listed)."""
-    names = [spec.cli_name or spec.name, spec.name, *spec.aliases]
-    return [n for n in dict.fromkeys(names) if n.replace("-", "").isalnum()]
-
-
 _GENERATED: set[str] = set()  # the subcommands made from command functions
 for _spec in commands():
     if _spec.cli:
-        _main, *_others = _cli_names(_spec)
+        _main, *_others = cli_names(_spec)
         _ALIASES.update(dict.fromkeys(_others, _main))
         _GENERATED.add(_main)
         app.command(_main, cls=_Command, short_help=_spec.summary)(_subcommand(_spec))
@@ -397,49 +352,10 @@ def db_stop(ctx: typer.Context, db: DbOption = None) -> None:
     typer.echo("Embedded PostgreSQL stopped.")
 
 
-def _kill_children() -> None:
-    # Children run in their own process groups (tools/binaries.py), so a signal to dbsage
-    # does not reach them: their groups are killed here. No module loaded, no child started.
-    binaries = sys.modules.get("dbsage.tools.binaries")
-    if binaries is not None:
-        binaries.kill_children()
-
-
-def _stop_cleanly(signum: int, frame: object) -> None:
-    # SIGTERM (a CI job cancelled, a container stopped) stops a run like Ctrl-C: the open
-    # transaction rolls back, the lock is released, temporary files are removed.
-    from dbsage.tools.errors import Terminated
-
-    _kill_children()
-    raise Terminated
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    _kill_children()  # then exactly Python's own Ctrl-C
-    raise KeyboardInterrupt
-
-
-# The root options, as `_invoked` skips them: those that take a value, and flags.
-_ROOT_VALUE_OPTIONS = frozenset({"--db", "--mode", "-m"})
-_ROOT_FLAGS = frozenset({"--json", "--verbose", "-v", "--quiet", "-q"})
-
-
 def _invoked(argv: list[str]) -> str | None:
-    """The generated subcommand `argv` runs (an alias resolved), or None when that is not
-    plain to see (help, version, completion, an unknown option, no subcommand, a typo)."""
-    i = 0
-    while i < len(argv):
-        word = argv[i]
-        if word in _ROOT_VALUE_OPTIONS:
-            i += 2
-        elif word in _ROOT_FLAGS or word.split("=", 1)[0] in _ROOT_VALUE_OPTIONS:
-            i += 1
-        elif word.startswith("-"):
-            return None
-        else:
-            name = _ALIASES.get(word, word)
-            return name if name in _GENERATED else None
-    return None
+    """The generated subcommand `argv` runs, or None when that is not plain to see."""
+    name = invoked(argv)
+    return name if name in _GENERATED else None
 
 
 def _build_only(name: str | None) -> None:
@@ -455,18 +371,13 @@ def _build_only(name: str | None) -> None:
 
 
 def main() -> None:
-    """Console entry point."""
-    import signal
-
+    """The typer command line (agent/launch.py runs a plain invocation without it)."""
     _build_only(_invoked(sys.argv[1:]))
-
-    signal.signal(signal.SIGTERM, _stop_cleanly)
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, _interrupt)
+    install_signal_handlers()
     try:
         app()
     finally:
-        _kill_children()  # whatever ended the command, no child outlives it
+        kill_children()  # whatever ended the command, no child outlives it
         # The command is done. The interpreter's teardown would still walk every object the
         # run created (about 50,000) in garbage-collection passes: ~40 ms on every command.
         # Freezing them skips those passes; atexit handlers and flushing run as usual.

@@ -491,8 +491,22 @@ def parse(line: str, *, require_star: bool = True) -> Invocation:
     if not tokens:
         raise CommandError("No command given.", hint="Type *help to list the commands.")
     spec = get_spec(tokens[0])
-    positionals, options = _parse_tokens(spec, tokens[1:])
-    return Invocation(spec.name, _bind_args(spec, positionals), options, line)
+    args, options = parse_tokens(spec, tokens[1:])
+    return Invocation(spec.name, args, options, line)
+
+
+def parse_tokens(spec: CommandSpec, tokens: list[str]
+                 ) -> tuple[dict[str, str | tuple[str, ...]], dict[str, OptionValue]]:
+    """A command's words after its name: (arguments, options) by key, every value checked.
+
+    The chat reads a `*command` line with it, and the command line a plain invocation.
+
+    Raises:
+        CommandError: an unknown or repeated option, a missing value or argument, a value a
+        validator refuses.
+    """
+    positionals, options = _parse_tokens(spec, tokens)
+    return _bind_args(spec, positionals), options
 
 
 def _parse_tokens(spec: CommandSpec, tokens: list[str]) -> tuple[list[str], dict[str, OptionValue]]:
