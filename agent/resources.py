@@ -28,12 +28,15 @@ def ensure_parsed(state: RunState) -> MigrationFile:
     """Read and parse the file once; nothing touches the database."""
     if state.migration is not None:
         return state.migration
-    from dbsage.tools.analyze import refuse_bookkeeping_writes
+    from dbsage.tools.catalog import names_bookkeeping
     from dbsage.tools.sqlfile import read_migration
 
     assert state.path is not None
     m = read_migration(state.path)
-    refuse_bookkeeping_writes(m)  # the history is not a migration's to write (exit 2)
+    if names_bookkeeping(m.text):  # else nothing to look for: no analysis before the snapshot
+        from dbsage.tools.analyze import refuse_bookkeeping_writes
+
+        refuse_bookkeeping_writes(m)  # the history is not a migration's to write (exit 2)
     state.migration = m
     state.version, state.name = m.version, m.name
     state.statements = [StatementOutcome(s.index, s.line, s.summary, s.transactional)

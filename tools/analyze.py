@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dbsage.tools.catalog import BOOKKEEPING_SCHEMAS, names_bookkeeping
 from dbsage.tools.errors import DbsageError, LintUnavailableError, MigrationFileError
 from dbsage.tools.sqlfile import (
     MigrationFile,
@@ -1495,7 +1496,7 @@ def excluded_schema_changes(migration: MigrationFile) -> tuple[ExcludedSchemaCha
 
 #: The CLI's history tables a migration must not touch (its other tables are its own business).
 CLI_HISTORY_TABLES = frozenset({"schema_migrations", "seed_files"})
-_BOOKKEEPING_WORDS = ("dbsage", "supabase_migrations")
+_BOOKKEEPING_WORDS = BOOKKEEPING_SCHEMAS
 _DML_VERBS = {"InsertStmt": "INSERT INTO", "UpdateStmt": "UPDATE", "DeleteStmt": "DELETE FROM",
               "MergeStmt": "MERGE INTO"}
 _DDL_VERBS = {"TruncateStmt": "TRUNCATE", "AlterTableStmt": "ALTER TABLE", "DropStmt": "DROP",
@@ -1597,8 +1598,7 @@ def bookkeeping_writes(migration: MigrationFile) -> tuple[BookkeepingWrite, ...]
     trigger, rule, policy, index, grant or comment on them; anything created in schema
     dbsage; the same written out in a DO block), the first per statement. Names without a
     schema are resolved by the file's own `SET search_path`. Pure: no database."""
-    low = migration.text.lower()
-    if not any(w in low for w in _BOOKKEEPING_WORDS):
+    if not names_bookkeeping(migration.text):
         return ()  # the common case: one substring test per file
     found: list[BookkeepingWrite] = []
     path: tuple[str, ...] = ()

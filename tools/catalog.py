@@ -36,6 +36,16 @@ def api_roles(conn: psycopg.Connection) -> tuple[str, ...]:
 SYSTEM_SCHEMAS: tuple[str, ...] = ("pg_catalog", "information_schema", "pg_toast")
 #: dbsage's log and the Supabase CLI's history: kept out of snapshots, diffs and fingerprints.
 BOOKKEEPING_SCHEMAS: tuple[str, ...] = ("dbsage", "supabase_migrations")
+
+
+def names_bookkeeping(sql: str) -> bool:
+    """Whether `sql` spells a bookkeeping schema's name anywhere (any case). When it does not,
+    no statement in it can write to the history, even through `SET search_path`
+    (tools/analyze.bookkeeping_writes's first test, and why a file that passes it needs no
+    further analysis before it runs)."""
+    low = sql.lower()
+    return any(s in low for s in BOOKKEEPING_SCHEMAS)
+
 #: Schemas Supabase creates and manages for its services.
 PLATFORM_SCHEMAS: tuple[str, ...] = (
     "auth", "storage", "realtime", "extensions", "graphql", "graphql_public", "vault",
