@@ -192,12 +192,10 @@ def _subcommand(spec: CommandSpec) -> Callable[..., None]:
     return run
 
 
-_GENERATED: set[str] = set()  # the subcommands made from command functions
-for _spec in commands():
+for _spec in commands():  # the subcommands made from command functions
     if _spec.cli:
         _main, *_others = cli_names(_spec)
         _ALIASES.update(dict.fromkeys(_others, _main))
-        _GENERATED.add(_main)
         app.command(_main, cls=_Command, short_help=_spec.summary)(_subcommand(_spec))
 
 
@@ -352,10 +350,7 @@ def db_stop(ctx: typer.Context, db: DbOption = None) -> None:
     typer.echo("Embedded PostgreSQL stopped.")
 
 
-def _invoked(argv: list[str]) -> str | None:
-    """The generated subcommand `argv` runs, or None when that is not plain to see."""
-    name = invoked(argv)
-    return name if name in _GENERATED else None
+_invoked = invoked  # the generated subcommand argv runs, or None (agent/front.py)
 
 
 def _build_only(name: str | None) -> None:

@@ -19,18 +19,27 @@ import sys
 from typing import Any
 
 from dbsage.agent.commands import Outcome, Session, call, commands, follow_menu
-from dbsage.agent.grammar import CommandError, CommandSpec, parse_tokens, shell_syntax
+from dbsage.agent.grammar import CommandError, CommandSpec, options, parse_tokens, shell_syntax
 
 # Options that apply to every command that has them, written before or after the subcommand:
 # `dbsage --db URL apply f.sql` is `dbsage apply f.sql --db URL`. (flag, parameter name)
 GLOBAL_OPTIONS: tuple[tuple[str, str], ...] = (("--db", "db"), ("--mode", "mode"),
                                                ("--json", "as_json"), ("--verbose", "verbose"),
                                                ("--quiet", "quiet"))
-# The root options in the forms a command line writes them, by their long flag: those that
-# take a value, and flags.
-ROOT_VALUE_OPTIONS: dict[str, str] = {"--db": "--db", "--mode": "--mode", "-m": "--mode"}
-ROOT_FLAGS: dict[str, str] = {"--json": "--json", "--verbose": "--verbose", "-v": "--verbose",
-                              "--quiet": "--quiet", "-q": "--quiet"}
+
+
+def _root_forms() -> tuple[dict[str, str], dict[str, str]]:
+    """The global options as a command line writes them before the subcommand (long flag and
+    short one), each to its long flag: (those that take a value, flags). From the commands'
+    own option specs, as typer's root callback declares them."""
+    specs = options()
+    values: dict[str, str] = {}
+    flags: dict[str, str] = {}
+    for flag, _ in GLOBAL_OPTIONS:
+        o = specs[flag]
+        for form in filter(None, (o.flag, o.short)):
+            (values if o.takes_value else flags)[form] = o.flag
+    return values, flags
 
 
 def cli_names(spec: CommandSpec) -> list[str]:
@@ -53,21 +62,22 @@ def invoked(argv: list[str]) -> str | None:
 
 def _split_root(argv: list[str]) -> tuple[list[str], CommandSpec, list[str]] | None:
     """(root options as tokens of the subcommand, its spec, the words after it), or None."""
+    root_values, root_flags = _root_forms()
     root: list[str] = []
     i = 0
     while i < len(argv):
         word = argv[i]
         flag, has_inline, inline = word.partition("=")
-        if word in ROOT_VALUE_OPTIONS:
+        if word in root_values:
             if i + 1 == len(argv):
                 return None
-            root += [ROOT_VALUE_OPTIONS[word], argv[i + 1]]
+            root += [root_values[word], argv[i + 1]]
             i += 2
-        elif word in ROOT_FLAGS:
-            root.append(ROOT_FLAGS[word])
+        elif word in root_flags:
+            root.append(root_flags[word])
             i += 1
-        elif has_inline and flag.startswith("--") and flag in ROOT_VALUE_OPTIONS:
-            root.append(f"{ROOT_VALUE_OPTIONS[flag]}={inline}")
+        elif has_inline and flag.startswith("--") and flag in root_values:
+            root.append(f"{root_values[flag]}={inline}")
             i += 1
         elif word.startswith("-"):
             return None

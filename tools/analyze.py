@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dbsage.tools.catalog import BOOKKEEPING_SCHEMAS, names_bookkeeping
+from dbsage.tools.catalog import names_bookkeeping
 from dbsage.tools.errors import DbsageError, LintUnavailableError, MigrationFileError
 from dbsage.tools.sqlfile import (
     MigrationFile,
@@ -1496,7 +1496,6 @@ def excluded_schema_changes(migration: MigrationFile) -> tuple[ExcludedSchemaCha
 
 #: The CLI's history tables a migration must not touch (its other tables are its own business).
 CLI_HISTORY_TABLES = frozenset({"schema_migrations", "seed_files"})
-_BOOKKEEPING_WORDS = BOOKKEEPING_SCHEMAS
 _DML_VERBS = {"InsertStmt": "INSERT INTO", "UpdateStmt": "UPDATE", "DeleteStmt": "DELETE FROM",
               "MergeStmt": "MERGE INTO"}
 _DDL_VERBS = {"TruncateStmt": "TRUNCATE", "AlterTableStmt": "ALTER TABLE", "DropStmt": "DROP",
@@ -1606,8 +1605,7 @@ def bookkeeping_writes(migration: MigrationFile) -> tuple[BookkeepingWrite, ...]
         if stmt.kind == "VariableSetStmt" and stmt.tree is not None:
             path = _search_path(stmt.node, path)
             continue
-        if stmt.tree is None or (not path and not any(w in stmt.sql.lower()
-                                                      for w in _BOOKKEEPING_WORDS)):
+        if stmt.tree is None or (not path and not names_bookkeeping(stmt.sql)):
             continue
         for verb, target, where in _statement_writes(stmt, path):
             line = line_in(stmt, max(stmt.sql.lower().find(target.split(".")[-1]), 0))
