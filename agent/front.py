@@ -19,7 +19,14 @@ import sys
 from typing import Any
 
 from dbsage.agent.commands import Outcome, Session, call, commands, follow_menu
-from dbsage.agent.grammar import CommandError, CommandSpec, options, parse_tokens, shell_syntax
+from dbsage.agent.grammar import (
+    CommandError,
+    CommandSpec,
+    options,
+    parse_tokens,
+    set_front,
+    shell_syntax,
+)
 
 # Options that apply to every command that has them, written before or after the subcommand:
 # `dbsage --db URL apply f.sql` is `dbsage apply f.sql --db URL`. (flag, parameter name)
@@ -127,7 +134,7 @@ def echo(text: str, *, err: bool = False) -> None:
 def present(outcome: Outcome) -> None:
     """Print an outcome: notices on stderr, then the report (rich) or JSON, or its text."""
     if outcome.report is not None:
-        from dbsage.agent.render import print_notices, print_report, set_front
+        from dbsage.agent.render import print_notices, print_report
 
         set_front("cli")  # hints as `dbsage rollback TS`, not the chat's `*rollback TS`
         if outcome.view != "quiet":

@@ -659,6 +659,21 @@ def help_text(command: str | None = None) -> str:
 _STAR_COMMAND = re.compile(r"(?<![\w*])\*([a-z][a-z-]*)")
 
 
+# Where text is shown: "cli" writes `*command` hints as `dbsage <command>`, "chat" as they are.
+# Kept here, not in agent/render.py, so that a CLI run can set it before render is loaded.
+_FRONT = {"name": "chat"}
+
+
+def set_front(front: str) -> None:
+    """Word command hints for the shell ("cli") or the chat ("chat")."""
+    _FRONT["name"] = front
+
+
+def front_syntax(text: str) -> str:
+    """`text` with its `*command` hints in the syntax of the front end set by `set_front`."""
+    return shell_syntax(text) if _FRONT["name"] == "cli" else text
+
+
 def shell_syntax(text: str) -> str:
     """`text` with its `*command` names as the shell spells them: `*dry-run PATH` becomes
     `dbsage dry-run PATH`, `*apply-migration` `dbsage apply` (chat-only ones stay)."""

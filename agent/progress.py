@@ -350,7 +350,7 @@ def for_command(values: Mapping[str, Any]) -> Iterator[Progress]:
     import os
     import sys
 
-    from dbsage.agent.render import set_front
+    from dbsage.agent.grammar import set_front
 
     set_front("cli")  # notices shown as they happen name commands as the shell does
     if values.get("quiet"):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import TYPE_CHECKING, Any
 
+from dbsage.agent.grammar import front_syntax as _say  # hints worded for the front end
 from dbsage.agent.report import RunReport
 
 if TYPE_CHECKING:
@@ -33,31 +33,6 @@ def _e(text: object) -> str:
     from rich.markup import escape
 
     return escape(str(text))
-
-
-# Where the report is shown: "cli" writes hints as `dbsage <command>`, "chat" as `*command`.
-FRONT = {"name": "chat"}
-_STAR = re.compile(r"(?<![\w*])\*([a-z][a-z-]*)")
-
-
-def set_front(front: str) -> None:
-    """Word command hints for the shell ("cli") or the chat ("chat")."""
-    FRONT["name"] = front
-
-
-def _say(text: str) -> str:
-    """`text` with its `*command` hints in the syntax of the front end."""
-    if FRONT["name"] != "cli":
-        return text
-    from dbsage.agent.grammar import commands
-
-    names = {n: (spec.cli_name or spec.name) for spec in commands() if spec.cli
-             for n in (spec.name, *spec.aliases)}
-
-    def word(m: re.Match[str]) -> str:
-        return f"dbsage {names[m[1]]}" if m[1] in names else m[0]
-
-    return _STAR.sub(word, text)
 
 
 def print_notices(report: RunReport, skip: int = 0) -> None:

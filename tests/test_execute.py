@@ -13,7 +13,7 @@ from conftest import Db
 
 from dbsage.tools.apply import LockRetryPolicy as ApplyLockRetryPolicy
 from dbsage.tools.errors import StatementFailure
-from dbsage.tools.execute import LockRetry, LockRetryPolicy, with_lock_retry
+from dbsage.tools.execute import LockRetry, LockRetryPolicy, with_lock_retry, with_retry
 from dbsage.tools.history import ensure_history_tables
 from dbsage.tools.lock import acquire_lock, release_lock
 from dbsage.tools.rollback import ReverseScript, RollbackFailedError, apply_rollback
@@ -51,6 +51,37 @@ def test_with_lock_retry_backs_off_by_the_multiplier_then_gives_up() -> None:
     with pytest.raises(LockRetry) as last:
         with_lock_retry(attempt, LockRetryPolicy(3, 0.01, 0.01))  # type: ignore[arg-type]
     assert len(calls) == 3 and last.value.outcome == 3
+
+
+def test_the_retry_helper_tells_each_retry_and_lets_other_errors_through() -> None:
+    told: list[tuple[int, int]] = []
+    calls, attempt = _flaky(3)
+    policy = LockRetryPolicy(6, 0.01, 0.05, on_retry=lambda n, of: told.append((n, of)))
+    assert with_lock_retry(attempt, policy) == ("done", 4)  # type: ignore[arg-type]
+    assert told == [(2, 6), (3, 6), (4, 6)]  # before each wait: the attempt that comes next
+    assert calls[3] - calls[2] >= 0.04  # 0.01 * 2 ** 2
+    tries: list[int] = []
+
+    def broken() -> None:
+        tries.append(1)
+        raise ValueError("not a retryable error")
+
+    with pytest.raises(ValueError):
+        with_retry(broken, attempts=5, first_wait_s=0.01, max_wait_s=0.01,
+                   retry_if=lambda exc: isinstance(exc, LockRetry))
+    assert tries == [1]
+
+
+def test_a_first_attempt_that_succeeds_never_loads_tenacity() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from dbsage.tools.execute import with_retry; "
+            "print(with_retry(lambda: 7, attempts=3, first_wait_s=0.01, max_wait_s=0.1, "
+            "retry_if=lambda e: True), 'tenacity' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["(7,", "1)", "False"]
 
 
 @pytest.fixture

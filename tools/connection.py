@@ -385,33 +385,25 @@ def connect(url: str, *, autocommit: bool = False, attempts: int = 3,
     Raises ConnectionFailedError naming host and port (password redacted) after `attempts`.
     """
     import psycopg
-    from tenacity import (
-        RetryError,
-        Retrying,
-        retry_if_exception,
-        stop_after_attempt,
-        wait_exponential,
-    )
 
-    retrying = Retrying(
-        stop=stop_after_attempt(attempts),
-        wait=wait_exponential(multiplier=first_wait, max=5),
-        retry=retry_if_exception(_is_retryable),
-        reraise=False,
-    )
+    from dbsage.tools.execute import with_retry
+
+    tried = 0
+
+    def once() -> psycopg.Connection:
+        nonlocal tried
+        tried += 1
+        conn = psycopg.connect(url, autocommit=autocommit, application_name=APPLICATION_NAME,
+                               connect_timeout=10)
+        _notice_a_dead_client(conn)
+        return conn
+
     try:
-        for attempt in retrying:
-            with attempt:
-                conn = psycopg.connect(url, autocommit=autocommit,
-                                       application_name=APPLICATION_NAME, connect_timeout=10)
-                _notice_a_dead_client(conn)
-                return conn
-    except RetryError as exc:
-        last = exc.last_attempt.exception()
-        raise _connection_error(url, last, attempts) from None
+        conn, _ = with_retry(once, attempts=attempts, first_wait_s=first_wait, max_wait_s=5,
+                             retry_if=_is_retryable)
     except psycopg.OperationalError as exc:
-        raise _connection_error(url, exc, 1) from None
-    raise AssertionError("unreachable")  # pragma: no cover
+        raise _connection_error(url, exc, tried) from None
+    return conn
 
 
 def _notice_a_dead_client(conn: psycopg.Connection) -> None:

@@ -83,19 +83,44 @@ def with_lock_retry(attempt: Callable[[], T], policy: LockRetryPolicy) -> tuple[
 
     Returns the result and how many attempts it took.
     """
-    from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+    return with_retry(attempt, attempts=policy.attempts, first_wait_s=policy.first_wait_s,
+                      multiplier=policy.multiplier, max_wait_s=policy.max_wait_s,
+                      retry_if=lambda exc: isinstance(exc, LockRetry), on_retry=policy.on_retry)
 
-    hook = policy.on_retry
-    retrying = Retrying(
-        stop=stop_after_attempt(policy.attempts),
-        wait=wait_exponential(multiplier=policy.first_wait_s, exp_base=policy.multiplier,
-                              max=policy.max_wait_s),
-        retry=retry_if_exception_type(LockRetry),
+
+def with_retry(call: Callable[[], T], *, attempts: int, first_wait_s: float,
+               max_wait_s: float, retry_if: Callable[[BaseException], bool],
+               multiplier: float = 2.0,
+               on_retry: Callable[[int, int], None] | None = None) -> tuple[T, int]:
+    """The one retry helper (statements here, connections in tools/connection.py): call
+    `call()` until it returns; again after a wait each time it raises an exception
+    `retry_if` accepts, `attempts` times at most, after which the last exception propagates.
+    The n-th wait is `first_wait_s * multiplier ** (n - 1)`, at most `max_wait_s`;
+    `on_retry(next attempt, attempts)` is told before each. Returns the result and how many
+    attempts it took.
+
+    The first attempt runs before tenacity is imported: nearly every call succeeds at once,
+    and the import (~7 ms) stays off the path of a run that needs no retry."""
+    try:
+        return call(), 1
+    except Exception as exc:
+        if attempts <= 1 or not retry_if(exc):
+            raise
+    from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+    if on_retry is not None:
+        on_retry(2, attempts)
+    time.sleep(min(first_wait_s, max_wait_s))
+    retrying = Retrying(  # attempts 2.. : its n-th attempt is attempt n + 1
+        stop=stop_after_attempt(attempts - 1),
+        wait=wait_exponential(multiplier=first_wait_s * multiplier, exp_base=multiplier,
+                              max=max_wait_s),
+        retry=retry_if_exception(retry_if),
         reraise=True,
-        before_sleep=(lambda rs: hook(rs.attempt_number + 1, policy.attempts)) if hook else None,
+        before_sleep=(lambda rs: on_retry(rs.attempt_number + 2, attempts)) if on_retry else None,
     )
-    result = retrying(attempt)
-    return result, int(retrying.statistics.get("attempt_number", 1))
+    result = retrying(call)
+    return result, 1 + int(retrying.statistics.get("attempt_number", 1))
 
 
 def set_timeouts(conn: psycopg.Connection, lock_timeout: str, statement_timeout: str | None,
