@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -75,6 +76,10 @@ class SizeResult:
     build_s: float
     dump_lines: int = 0
     wall: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    # CPU seconds (user + sys) of the run's process tree: dbsage (or the shell's commands) and
+    # what it waited for (psql, pg_dump, diff); not the server's backends. Steadier than wall
+    # on a machine whose speed drifts, and what Python's start-up and imports cost.
+    cpu: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     steps: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     outside_ms: list[float] = field(default_factory=list)  # wall minus report.execution_time
     unaccounted_ms: list[float] = field(default_factory=list)  # execution_time minus steps, checks
@@ -107,6 +112,7 @@ class Bench:
         (self.shell_dir / "supabase" / "snapshots").mkdir(parents=True)
         self.env = clean_env()
         self.dbsage = exe or dbsage_exe()
+        self.last_cpu = 0.0  # CPU seconds of the last run (SizeResult.cpu)
 
     def _new_migration(self, folder: Path, tag: str) -> Path:
         self.counter[0] += 1
@@ -122,9 +128,10 @@ class Bench:
         cmd = [self.dbsage, "apply", str(mig.relative_to(self.project)), "--mode", "yolo",
                "--db", self.url, *self.extra_args] + (["--json"] if as_json else [])
         env = {**self.env, **(extra_env or {})}
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), children_cpu()
         proc = subprocess.run(cmd, cwd=self.project, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t0
+        self.last_cpu = children_cpu() - c0
         if proc.returncode != 0:
             err = "\n".join(x for x in proc.stderr.splitlines() if not x.startswith("import time:"))
             raise RuntimeError(f"dbsage apply failed (exit {proc.returncode}):\n{proc.stdout}\n{err}")
@@ -140,7 +147,7 @@ class Bench:
         lock = f"SELECT pg_try_advisory_lock(hashtext('{LOCK_KEY}')) AS got"
         unlock = f"SELECT pg_advisory_unlock(hashtext('{LOCK_KEY}'));"
         run = {"cwd": self.shell_dir, "env": self.env, "check": True}
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), children_cpu()
         got = subprocess.run([psql, self.url, "-v", "ON_ERROR_STOP=1", "-c", lock],
                              capture_output=True, text=True, **run)  # type: ignore[call-overload]
         if " t" not in got.stdout:
@@ -157,7 +164,14 @@ class Bench:
             subprocess.run(["diff", "-u", str(before), str(after)], stdout=f, cwd=self.shell_dir)
         subprocess.run([psql, self.url, "-v", "ON_ERROR_STOP=1", "-c", unlock],
                        capture_output=True, **run)  # type: ignore[call-overload]
+        self.last_cpu = children_cpu() - c0
         return time.perf_counter() - t0
+
+
+def children_cpu() -> float:
+    """User + sys seconds of every child process waited for so far (and theirs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def build_schema(url: str, tables: int) -> float:
@@ -198,13 +212,16 @@ def measure_size(srv: BenchServer, tables: int, runs: int, counter: list[int],
             for v in order:
                 if v == "shell":
                     res.wall[v].append(b.run_shell())
+                    res.cpu[v].append(b.last_cpu)
                     continue
                 if v == "baseline":
                     assert old is not None
                     res.wall[v].append(old.run_dbsage(False)[0])
+                    res.cpu[v].append(old.last_cpu)
                     continue
                 wall, report, _ = b.run_dbsage(v == "dbsage --json")
                 res.wall[v].append(wall)
+                res.cpu[v].append(b.last_cpu)
                 if report is not None:
                     res.add_report(report, wall)
             print(f"  run {i + 1}/{runs}: " + ", ".join(
@@ -216,9 +233,12 @@ def measure_size(srv: BenchServer, tables: int, runs: int, counter: list[int],
     return res
 
 
-def paired_ratio(r: SizeResult, variant: str, against: str = "shell") -> float:
-    """The median of the per-round ratios variant/against (the rounds' runs are adjacent)."""
-    return median([x / y for x, y in zip(r.wall[variant], r.wall[against], strict=True)])
+def paired_ratio(r: SizeResult, variant: str, against: str = "shell", what: str = "wall"
+                 ) -> float:
+    """The median of the per-round ratios variant/against (the rounds' runs are adjacent), of
+    wall time or of CPU time (`what`)."""
+    runs = r.cpu if what == "cpu" else r.wall
+    return median([x / y for x, y in zip(runs[variant], runs[against], strict=True)])
 
 
 def print_importtime(stderr: str, what: str) -> None:
@@ -303,6 +323,22 @@ def report(results: list[SizeResult], runs: int) -> None:
                   f"{base / median(r.wall['shell']):14.2f}x "
                   f"{median(r.wall['dbsage']) / base:15.3f}x "
                   f"{paired_ratio(r, 'dbsage', 'baseline'):6.3f}x")
+    print("\n== CPU seconds (user + sys) of each run's process tree, not the server's; median / "
+          "min; paired: median of the rounds' ratios")
+    base = any(r.cpu.get("baseline") for r in results)
+    print(f"{'tables':>7} {'shell':>15} {'dbsage':>15} {'dbsage/shell':>13} {'paired':>7}"
+          + (f" {'baseline':>15} {'dbsage/baseline':>16} {'paired':>7}" if base else ""))
+    for r in results:
+        line = (f"{r.tables:>7} {median(r.cpu['shell']):6.3f} / {min(r.cpu['shell']):6.3f} "
+                f"{median(r.cpu['dbsage']):6.3f} / {min(r.cpu['dbsage']):6.3f} "
+                f"{median(r.cpu['dbsage']) / median(r.cpu['shell']):12.2f}x "
+                f"{paired_ratio(r, 'dbsage', 'shell', 'cpu'):6.2f}x")
+        if base:
+            b = median(r.cpu["baseline"])
+            line += (f" {b:6.3f} / {min(r.cpu['baseline']):6.3f} "
+                     f"{median(r.cpu['dbsage']) / b:15.3f}x "
+                     f"{paired_ratio(r, 'dbsage', 'baseline', 'cpu'):6.3f}x")
+        print(line)
     print("\n== where dbsage's time goes, from --json (median ms; checks are the task's checklists)")
     names = list(dict.fromkeys(s for r in results for s in r.steps))
     extra = {"(in run, not in a step or check)": "unaccounted_ms",
