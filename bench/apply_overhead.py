@@ -295,6 +295,11 @@ def startup(runs: int) -> None:
     print_importtime(imp.stderr, "`import dbsage.agent.cli` (what --help pays before typer runs)")
 
 
+def median_min(values: list[float]) -> str:
+    """`median / min` of a variant's runs, as every table prints them."""
+    return f"{median(values):6.3f} / {min(values):6.3f}"
+
+
 def report(results: list[SizeResult], runs: int) -> None:
     """The summary tables."""
     print(f"\n== summary (seconds, {runs} runs each, median / min; ratio: of the medians, "
@@ -302,8 +307,7 @@ def report(results: list[SizeResult], runs: int) -> None:
     print(f"{'tables':>7} {'dump lines':>10} {'shell':>15} {'dbsage':>15} {'dbsage --json':>15} "
           f"{'ratio':>6} {'paired':>6} {'target':>7}")
     for r in results:
-        cells = [f"{median(r.wall[v]):6.3f} / {min(r.wall[v]):6.3f}"
-                 for v in ("shell", "dbsage", "dbsage --json")]
+        cells = [median_min(r.wall[v]) for v in ("shell", "dbsage", "dbsage --json")]
         ratio = median(r.wall["dbsage"]) / median(r.wall["shell"])
         paired = paired_ratio(r, "dbsage")
         target = TARGETS.get(r.tables)
@@ -319,7 +323,7 @@ def report(results: list[SizeResult], runs: int) -> None:
               f"{'paired':>7}")
         for r in results:
             base = median(r.wall["baseline"])
-            print(f"{r.tables:>7} {base:6.3f} / {min(r.wall['baseline']):6.3f} "
+            print(f"{r.tables:>7} {median_min(r.wall['baseline'])} "
                   f"{base / median(r.wall['shell']):14.2f}x "
                   f"{median(r.wall['dbsage']) / base:15.3f}x "
                   f"{paired_ratio(r, 'dbsage', 'baseline'):6.3f}x")
@@ -329,13 +333,12 @@ def report(results: list[SizeResult], runs: int) -> None:
     print(f"{'tables':>7} {'shell':>15} {'dbsage':>15} {'dbsage/shell':>13} {'paired':>7}"
           + (f" {'baseline':>15} {'dbsage/baseline':>16} {'paired':>7}" if base else ""))
     for r in results:
-        line = (f"{r.tables:>7} {median(r.cpu['shell']):6.3f} / {min(r.cpu['shell']):6.3f} "
-                f"{median(r.cpu['dbsage']):6.3f} / {min(r.cpu['dbsage']):6.3f} "
+        line = (f"{r.tables:>7} {median_min(r.cpu['shell'])} {median_min(r.cpu['dbsage'])} "
                 f"{median(r.cpu['dbsage']) / median(r.cpu['shell']):12.2f}x "
                 f"{paired_ratio(r, 'dbsage', 'shell', 'cpu'):6.2f}x")
         if base:
             b = median(r.cpu["baseline"])
-            line += (f" {b:6.3f} / {min(r.cpu['baseline']):6.3f} "
+            line += (f" {median_min(r.cpu['baseline'])} "
                      f"{median(r.cpu['dbsage']) / b:15.3f}x "
                      f"{paired_ratio(r, 'dbsage', 'baseline', 'cpu'):6.3f}x")
         print(line)
