@@ -34,7 +34,15 @@ from datetime import datetime
 from pathlib import Path
 
 import psycopg
-from _server import BenchServer, clean_env, dbsage_exe, git_state, median, throwaway_server
+from _server import (
+    BenchServer,
+    clean_env,
+    dbsage_exe,
+    git_state,
+    interpreter_speed,
+    median,
+    throwaway_server,
+)
 
 # dbsage/shell: issue #2 asked for 1.5x / 1.25x; issue #9 (the restructure) for no worse than
 # 1.45x / 1.15x, the ratios of the code before it on the machine of that day.
@@ -376,7 +384,8 @@ def main() -> None:
         sys.exit(f"--baseline {args.baseline}: not an executable file")
     extra = f"; dbsage apply extra args: {' '.join(args.dbsage_arg)}" if args.dbsage_arg else ""
     print(f"dbsage apply overhead — {datetime.now():%Y-%m-%d %H:%M}, {platform.node()}, "
-          f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()} "
+          f"({interpreter_speed()}), "
           f"{git_state()}{extra}")
     print(compile_bytecode())
     startup(args.runs)

@@ -37,7 +37,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import psycopg
-from _server import BenchServer, clean_env, dbsage_exe, git_state, median, throwaway_server
+from _server import (
+    BenchServer,
+    clean_env,
+    dbsage_exe,
+    git_state,
+    interpreter_speed,
+    median,
+    throwaway_server,
+)
 from apply_overhead import build_schema, compile_bytecode
 
 # The two targets for `dbsage up`: (n, tables) -> (reference tool key, max ratio).
@@ -481,7 +489,8 @@ def main() -> None:
     args.dbsage = str(Path(args.dbsage).resolve()) if args.dbsage else dbsage_exe()
 
     print(f"dbsage vs peers — {datetime.now():%Y-%m-%d %H:%M}, {platform.node()}, "
-          f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()} "
+          f"({interpreter_speed()}), "
           f"{git_state()} (this checkout); dbsage measured: {args.dbsage}")
     print(compile_bytecode())
     migs = make_migrations(args.n, args.tables)
