@@ -111,6 +111,27 @@ def interpreter_speed(classes: int = 100) -> str:
     return f"{statistics.median(rounds) * 1000:.2f} ms per frozen dataclass"
 
 
+def cpu_ticks() -> tuple[int, int] | None:
+    """(steal, total) jiffies of all CPUs from /proc/stat, or None where there is none."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    ticks = [int(x) for x in fields[:8]]  # user nice system idle iowait irq softirq steal
+    return (ticks[7], sum(ticks)) if len(ticks) == 8 else None
+
+
+def stolen_since(start: tuple[int, int] | None) -> str:
+    """The share of CPU time the hypervisor gave to other guests since `start`: on a shared
+    VM it is why the same build reads 10-20% slower one hour than the next."""
+    end = cpu_ticks()
+    if start is None or end is None or end[1] <= start[1]:
+        return "CPU stolen by the hypervisor: unknown (no /proc/stat)"
+    share = (end[0] - start[0]) / (end[1] - start[1])
+    return (f"CPU stolen by the hypervisor meanwhile: {share:.1%} of the machine's CPU time "
+            "(/proc/stat; beyond a few % the figures are not comparable with a quiet run's)")
+
+
 def clean_env() -> dict[str, str]:
     """The environment without database variables, so only --db chooses the target."""
     env = {k: v for k, v in os.environ.items()

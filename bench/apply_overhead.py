@@ -37,10 +37,12 @@ import psycopg
 from _server import (
     BenchServer,
     clean_env,
+    cpu_ticks,
     dbsage_exe,
     git_state,
     interpreter_speed,
     median,
+    stolen_since,
     throwaway_server,
 )
 
@@ -388,6 +390,7 @@ def main() -> None:
           f"({interpreter_speed()}), "
           f"{git_state()}{extra}")
     print(compile_bytecode())
+    ticks = cpu_ticks()
     startup(args.runs)
     results: list[SizeResult] = []
     counter = [0]
@@ -397,6 +400,7 @@ def main() -> None:
             results.append(measure_size(srv, n, args.runs, counter, importtime=(i == 0),
                                         extra_args=args.dbsage_arg, baseline=args.baseline))
     report(results, args.runs)
+    print(f"\n{stolen_since(ticks)}")
 
 
 if __name__ == "__main__":
