@@ -16,11 +16,37 @@ from helpers import DBSAGE, migration
 
 
 def _start(db: Db, project: Path, path: Path, *extra: str) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("SUPABASE_DB_URL", "DATABASE_URL")}
+    env = _env()
     return subprocess.Popen(
         [DBSAGE, "apply", str(path.relative_to(project)), "--mode", "yolo", "--db", db.url,
          "--no-dry-run", "--json", *extra],
         cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("SUPABASE_DB_URL", "DATABASE_URL")}
+    env["PYTHONFAULTHANDLER"] = "1"  # a SIGABRT prints every thread's stack (see _ended)
+    return env
+
+
+def _ended(proc: subprocess.Popen[str], children: list[psutil.Process]) -> tuple[str, str]:
+    """proc's output once it has ended after a signal. One that has not within 60 s (a few
+    seconds on a quiet machine) fails with where each of its threads stood, from
+    faulthandler, or with the children that keep its output open."""
+    try:
+        return proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        alive = proc.poll() is None
+        if alive:
+            proc.send_signal(signal.SIGABRT)
+        holders = [(p.pid, p.cmdline()) for p in children if _running(p)]
+        for p in children:
+            if _running(p):
+                p.kill()
+        out, err = proc.communicate(timeout=10)
+        raise AssertionError(f"not ended 60 s after the signal (dbsage alive: {alive}; "
+                             f"children left: {holders}); stdout: {out!r}; stderr:\n{err}"
+                             ) from None
 
 
 def _wait_until(db: Db, sql: str, timeout: float = 20) -> None:
@@ -42,7 +68,7 @@ def _running(p: psutil.Process) -> bool:
 def _stop(proc: subprocess.Popen[str], sig: int) -> tuple[dict, str]:
     children = psutil.Process(proc.pid).children(recursive=True)
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=30)
+    out, err = _ended(proc, children)
     assert proc.returncode == 128 + sig, (proc.returncode, out, err)  # 143 TERM, 130 INT
     # its children (in their own process groups, so the signal reached only dbsage) went too
     _, alive = psutil.wait_procs(children, timeout=1.0)
@@ -103,14 +129,14 @@ def test_sigterm_during_a_chat_script_run_ends_the_chat_cleanly(db18: Db, projec
                      "create table public.t1 (id int);\nselect pg_sleep(30);\n")
     script = project / "script.txt"
     script.write_text(f"*apply-migration {path.relative_to(project)} --mode yolo\n*exit\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("SUPABASE_DB_URL", "DATABASE_URL")}
     proc = subprocess.Popen([DBSAGE, "chat", "--db", db18.url, "--script", str(script)],
-                            cwd=project, env=env, stdout=subprocess.PIPE,
+                            cwd=project, env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     _wait_until(db18, "SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name = "
                       "'dbsage' AND state = 'active' AND query LIKE 'select pg_sleep%'")
+    children = psutil.Process(proc.pid).children(recursive=True)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=30)
+    out, err = _ended(proc, children)
     assert proc.returncode == 143, (out, err)
     assert "Traceback" not in err
     assert "Interrupted" in out + err
