@@ -1031,7 +1031,7 @@ def api_roles_of(state: RunState) -> tuple[str, ...]:
     value = state.inputs.get(_API_ROLES)
     if isinstance(value, tuple):
         return value
-    from dbsage.tools.advisors import api_roles
+    from dbsage.tools.catalog import api_roles
 
     found = api_roles(ensure_connected(state))
     state.inputs[_API_ROLES] = found

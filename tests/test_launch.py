@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 import typer.main
-from helpers import run_cli
+from conftest import Db
+from helpers import migration, run_cli
 
 from dbsage.agent.cli import app
 from dbsage.agent.commands import COMMANDS
@@ -98,11 +99,14 @@ def test_shell_completion_goes_to_typer(monkeypatch: pytest.MonkeyPatch) -> None
     assert plain_invocation(["apply", "x.sql"]) is None
 
 
-def _modules_after(argv: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess[str], set[str]]:
-    """Run the entry point on `argv`; (the process, the top-level modules it had loaded)."""
+def _modules_after(argv: list[str], cwd: Path, *, top: bool = True
+                   ) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """Run the entry point on `argv`; (the process, the modules it had loaded: only the
+    top-level names with `top`)."""
+    names = "{m.split('.')[0] for m in sys.modules}" if top else "sys.modules"
     code = ("import atexit, sys\n"
             "atexit.register(lambda: open('modules.txt', 'w').write("
-            "'\\n'.join(sorted({m.split('.')[0] for m in sys.modules}))))\n"
+            f"'\\n'.join(sorted({names}))))\n"
             f"sys.argv = ['dbsage', *{argv!r}]\n"
             "from dbsage.agent.launch import main\n"
             "main()\n")
@@ -119,6 +123,18 @@ def test_a_plain_command_runs_without_typer(tmp_path: Path) -> None:
     [made] = (tmp_path / "supabase" / "migrations").glob("*_add_things.sql")
     assert made.name in done.stdout
     assert "typer" not in modules and "click" not in modules
+
+
+def test_a_plain_postgresql_apply_loads_no_supabase_only_module(db: Db, project: Path) -> None:
+    # Each module costs every apply its import (dataclasses, regexes): the advisor lints
+    # matter only where Supabase's API roles exist, and one catalog query says they do not.
+    migration(project, "20300101000000_t.sql", "create table public.t (id int primary key);\n")
+    done, modules = _modules_after(["apply", "supabase/migrations/20300101000000_t.sql",
+                                    "--mode", "yolo", "--db", db.url], project, top=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert db.scalar("SELECT to_regclass('public.t') IS NOT NULL") is True
+    assert "dbsage.tools.analyze" in modules  # what the run needed is there
+    assert "dbsage.tools.advisors" not in modules
 
 
 def test_an_unclear_command_runs_through_typer_with_its_messages(tmp_path: Path) -> None:
