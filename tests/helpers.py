@@ -40,12 +40,18 @@ def fast_retry(attempts: int = 10) -> LockRetryPolicy:
     return LockRetryPolicy(attempts=attempts, first_wait_s=0.05, max_wait_s=0.4)
 
 
+def cli_env(**extra: str) -> dict[str, str]:
+    """This process's environment without the database variables (only --db chooses the
+    target), plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SUPABASE_DB_URL", "DATABASE_URL")}
+    env.update(extra)
+    return env
+
+
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
             timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run the installed `dbsage` command as a user would."""
-    full_env = {k: v for k, v in os.environ.items()
-                if k not in ("SUPABASE_DB_URL", "DATABASE_URL")}
-    full_env.update(env or {})
+    full_env = cli_env(**(env or {}))
     return subprocess.run([DBSAGE, *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
 

@@ -4,7 +4,6 @@ stops cleanly, says what was committed, releases the lock and leaves no temporar
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -12,21 +11,18 @@ from pathlib import Path
 
 import psutil
 from conftest import Db
-from helpers import DBSAGE, migration
+from helpers import DBSAGE, cli_env, migration
 
 
 def _start(db: Db, project: Path, path: Path, *extra: str) -> subprocess.Popen[str]:
-    env = _env()
     return subprocess.Popen(
         [DBSAGE, "apply", str(path.relative_to(project)), "--mode", "yolo", "--db", db.url,
          "--no-dry-run", "--json", *extra],
-        cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=project, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("SUPABASE_DB_URL", "DATABASE_URL")}
-    env["PYTHONFAULTHANDLER"] = "1"  # a SIGABRT prints every thread's stack (see _ended)
-    return env
+    return cli_env(PYTHONFAULTHANDLER="1")  # a SIGABRT prints every thread's stack (_ended)
 
 
 def _ended(proc: subprocess.Popen[str], children: list[psutil.Process]) -> tuple[str, str]:

@@ -3,7 +3,6 @@ with exactly the values typer would pass; anything else goes to typer."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,8 @@ from typing import Any
 import pytest
 import typer.main
 from conftest import Db
-from helpers import migration, run_cli
+from helpers import cli_env, migration, run_cli
+from supabase_shaped import SupaDb
 
 from dbsage.agent.cli import app
 from dbsage.agent.commands import COMMANDS
@@ -110,8 +110,7 @@ def _modules_after(argv: list[str], cwd: Path, *, top: bool = True
             f"sys.argv = ['dbsage', *{argv!r}]\n"
             "from dbsage.agent.launch import main\n"
             "main()\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("SUPABASE_DB_URL", "DATABASE_URL")}
-    done = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=cli_env(), capture_output=True,
                           text=True, timeout=60)
     return done, set((cwd / "modules.txt").read_text().split())
 
@@ -125,16 +124,26 @@ def test_a_plain_command_runs_without_typer(tmp_path: Path) -> None:
     assert "typer" not in modules and "click" not in modules
 
 
-def test_a_plain_postgresql_apply_loads_no_supabase_only_module(db: Db, project: Path) -> None:
-    # Each module costs every apply its import (dataclasses, regexes): the advisor lints
-    # matter only where Supabase's API roles exist, and one catalog query says they do not.
-    migration(project, "20300101000000_t.sql", "create table public.t (id int primary key);\n")
+def _apply_modules(db: Db | SupaDb, project: Path) -> set[str]:
+    migration(project, "20300101000000_t.sql", "create table public.t (id bigint primary key);\n"
+              "alter table public.t enable row level security;\n")  # what the gate asks
     done, modules = _modules_after(["apply", "supabase/migrations/20300101000000_t.sql",
                                     "--mode", "yolo", "--db", db.url], project, top=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert db.scalar("SELECT to_regclass('public.t') IS NOT NULL") is True
     assert "dbsage.tools.analyze" in modules  # what the run needed is there
-    assert "dbsage.tools.advisors" not in modules
+    return modules
+
+
+def test_a_plain_postgresql_apply_loads_no_supabase_only_module(db: Db, project: Path) -> None:
+    # Each module costs every apply its import (dataclasses, regexes): the advisor lints
+    # matter only where Supabase's API roles exist, and one catalog query says they do not.
+    assert "dbsage.tools.advisors" not in _apply_modules(db, project)
+
+
+def test_a_supabase_apply_runs_the_advisor_gate(supa_db: SupaDb, project: Path) -> None:
+    # As Supabase's non-superuser postgres: the API roles exist, so the gate's lints load.
+    assert "dbsage.tools.advisors" in _apply_modules(supa_db, project)
 
 
 def test_an_unclear_command_runs_through_typer_with_its_messages(tmp_path: Path) -> None:
