@@ -4,23 +4,21 @@ ends and it writes to the dead socket."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 from conftest import Db
-from helpers import DBSAGE, lock_is_free, migration
+from helpers import DBSAGE, cli_env, lock_is_free, migration
 
 
 def test_sigkill_during_a_long_statement_frees_the_lock_within_two_seconds(
         db: Db, project: Path) -> None:
     path = migration(project, "20250101000000_slow.sql",
                      "create table public.t (id int);\nselect pg_sleep(60);\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("SUPABASE_DB_URL", "DATABASE_URL")}
     proc = subprocess.Popen([DBSAGE, "apply", str(path), "--mode", "yolo", "--no-dry-run",
-                             "--force", "--db", db.url], cwd=project, env=env,
+                             "--force", "--db", db.url], cwd=project, env=cli_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60

@@ -19,7 +19,7 @@ import psutil
 import psycopg
 import pytest
 from conftest import Db
-from helpers import DBSAGE, lock_is_free, migration, run_cli
+from helpers import DBSAGE, cli_env, lock_is_free, migration, run_cli
 
 from dbsage.tools.artifacts import host_name, sweep_leftovers, temp_path
 
@@ -39,12 +39,8 @@ def _table(name: str) -> str:
             f"alter table public.{name} enable row level security;\n")
 
 
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in ("SUPABASE_DB_URL", "DATABASE_URL")}
-
-
 def _start(project: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([DBSAGE, *args], cwd=project, env=_env(), stdout=subprocess.PIPE,
+    return subprocess.Popen([DBSAGE, *args], cwd=project, env=cli_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
